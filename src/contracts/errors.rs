@@ -1,0 +1,93 @@
+//! `ErrorResponse` and the two code sets: intake codes (why a message was refused at the
+//! door) and gateway codes (what a caller should do about it). Spec 3.4 and 3.5.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::decide::ResponseContext;
+
+/// Why intake refused a message. Stable strings: operators alert on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IntakeErrorCode {
+    SchemaValidationFailed,
+    VersionUnsupported,
+    CorrelationFieldsInvalid,
+    TenantForbidden,
+    IdempotencyViolation,
+    PayloadTooSmall,
+    InternalValidationError,
+}
+
+impl IntakeErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeErrorCode::SchemaValidationFailed => "SCHEMA_VALIDATION_FAILED",
+            IntakeErrorCode::VersionUnsupported => "VERSION_UNSUPPORTED",
+            IntakeErrorCode::CorrelationFieldsInvalid => "CORRELATION_FIELDS_INVALID",
+            IntakeErrorCode::TenantForbidden => "TENANT_FORBIDDEN",
+            IntakeErrorCode::IdempotencyViolation => "IDEMPOTENCY_VIOLATION",
+            IntakeErrorCode::PayloadTooSmall => "PAYLOAD_TOO_SMALL",
+            IntakeErrorCode::InternalValidationError => "INTERNAL_VALIDATION_ERROR",
+        }
+    }
+
+    /// The gateway code a caller sees for this intake failure.
+    pub fn gateway_code(self) -> ErrorCode {
+        match self {
+            IntakeErrorCode::TenantForbidden => ErrorCode::Unauthorized,
+            IntakeErrorCode::InternalValidationError => ErrorCode::Internal,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+
+    pub fn severity(self) -> &'static str {
+        match self {
+            IntakeErrorCode::IdempotencyViolation | IntakeErrorCode::PayloadTooSmall => "warn",
+            _ => "error",
+        }
+    }
+}
+
+/// The `error.code` a gateway maps to HTTP. Stable strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    PolicyNotFound,
+    DecisionFailed,
+    RateLimited,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PolicyNotFound => "policy_not_found",
+            ErrorCode::DecisionFailed => "decision_failed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake_error_code: Option<IntakeErrorCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Map<String, Value>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// Always `false`.
+    pub ok: bool,
+    pub error: ErrorBody,
+    pub context: ResponseContext,
+}

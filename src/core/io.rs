@@ -1,0 +1,114 @@
+//! The core's inputs and commands. Everything that crosses the boundary between the
+//! deterministic core and a shell is one of these values, so a trace of them is a
+//! complete record of a run.
+
+use serde::Serialize;
+
+/// A shell-assigned token for one delivery of one JetStream message. Unique within a
+/// process; the shell maps it back to its ack handle.
+pub type DeliveryId = u64;
+
+/// A core-assigned id for one publish, echoed back in `Input::PublishDone`.
+pub type PublishId = u64;
+
+/// A core-assigned timer key, echoed back in `Input::Timer`.
+pub type TimerKey = u64;
+
+/// Message headers in the order they arrived. A `Vec`, not a map: order is part of the
+/// trace, and NATS allows repeated names.
+pub type Headers = Vec<(String, String)>;
+
+/// One delivery of a message from a durable pull consumer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    /// The subject the message was published to (e.g. `beamline.router.v1.decide`).
+    pub subject: String,
+    pub headers: Headers,
+    #[serde(serialize_with = "serialize_lossy")]
+    pub payload: Vec<u8>,
+    /// The message's sequence in its stream: stable across redeliveries and restarts.
+    pub stream_seq: u64,
+    /// The server's delivery count (1 on first delivery). The core trusts this, never a
+    /// counter of its own, to decide when `max_deliver` is reached.
+    pub delivered: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum PublishOutcome {
+    /// Core publish: flushed to the server. JetStream publish: PubAck received.
+    Confirmed,
+    /// The publish failed or its confirmation did not arrive in time (ambiguous).
+    Failed { reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ConnectionEvent {
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Input {
+    Delivery(Delivery),
+    PublishDone {
+        id: PublishId,
+        outcome: PublishOutcome,
+    },
+    Timer {
+        key: TimerKey,
+    },
+    Connection(ConnectionEvent),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PublishKind {
+    /// A plain NATS publish; confirmed once flushed to the server.
+    Core,
+    /// A JetStream publish; confirmed by its PubAck. The message id lets the stream
+    /// drop a retry of a publish whose ack was lost.
+    JetStream,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Publish {
+    pub id: PublishId,
+    pub subject: String,
+    pub headers: Headers,
+    #[serde(serialize_with = "serialize_lossy")]
+    pub payload: Vec<u8>,
+    pub kind: PublishKind,
+    /// `Nats-Msg-Id` for JetStream publishes (also carried in `headers`).
+    pub msg_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Command {
+    /// Done with this message: `+ACK`.
+    Ack {
+        delivery: DeliveryId,
+    },
+    /// Redeliver after `delay_ms`: `-NAK {"delay":..}`.
+    Nak {
+        delivery: DeliveryId,
+        delay_ms: u64,
+    },
+    /// Never redeliver: `+TERM`. Always preceded by a confirmed DLQ record.
+    Term {
+        delivery: DeliveryId,
+    },
+    /// Still working, reset the ack timer: `+WPI`.
+    InProgress {
+        delivery: DeliveryId,
+    },
+    Publish(Publish),
+    /// Deliver `Input::Timer { key }` at `at` (milliseconds on the core's clock).
+    SetTimer {
+        key: TimerKey,
+        at: u64,
+    },
+}
+
+fn serialize_lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}

@@ -1,0 +1,15 @@
+//! Beamline Router: the decision engine of a task platform, consumed over NATS JetStream.
+//!
+//! - [`contracts`]: wire types and codes.
+//! - [`intake`]: validation of raw messages, in the documented order.
+//! - [`policy`]: the routing policy DSL and its store.
+//! - [`core`]: the deterministic, sans-IO state machine that owns every decision.
+//! - `shell` (feature `service`): the production driver over tokio and async-nats.
+
+pub mod contracts;
+pub mod core;
+pub mod intake;
+pub mod policy;
+
+#[cfg(feature = "service")]
+pub mod shell;

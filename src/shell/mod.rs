@@ -1,0 +1,1 @@
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
