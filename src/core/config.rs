@@ -27,6 +27,8 @@ pub struct RouterConfig {
     /// How many completed stream sequences are remembered, so that a redelivery after a
     /// lost ack is acked again without a second reply.
     pub completed_capacity: usize,
+    /// How long a reply stays replayable for its (tenant, idempotency_key).
+    pub idempotency_ttl_ms: u64,
     /// Tenants allowed to call; `None` allows every tenant.
     pub tenant_allowlist: Option<Vec<String>>,
 }
@@ -44,6 +46,7 @@ impl Default for RouterConfig {
             node_id: "router-1".to_string(),
             max_in_flight: 256,
             completed_capacity: 65_536,
+            idempotency_ttl_ms: 3_600_000,
             tenant_allowlist: None,
         }
     }

@@ -3,7 +3,10 @@
 //! it emits through the `Env` interfaces. It never blocks, spawns, reads the wall clock
 //! or iterates a hash map.
 
+mod answers;
 mod config;
+mod decide;
+mod dlq;
 mod env;
 mod io;
 mod router;

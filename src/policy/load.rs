@@ -77,7 +77,7 @@ fn file_name(path: &Path) -> Result<String, PolicyLoadError> {
 }
 
 /// Upstream's rule for tenant and policy ids (`^[a-zA-Z0-9_.-]+$`, 1-255 characters).
-pub(crate) fn valid_id(s: &str) -> bool {
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && s.bytes()

@@ -9,7 +9,7 @@ mod load;
 mod parse;
 mod store;
 
-pub use load::{load_dir, PolicyLoadError};
+pub use load::{load_dir, valid_id as valid_policy_id, PolicyLoadError};
 pub use parse::{parse_policy, PolicyError};
 pub use store::PolicyStore;
 

@@ -1,0 +1,76 @@
+//! DLQ records, built from what the router kept of the original message.
+
+use sha2::{Digest, Sha256};
+
+use crate::contracts::{DlqError, DlqReason, DlqRecord};
+use crate::intake::Rejection;
+
+use super::env::Time;
+use super::io::Delivery;
+use super::router::Origin;
+
+pub fn msg_id(stream_seq: u64) -> String {
+    format!("dlq-{stream_seq}")
+}
+
+pub fn reason_str(reason: DlqReason) -> &'static str {
+    match reason {
+        DlqReason::ValidationFailed => "validation_failed",
+        DlqReason::MaxdeliverExhausted => "maxdeliver_exhausted",
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn refused(
+    origin: &Origin,
+    d: &Delivery,
+    rejection: &Rejection,
+    now: Time,
+    node: &str,
+) -> Vec<u8> {
+    encode(&DlqRecord {
+        reason: DlqReason::ValidationFailed,
+        original_subject: origin.subject.clone(),
+        original_payload_hash: origin.payload_sha256.clone(),
+        stream_seq: d.stream_seq,
+        delivered: d.delivered,
+        msg_id: origin.msg_id.clone(),
+        request_id: rejection.request_id.clone(),
+        tenant_id: rejection.tenant_id.clone(),
+        trace_id: rejection.trace_id.clone(),
+        error: DlqError::intake(rejection.code, rejection.message.clone()),
+        received_at: now.millis(),
+        router_node_id: node.to_string(),
+    })
+}
+
+pub fn exhausted(origin: &Origin, seq: u64, delivered: u64, now: Time, node: &str) -> Vec<u8> {
+    encode(&DlqRecord {
+        reason: DlqReason::MaxdeliverExhausted,
+        original_subject: origin.subject.clone(),
+        original_payload_hash: origin.payload_sha256.clone(),
+        stream_seq: seq,
+        delivered,
+        msg_id: origin.msg_id.clone(),
+        request_id: origin.request_id.clone(),
+        tenant_id: origin.tenant_id.clone(),
+        trace_id: None,
+        error: DlqError {
+            code: "MAXDELIVER_EXHAUSTED".to_string(),
+            message: format!("reply could not be published in {delivered} deliveries"),
+            severity: "error".to_string(),
+        },
+        received_at: now.millis(),
+        router_node_id: node.to_string(),
+    })
+}
+
+fn encode(record: &DlqRecord) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
