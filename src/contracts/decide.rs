@@ -21,6 +21,12 @@ pub struct DecideRequest {
     pub metadata: Map<String, Value>,
     #[serde(default)]
     pub push_assignment: bool,
+    /// Overrides the CAF subject for this request's assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_subject: Option<String>,
+    /// Merged over the assignment's `options` defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -58,6 +58,12 @@ pub enum ErrorCode {
     PolicyNotFound,
     DecisionFailed,
     RateLimited,
+    ExtensionNotFound,
+    ExtensionTimeout,
+    ValidatorBlocked,
+    PostProcessorFailed,
+    ExtensionUnavailable,
+    ExtensionError,
     Internal,
 }
 
@@ -69,6 +75,12 @@ impl ErrorCode {
             ErrorCode::PolicyNotFound => "policy_not_found",
             ErrorCode::DecisionFailed => "decision_failed",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ExtensionNotFound => "extension_not_found",
+            ErrorCode::ExtensionTimeout => "extension_timeout",
+            ErrorCode::ValidatorBlocked => "validator_blocked",
+            ErrorCode::PostProcessorFailed => "post_processor_failed",
+            ErrorCode::ExtensionUnavailable => "extension_unavailable",
+            ErrorCode::ExtensionError => "extension_error",
             ErrorCode::Internal => "internal",
         }
     }

@@ -3,6 +3,14 @@
 pub const DECIDE: &str = "beamline.router.v1.decide";
 pub const DECIDE_REPLY: &str = "beamline.router.v1.decide.reply";
 pub const DECIDE_DLQ: &str = "beamline.router.v1.decide.dlq";
+pub const RESULT: &str = "caf.exec.result.v1";
+pub const RESULT_DLQ: &str = "caf.exec.result.v1.dlq";
+pub const ASSIGNMENT: &str = "caf.exec.assign.v1";
+pub const ASSIGNMENT_ACK: &str = "caf.exec.assign.v1.ack";
+pub const USAGE: &str = "beamline.usage.v1.metered";
+pub const BACKPRESSURE_STATUS: &str = "beamline.router.v1.status.backpressure";
+/// Admin request-reply subjects share this prefix.
+pub const ADMIN_PREFIX: &str = "beamline.router.v1.admin.";
 
 /// The caller's reply subject. A plain NATS request to a subject that a stream captures
 /// is answered by the stream's PubAck, so the real reply subject travels in a header.
@@ -11,5 +19,7 @@ pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_VERSION: &str = "version";
 pub const HEADER_TENANT_ID: &str = "tenant_id";
 pub const HEADER_TRACE_ID: &str = "trace_id";
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+pub const HEADER_SPAN_ID: &str = "span_id";
 pub const HEADER_DLQ_REASON: &str = "x-dlq-reason";
 pub const HEADER_ORIGINAL_MSG_ID: &str = "x-original-msg-id";

@@ -8,7 +8,8 @@
 //!   request as a new message gets a byte-identical reply and causes no new decision.
 //!   Keys are scoped by tenant so one tenant can never read another's reply.
 //!
-//! Both tables are bounded; the oldest entries go first.
+//! Both tables are bounded; the oldest entries go first. Settled fates are keyed by
+//! (stream, sequence): results and acks have sequences of their own.
 
 use std::collections::BTreeMap;
 
@@ -20,9 +21,23 @@ pub enum Fate {
     Term,
 }
 
+/// (stream, sequence): stream 0 is decide, 1 results, 2 assignment acks.
+pub type SeqKey = (u8, u64);
+
+/// A side effect decided together with the reply, to be repeated byte for byte if the
+/// first attempt to publish it failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPublish {
+    pub subject: String,
+    pub headers: super::io::Headers,
+    pub payload: Vec<u8>,
+    pub msg_id: String,
+}
+
 #[derive(Debug, Default)]
 struct SeqEntry {
     reply: Option<Vec<u8>>,
+    assignment: Option<StoredPublish>,
     fate: Option<Fate>,
 }
 
@@ -30,7 +45,7 @@ struct SeqEntry {
 pub struct AnswerBook {
     capacity: usize,
     ttl_ms: u64,
-    by_seq: BTreeMap<u64, SeqEntry>,
+    by_seq: BTreeMap<SeqKey, SeqEntry>,
     by_key: BTreeMap<(String, String), (Time, Vec<u8>)>,
     /// Expiry order of `by_key`: (expires_at, insertion number) -> key.
     expiry: BTreeMap<(Time, u64), (String, String)>,
@@ -49,12 +64,14 @@ impl AnswerBook {
         }
     }
 
-    pub fn settled(&self, seq: u64) -> Option<Fate> {
-        self.by_seq.get(&seq).and_then(|e| e.fate)
+    pub fn settled(&self, key: SeqKey) -> Option<Fate> {
+        self.by_seq.get(&key).and_then(|e| e.fate)
     }
 
-    pub fn reply_for_seq(&self, seq: u64) -> Option<&[u8]> {
-        self.by_seq.get(&seq).and_then(|e| e.reply.as_deref())
+    /// The reply decided for decide message `seq`, and its assignment if one was due.
+    pub fn decided(&self, seq: u64) -> Option<(&[u8], Option<&StoredPublish>)> {
+        let entry = self.by_seq.get(&(0, seq))?;
+        Some((entry.reply.as_deref()?, entry.assignment.as_ref()))
     }
 
     pub fn reply_for_key(&mut self, key: &(String, String), now: Time) -> Option<&[u8]> {
@@ -69,6 +86,7 @@ impl AnswerBook {
         seq: u64,
         key: Option<(String, String)>,
         reply: Vec<u8>,
+        assignment: Option<StoredPublish>,
         now: Time,
     ) {
         if let Some(key) = key {
@@ -86,12 +104,14 @@ impl AnswerBook {
                 self.by_key.remove(&oldest);
             }
         }
-        self.by_seq.entry(seq).or_default().reply = Some(reply);
+        let entry = self.by_seq.entry((0, seq)).or_default();
+        entry.reply = Some(reply);
+        entry.assignment = assignment;
         self.bound_seqs();
     }
 
-    pub fn settle(&mut self, seq: u64, fate: Fate) {
-        self.by_seq.entry(seq).or_default().fate = Some(fate);
+    pub fn settle(&mut self, key: SeqKey, fate: Fate) {
+        self.by_seq.entry(key).or_default().fate = Some(fate);
         self.bound_seqs();
     }
 
@@ -99,6 +119,8 @@ impl AnswerBook {
         (self.by_seq.len(), self.by_key.len())
     }
 
+    /// Evict the lowest sequence of the largest stream first: sequences grow, so the
+    /// lowest is the oldest.
     fn bound_seqs(&mut self) {
         while self.by_seq.len() > self.capacity {
             self.by_seq.pop_first();
@@ -116,6 +138,69 @@ impl AnswerBook {
     }
 }
 
+/// Results seen, by correlation key (assignment id, else request id): so that a result
+/// feeds the breakers once and emits its usage event once, however often CAF publishes
+/// it or the server redelivers it.
+#[derive(Debug)]
+pub struct ResultBook {
+    capacity: usize,
+    entries: BTreeMap<String, ResultEntry>,
+    /// Insertion order, for eviction.
+    order: BTreeMap<u64, String>,
+    inserted: u64,
+}
+
+#[derive(Debug)]
+pub struct ResultEntry {
+    /// The usage event decided for this result, repeated byte for byte on retry.
+    pub usage: StoredPublish,
+    /// The stream sequence of the message that carries it while in flight.
+    pub carrier: Option<u64>,
+    pub settled: bool,
+}
+
+impl ResultBook {
+    pub fn new(capacity: usize) -> Self {
+        ResultBook {
+            capacity: capacity.max(1),
+            entries: BTreeMap::new(),
+            order: BTreeMap::new(),
+            inserted: 0,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&ResultEntry> {
+        self.entries.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut ResultEntry> {
+        self.entries.get_mut(key)
+    }
+
+    pub fn insert(&mut self, key: String, usage: StoredPublish, carrier: u64) {
+        self.inserted += 1;
+        self.order.insert(self.inserted, key.clone());
+        self.entries.insert(
+            key,
+            ResultEntry {
+                usage,
+                carrier: Some(carrier),
+                settled: false,
+            },
+        );
+        while self.entries.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,16 +212,16 @@ mod tests {
     #[test]
     fn keys_expire_after_ttl() {
         let mut book = AnswerBook::new(10, 1_000);
-        book.record_reply(1, Some(key("a")), b"r".to_vec(), Time(0));
+        book.record_reply(1, Some(key("a")), b"r".to_vec(), None, Time(0));
         assert_eq!(book.reply_for_key(&key("a"), Time(999)), Some(&b"r"[..]));
         assert_eq!(book.reply_for_key(&key("a"), Time(1_000)), None);
-        assert_eq!(book.reply_for_seq(1), Some(&b"r"[..]));
+        assert_eq!(book.decided(1).map(|d| d.0), Some(&b"r"[..]));
     }
 
     #[test]
     fn keys_are_scoped_by_tenant() {
         let mut book = AnswerBook::new(10, 1_000);
-        book.record_reply(1, Some(key("a")), b"r".to_vec(), Time(0));
+        book.record_reply(1, Some(key("a")), b"r".to_vec(), None, Time(0));
         let other = ("globex".to_string(), "a".to_string());
         assert_eq!(book.reply_for_key(&other, Time(1)), None);
     }
@@ -145,12 +230,18 @@ mod tests {
     fn tables_are_bounded_oldest_first() {
         let mut book = AnswerBook::new(3, 1_000_000);
         for seq in 1..=5 {
-            book.record_reply(seq, Some(key(&seq.to_string())), vec![seq as u8], Time(seq));
-            book.settle(seq, Fate::Ack);
+            book.record_reply(
+                seq,
+                Some(key(&seq.to_string())),
+                vec![seq as u8],
+                None,
+                Time(seq),
+            );
+            book.settle((0, seq), Fate::Ack);
         }
         assert_eq!(book.len(), (3, 3));
-        assert_eq!(book.settled(2), None);
-        assert_eq!(book.settled(5), Some(Fate::Ack));
+        assert_eq!(book.settled((0, 2)), None);
+        assert_eq!(book.settled((0, 5)), Some(Fate::Ack));
         assert_eq!(book.reply_for_key(&key("1"), Time(6)), None);
         assert!(book.reply_for_key(&key("5"), Time(6)).is_some());
     }

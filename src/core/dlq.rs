@@ -9,8 +9,14 @@ use super::env::Time;
 use super::io::Delivery;
 use super::router::Origin;
 
-pub fn msg_id(stream_seq: u64) -> String {
-    format!("dlq-{stream_seq}")
+/// The DLQ record's `Nats-Msg-Id`: `dlq-<seq>` for decide messages (the documented
+/// contract), `dlq-<subject>-<seq>` for the other streams, whose sequences overlap.
+pub fn msg_id(dlq_subject: &str, stream_seq: u64) -> String {
+    if dlq_subject.contains("decide") {
+        format!("dlq-{stream_seq}")
+    } else {
+        format!("dlq-{dlq_subject}-{stream_seq}")
+    }
 }
 
 pub fn reason_str(reason: DlqReason) -> &'static str {

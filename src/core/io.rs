@@ -14,6 +14,14 @@ pub type PublishId = u64;
 /// A core-assigned timer key, echoed back in `Input::Timer`.
 pub type TimerKey = u64;
 
+/// A core-assigned id for one outbound request (an extension call), echoed back in
+/// `Input::RequestDone`.
+pub type RequestId = u64;
+
+/// A shell-assigned id for one inbound request to the router (status, admin), echoed
+/// back in `Command::Respond`.
+pub type InboundId = u64;
+
 /// Message headers in the order they arrived. A `Vec`, not a map: order is part of the
 /// trace, and NATS allows repeated names.
 pub type Headers = Vec<(String, String)>;
@@ -42,6 +50,29 @@ pub enum PublishOutcome {
     Failed { reason: String },
 }
 
+/// How an outbound request ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum RequestOutcome {
+    Reply {
+        #[serde(serialize_with = "serialize_lossy")]
+        payload: Vec<u8>,
+    },
+    /// No reply within the request's timeout.
+    Timeout,
+    /// No responders, connection lost, or another transport error.
+    Failed { reason: String },
+}
+
+/// A core NATS request addressed to the router itself (backpressure status, admin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InboundRequest {
+    pub id: InboundId,
+    pub subject: String,
+    pub headers: Headers,
+    #[serde(serialize_with = "serialize_lossy")]
+    pub payload: Vec<u8>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ConnectionEvent {
     Up,
@@ -55,10 +86,19 @@ pub enum Input {
         id: PublishId,
         outcome: PublishOutcome,
     },
+    RequestDone {
+        id: RequestId,
+        outcome: RequestOutcome,
+    },
+    Inbound(InboundRequest),
     Timer {
         key: TimerKey,
     },
     Connection(ConnectionEvent),
+    /// The decide consumer's pending count, as last read from the server (backpressure).
+    ConsumerPending {
+        pending: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -106,6 +146,22 @@ pub enum Command {
     SetTimer {
         key: TimerKey,
         at: u64,
+    },
+    /// A core NATS request (extension call); the outcome comes back as
+    /// `Input::RequestDone`. The shell enforces `timeout_ms`.
+    Request {
+        id: RequestId,
+        subject: String,
+        headers: Headers,
+        #[serde(serialize_with = "serialize_lossy")]
+        payload: Vec<u8>,
+        timeout_ms: u64,
+    },
+    /// The answer to an inbound request.
+    Respond {
+        id: InboundId,
+        #[serde(serialize_with = "serialize_lossy")]
+        payload: Vec<u8>,
     },
 }
 

@@ -4,17 +4,28 @@
 //! or iterates a hash map.
 
 mod answers;
+pub mod assignment;
+pub mod backpressure;
+pub mod breaker;
 mod config;
-mod decide;
+pub mod decider;
 mod dlq;
 mod env;
+pub mod extensions;
+mod flow_decide;
+mod flow_results;
+mod inbound;
 mod io;
+pub mod provider_stats;
+pub mod rate_limit;
+mod reply;
 mod router;
+pub mod sticky;
 
 pub use config::RouterConfig;
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{
-    Command, ConnectionEvent, Delivery, DeliveryId, Headers, Input, Publish, PublishId,
-    PublishKind, PublishOutcome, TimerKey,
+    Command, ConnectionEvent, Delivery, DeliveryId, Headers, InboundId, InboundRequest, Input,
+    Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome, TimerKey,
 };
-pub use router::{Router, Stats};
+pub use router::{Router, Stats, TableSizes};

@@ -1,34 +1,37 @@
-//! The decide path and the fate of each message.
+//! The router state machine: dispatch of inputs, and the fate of each message.
 //!
 //! For every delivery the router decides one of three endings, and emits it only after
 //! the publishes it depends on are confirmed:
-//! - answered: reply published and confirmed -> `Ack`;
+//! - done: every publish (reply, assignment, usage) confirmed -> `Ack`;
 //! - refused or exhausted: DLQ record confirmed -> `Term`;
 //! - not yet: a publish failed and the server's delivery count is below `max_deliver`
 //!   -> `Nak` with a delay, and the server redelivers.
 //!
 //! State is kept per stream sequence, so a redelivery of a message still in flight (its
-//! ack timer ran out while we waited on a publish) joins the message instead of being
-//! decided twice.
+//! ack timer ran out while we waited) joins the message instead of being handled twice.
+//! The flows themselves live beside this file: `flow_decide.rs`, `flow_results.rs`,
+//! `inbound.rs`.
 
 use std::collections::BTreeMap;
 
-use crate::contracts::subjects::{
-    HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID, HEADER_REPLY_TO,
-};
+use crate::contracts::subjects::{HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID};
 use crate::contracts::DlqReason;
-use crate::intake::{self, IntakeRules};
 use crate::policy::PolicyStore;
 
-use super::answers::{AnswerBook, Fate};
+use super::answers::{AnswerBook, Fate, ResultBook};
+use super::backpressure::Backpressure;
+use super::breaker::Breakers;
 use super::config::RouterConfig;
-use super::decide;
 use super::dlq;
-use super::env::Env;
+use super::env::{Env, Time};
+use super::flow_decide::DecideWork;
 use super::io::{
-    Command, ConnectionEvent, Delivery, DeliveryId, Input, Publish, PublishId, PublishKind,
-    PublishOutcome, TimerKey,
+    Command, ConnectionEvent, Delivery, DeliveryId, Headers, Input, Publish, PublishId,
+    PublishKind, PublishOutcome, RequestId, TimerKey,
 };
+use super::provider_stats::ProviderStats;
+use super::rate_limit::RateLimiter;
+use super::sticky::StickyStore;
 
 /// Counters a shell or the simulator can read at any time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -41,38 +44,84 @@ pub struct Stats {
     pub acks: u64,
     pub naks: u64,
     pub terms: u64,
+    pub in_progress: u64,
     pub publish_failures: u64,
     /// Redeliveries of a message already settled (its ack was lost): settled again,
     /// never answered twice.
     pub redelivered_after_settle: u64,
-    /// Requests answered from the idempotency book instead of a new decision.
+    /// Requests answered from the answer book instead of a new decision.
     pub idempotent_replays: u64,
     /// Deliveries refused because `max_in_flight` messages were already held.
     pub overload_naks: u64,
+    /// Decide messages nak'ed unparsed because backpressure was active.
+    pub backpressure_naks: u64,
+    pub rate_limited: u64,
+    pub assignments_published: u64,
+    pub assignments_skipped: u64,
+    pub extension_calls: u64,
+    pub extension_failures: u64,
+    pub results: u64,
+    pub results_duplicate: u64,
+    pub usage_emitted: u64,
+    pub assignment_acks: u64,
+    pub inbound_requests: u64,
+    pub admin_refused: u64,
     pub disconnects: u64,
+}
+
+/// Which consumer a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    Decide,
+    Result,
+    AssignmentAck,
 }
 
 /// What a publish was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Purpose {
     Reply,
     Dlq,
+    Assignment,
+    Usage,
+}
+
+/// What a timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TimerPurpose {
+    RetryDlq(u64),
+    RetryExtension(u64),
+}
+
+/// What the message still waits on before its publishes go out.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// Running its extension pipeline.
+    Deciding(Box<DecideWork>),
+    /// Publishes sent (or none needed); the fate follows their outcomes.
+    Publishing,
 }
 
 /// One message (one stream sequence) between its delivery and its fate.
 #[derive(Debug)]
-struct InFlight {
+pub(super) struct InFlight {
+    pub source: Source,
     /// Every delivery of this sequence seen while in flight; the fate goes to each.
-    deliveries: Vec<DeliveryId>,
+    pub deliveries: Vec<DeliveryId>,
     /// The highest server delivery count seen.
-    delivered: u64,
+    pub delivered: u64,
+    pub received_at: Time,
+    /// When the server last heard from us about this message (delivery or `+WPI`).
+    pub last_progress: Time,
+    pub origin: Origin,
+    pub work: Work,
     /// Publishes not yet confirmed or failed.
-    pending: Vec<(PublishId, Purpose)>,
-    reply_failed: bool,
+    pub pending: Vec<(PublishId, Purpose)>,
+    /// A publish the fate depends on failed.
+    pub failed: bool,
     /// Set when the message must end in the DLQ (refused, or exhausted).
-    dlq: Option<Publish>,
-    dlq_confirmed: bool,
-    origin: Origin,
+    pub dlq: Option<Publish>,
+    pub dlq_confirmed: bool,
 }
 
 /// What a DLQ record needs to know about the original message, kept instead of the
@@ -85,6 +134,8 @@ pub(super) struct Origin {
     /// Filled in once intake has read them.
     pub request_id: Option<String>,
     pub tenant_id: Option<String>,
+    /// For results: the correlation key, marked settled when the result is acked.
+    pub result_key: Option<String>,
 }
 
 impl Origin {
@@ -95,6 +146,7 @@ impl Origin {
             msg_id: header(&d.headers, HEADER_MSG_ID).map(str::to_string),
             request_id: None,
             tenant_id: None,
+            result_key: None,
         }
     }
 }
@@ -107,46 +159,74 @@ enum Next {
 }
 
 pub struct Router {
-    config: RouterConfig,
-    policies: PolicyStore,
-    stats: Stats,
-    in_flight: BTreeMap<u64, InFlight>,
-    publishes: BTreeMap<PublishId, u64>,
-    timers: BTreeMap<TimerKey, u64>,
-    answers: AnswerBook,
-    next_publish: PublishId,
-    next_timer: TimerKey,
+    pub(super) config: RouterConfig,
+    pub(super) policies: PolicyStore,
+    pub(super) stats: Stats,
+    pub(super) in_flight: BTreeMap<u64, InFlight>,
+    pub(super) publishes: BTreeMap<PublishId, u64>,
+    pub(super) requests: BTreeMap<RequestId, u64>,
+    pub(super) timers: BTreeMap<TimerKey, TimerPurpose>,
+    pub(super) answers: AnswerBook,
+    pub(super) results: ResultBook,
+    pub(super) breakers: Breakers,
+    pub(super) extension_breakers: Breakers,
+    pub(super) rate_limiter: RateLimiter,
+    pub(super) sticky: StickyStore,
+    pub(super) backpressure: Backpressure,
+    pub(super) provider_stats: ProviderStats,
+    next_id: u64,
+    next_housekeeping: Time,
     connected: bool,
 }
 
+/// Rate buckets and sticky sessions are purged this often (lazily, on input).
+const HOUSEKEEPING_MS: u64 = 60_000;
+
 impl Router {
     pub fn new(config: RouterConfig, policies: PolicyStore) -> Self {
-        let answers = AnswerBook::new(config.completed_capacity, config.idempotency_ttl_ms);
         Router {
+            answers: AnswerBook::new(config.completed_capacity, config.idempotency_ttl_ms),
+            results: ResultBook::new(config.completed_capacity),
+            breakers: Breakers::new(config.max_breakers),
+            extension_breakers: Breakers::new(config.extensions.len().max(1) * 4),
+            rate_limiter: RateLimiter::new(config.max_rate_buckets),
+            sticky: StickyStore::new(config.max_sticky_sessions),
+            backpressure: Backpressure::new(config.backpressure.clone()),
+            provider_stats: ProviderStats::new(config.max_breakers),
             config,
             policies,
             stats: Stats::default(),
             in_flight: BTreeMap::new(),
             publishes: BTreeMap::new(),
+            requests: BTreeMap::new(),
             timers: BTreeMap::new(),
-            answers,
-            next_publish: 1,
-            next_timer: 1,
+            next_id: 1,
+            next_housekeeping: Time(0),
             connected: true,
         }
     }
 
     pub fn handle(&mut self, input: Input, env: &mut impl Env) {
+        self.housekeeping(env.now());
         match input {
             Input::Delivery(d) => self.on_delivery(d, env),
             Input::PublishDone { id, outcome } => self.on_publish_done(id, outcome, env),
+            Input::RequestDone { id, outcome } => self.on_request_done(id, outcome, env),
+            Input::Inbound(request) => self.on_inbound(request, env),
             Input::Timer { key } => self.on_timer(key, env),
             Input::Connection(ConnectionEvent::Down) => {
                 self.connected = false;
                 self.stats.disconnects += 1;
             }
             Input::Connection(ConnectionEvent::Up) => self.connected = true,
+            Input::ConsumerPending { pending } => self.backpressure.set_pending(pending, env.now()),
         }
+    }
+
+    /// Replace the policy set (an operator reloaded the policy directory). Requests in
+    /// flight finish under the policy they started with.
+    pub fn replace_policies(&mut self, policies: PolicyStore) {
+        self.policies = policies;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -161,31 +241,64 @@ impl Router {
         &self.policies
     }
 
-    /// Messages held, awaiting the confirmation of their publishes.
+    /// Messages held, awaiting extension replies or the confirmation of their publishes.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
-    /// Sizes of the answer book: (by stream sequence, by idempotency key).
-    pub fn answer_book_len(&self) -> (usize, usize) {
-        self.answers.len()
+    /// Sizes of every bounded table, for gauges.
+    pub fn table_sizes(&self) -> TableSizes {
+        let (answers_by_seq, answers_by_key) = self.answers.len();
+        TableSizes {
+            in_flight: self.in_flight.len(),
+            answers_by_seq,
+            answers_by_key,
+            results: self.results.len(),
+            breakers: self.breakers.len(),
+            rate_buckets: self.rate_limiter.len(),
+            sticky_sessions: self.sticky.len(),
+            latency_samples: self.backpressure.latency_samples(),
+        }
     }
 
     pub fn is_connected(&self) -> bool {
         self.connected
     }
 
+    pub(super) fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn housekeeping(&mut self, now: Time) {
+        if now < self.next_housekeeping {
+            return;
+        }
+        self.next_housekeeping = now.after(HOUSEKEEPING_MS);
+        // Idle for an hour: the bucket has long refilled, so forgetting it changes nothing.
+        self.rate_limiter.purge_idle(now, 3_600_000);
+        self.sticky.purge_expired(now);
+    }
+
     fn on_delivery(&mut self, d: Delivery, env: &mut impl Env) {
         self.stats.deliveries += 1;
         let seq = d.stream_seq;
-
         if let Some(msg) = self.in_flight.get_mut(&seq) {
-            // Redelivered while we still wait on its publishes: join, decide nothing new.
+            // Redelivered while we still work on it: join, decide nothing new.
             msg.deliveries.push(d.id);
             msg.delivered = msg.delivered.max(d.delivered);
+            msg.last_progress = env.now();
             return;
         }
-        if let Some(fate) = self.answers.settled(seq) {
+        let source = if d.subject == self.config.result_subject {
+            Source::Result
+        } else if d.subject == self.config.ack_subject {
+            Source::AssignmentAck
+        } else {
+            Source::Decide
+        };
+        if let Some(fate) = self.answers.settled(source_key(source, seq)) {
             // Settled before, but the server never saw our ack or term.
             self.stats.redelivered_after_settle += 1;
             self.settle(&[d.id], fate, env);
@@ -193,83 +306,42 @@ impl Router {
         }
         if self.in_flight.len() >= self.config.max_in_flight {
             self.stats.overload_naks += 1;
-            self.stats.naks += 1;
-            env.execute(Command::Nak {
-                delivery: d.id,
-                delay_ms: self.backoff(d.delivered),
-            });
+            self.nak(&[d.id], self.backoff(d.delivered), env);
             return;
         }
-
-        let reply_to = header(&d.headers, HEADER_REPLY_TO)
-            .filter(|s| valid_subject(s))
-            .unwrap_or(&self.config.default_reply_subject)
-            .to_string();
         let mut msg = InFlight {
+            source,
             deliveries: vec![d.id],
             delivered: d.delivered,
+            received_at: env.now(),
+            last_progress: env.now(),
+            origin: Origin::of(&d),
+            work: Work::Publishing,
             pending: Vec::new(),
-            reply_failed: false,
+            failed: false,
             dlq: None,
             dlq_confirmed: false,
-            origin: Origin::of(&d),
         };
-
-        let rules = IntakeRules {
-            max_payload_bytes: self.config.max_payload_bytes,
-            min_payload_bytes: self.config.min_payload_bytes,
-            tenant_allowlist: self.config.tenant_allowlist.as_deref(),
-        };
-        match intake::validate_decide(&d.subject, &d.headers, &d.payload, &rules) {
-            Err(rejection) => {
-                self.stats.rejected += 1;
-                self.stats.replies_error += 1;
-                let reply = decide::rejection_reply(&rejection);
-                let record =
-                    dlq::refused(&msg.origin, &d, &rejection, env.now(), &self.config.node_id);
-                let reply = self.publish_core(reply_to, reply);
-                self.send(seq, &mut msg, reply, Purpose::Reply, env);
-                let dlq = self.publish_dlq(seq, &msg.origin, record, DlqReason::ValidationFailed);
-                msg.dlq = Some(dlq.clone());
-                self.send(seq, &mut msg, dlq, Purpose::Dlq, env);
-            }
-            Ok(request) => {
-                msg.origin.request_id = Some(request.request_id.clone());
-                msg.origin.tenant_id = Some(request.tenant_id.clone());
-                // Answered before, as an earlier delivery of this message whose reply
-                // publish failed, or as another message with the same idempotency key:
-                // the same bytes again. A request is never decided twice.
-                let claim = request
-                    .idempotency_key
-                    .as_ref()
-                    .map(|key| (request.tenant_id.clone(), key.clone()));
-                let earlier = match self.answers.reply_for_seq(seq) {
-                    Some(bytes) => Some(bytes.to_vec()),
-                    None => claim
-                        .as_ref()
-                        .and_then(|c| self.answers.reply_for_key(c, env.now()).map(<[u8]>::to_vec)),
-                };
-                if let Some(bytes) = earlier {
-                    self.stats.idempotent_replays += 1;
-                    let publish = self.publish_core(reply_to, bytes);
-                    self.send(seq, &mut msg, publish, Purpose::Reply, env);
-                    self.in_flight.insert(seq, msg);
+        match source {
+            Source::Decide => {
+                let status = self.backpressure.status(self.in_flight.len() as u64);
+                if status.level == super::backpressure::Level::Active {
+                    // Overloaded: give the message back unparsed, to be tried later.
+                    self.stats.backpressure_naks += 1;
+                    self.nak(
+                        &[d.id],
+                        status.retry_after_seconds.saturating_mul(1_000),
+                        env,
+                    );
                     return;
                 }
-                let (reply, ok) = decide::decide(&request, &self.policies, env);
-                if ok {
-                    self.stats.replies_ok += 1;
-                } else {
-                    self.stats.replies_error += 1;
-                }
-                // Recorded before the publish: whatever happens to it, this is the answer.
-                self.answers
-                    .record_reply(seq, claim, reply.clone(), env.now());
-                let publish = self.publish_core(reply_to, reply);
-                self.send(seq, &mut msg, publish, Purpose::Reply, env);
+                self.start_decide(seq, &d, &mut msg, env);
             }
+            Source::Result => self.start_result(seq, &d, &mut msg, env),
+            Source::AssignmentAck => self.start_assignment_ack(seq, &d, &mut msg, env),
         }
         self.in_flight.insert(seq, msg);
+        self.maybe_resolve(seq, env);
     }
 
     fn on_publish_done(&mut self, id: PublishId, outcome: PublishOutcome, env: &mut impl Env) {
@@ -288,61 +360,84 @@ impl Router {
             self.stats.publish_failures += 1;
         }
         match (purpose, confirmed) {
-            (Purpose::Reply, false) => msg.reply_failed = true,
             (Purpose::Dlq, true) => {
                 msg.dlq_confirmed = true;
                 self.stats.dlq_records += 1;
             }
-            _ => {}
+            (Purpose::Assignment, true) => self.stats.assignments_published += 1,
+            (Purpose::Usage, true) => self.stats.usage_emitted += 1,
+            (Purpose::Dlq, false) => {}
+            (_, false) => msg.failed = true,
+            (Purpose::Reply, true) => {}
         }
-        if msg.pending.is_empty() {
+        self.maybe_resolve(seq, env);
+    }
+
+    fn on_timer(&mut self, key: TimerKey, env: &mut impl Env) {
+        match self.timers.remove(&key) {
+            Some(TimerPurpose::RetryDlq(seq)) => {
+                let Some(msg) = self.in_flight.get_mut(&seq) else {
+                    return;
+                };
+                // Retry with the same message id: the stream drops a copy that did arrive
+                // although its ack was lost.
+                if let Some(publish) = msg.dlq.clone() {
+                    let mut msg = self.in_flight.remove(&seq).expect("present above");
+                    self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+                    self.in_flight.insert(seq, msg);
+                }
+            }
+            Some(TimerPurpose::RetryExtension(seq)) => self.continue_decide(seq, env),
+            None => {}
+        }
+    }
+
+    /// Keep the server from redelivering a message we are still working on.
+    pub(super) fn keep_alive(&mut self, seq: u64, env: &mut impl Env) {
+        let half = self.config.ack_wait_ms / 2;
+        let now = env.now();
+        if let Some(msg) = self.in_flight.get_mut(&seq) {
+            if now.millis().saturating_sub(msg.last_progress.millis()) >= half {
+                msg.last_progress = now;
+                for &delivery in &msg.deliveries {
+                    self.stats.in_progress += 1;
+                    env.execute(Command::InProgress { delivery });
+                }
+            }
+        }
+    }
+
+    /// If nothing is pending for `seq` any more, choose its fate.
+    pub(super) fn maybe_resolve(&mut self, seq: u64, env: &mut impl Env) {
+        let ready = self
+            .in_flight
+            .get(&seq)
+            .is_some_and(|m| m.pending.is_empty() && matches!(m.work, Work::Publishing));
+        if ready {
             self.resolve(seq, env);
         }
     }
 
-    fn on_timer(&mut self, key: TimerKey, env: &mut impl Env) {
-        let Some(seq) = self.timers.remove(&key) else {
-            return;
-        };
-        let Some(msg) = self.in_flight.get_mut(&seq) else {
-            return;
-        };
-        // Retry the DLQ publish with the same message id: the stream drops a copy that
-        // did arrive although its ack was lost.
-        if let Some(mut dlq) = msg.dlq.clone() {
-            let id = self.next_publish;
-            self.next_publish += 1;
-            dlq.id = id;
-            self.publishes.insert(id, seq);
-            msg.pending.push((id, Purpose::Dlq));
-            env.execute(Command::Publish(dlq));
-        }
-    }
-
-    /// All publishes of `seq` are resolved: choose its fate.
     fn resolve(&mut self, seq: u64, env: &mut impl Env) {
         let Some(mut msg) = self.in_flight.remove(&seq) else {
             return;
         };
         let last = msg.delivered >= self.config.max_deliver;
-        let next = match (&msg.dlq, msg.reply_failed) {
-            (Some(_), _) if msg.dlq_confirmed && (!msg.reply_failed || last) => {
-                Next::Settle(Fate::Term)
-            }
+        let next = match (&msg.dlq, msg.failed) {
+            (Some(_), _) if msg.dlq_confirmed && (!msg.failed || last) => Next::Settle(Fate::Term),
             // The last delivery: the server will not redeliver, so we keep the message
             // and retry the record ourselves.
             (Some(_), _) if !msg.dlq_confirmed && last => Next::RetryDlqLater,
             (Some(_), _) => Next::Redeliver,
             (None, false) => Next::Settle(Fate::Ack),
             (None, true) if !last => Next::Redeliver,
-            // The last delivery allowed could not be answered.
+            // The last delivery allowed could not be completed.
             (None, true) => Next::DeadLetter,
         };
         match next {
             Next::RetryDlqLater => {
-                let key = self.next_timer;
-                self.next_timer += 1;
-                self.timers.insert(key, seq);
+                let key = self.next_id();
+                self.timers.insert(key, TimerPurpose::RetryDlq(seq));
                 env.execute(Command::SetTimer {
                     key,
                     at: env.now().after(self.config.dlq_retry_ms).millis(),
@@ -357,27 +452,39 @@ impl Router {
                     env.now(),
                     &self.config.node_id,
                 );
-                let publish =
-                    self.publish_dlq(seq, &msg.origin, record, DlqReason::MaxdeliverExhausted);
+                let subject = self.dlq_subject(msg.source);
+                let publish = self.dlq_publish(
+                    subject,
+                    seq,
+                    &msg.origin,
+                    record,
+                    DlqReason::MaxdeliverExhausted,
+                );
                 msg.dlq = Some(publish.clone());
                 self.send(seq, &mut msg, publish, Purpose::Dlq, env);
                 self.in_flight.insert(seq, msg);
             }
             Next::Settle(fate) => {
-                self.answers.settle(seq, fate);
+                if msg.source == Source::Decide {
+                    let elapsed = env.now().millis().saturating_sub(msg.received_at.millis());
+                    self.backpressure.record_latency(elapsed);
+                }
+                self.answers.settle(source_key(msg.source, seq), fate);
+                if let (Some(key), Fate::Ack) = (&msg.origin.result_key, fate) {
+                    if let Some(entry) = self.results.get_mut(key) {
+                        entry.settled = true;
+                    }
+                }
                 self.settle(&msg.deliveries, fate, env);
             }
             Next::Redeliver => {
                 let delay_ms = self.backoff(msg.delivered);
-                for &delivery in &msg.deliveries {
-                    self.stats.naks += 1;
-                    env.execute(Command::Nak { delivery, delay_ms });
-                }
+                self.nak(&msg.deliveries, delay_ms, env);
             }
         }
     }
 
-    fn settle(&mut self, deliveries: &[DeliveryId], fate: Fate, env: &mut impl Env) {
+    pub(super) fn settle(&mut self, deliveries: &[DeliveryId], fate: Fate, env: &mut impl Env) {
         for &delivery in deliveries {
             match fate {
                 Fate::Ack => {
@@ -392,88 +499,152 @@ impl Router {
         }
     }
 
-    fn send(
+    pub(super) fn nak(&mut self, deliveries: &[DeliveryId], delay_ms: u64, env: &mut impl Env) {
+        for &delivery in deliveries {
+            self.stats.naks += 1;
+            env.execute(Command::Nak { delivery, delay_ms });
+        }
+    }
+
+    pub(super) fn send(
         &mut self,
         seq: u64,
         msg: &mut InFlight,
-        publish: Publish,
+        mut publish: Publish,
         purpose: Purpose,
         env: &mut impl Env,
     ) {
+        publish.id = self.next_id();
         self.publishes.insert(publish.id, seq);
         msg.pending.push((publish.id, purpose));
         env.execute(Command::Publish(publish));
     }
 
-    fn publish_core(&mut self, subject: String, payload: Vec<u8>) -> Publish {
-        let id = self.next_publish;
-        self.next_publish += 1;
+    pub(super) fn core_publish(subject: String, headers: Headers, payload: Vec<u8>) -> Publish {
         Publish {
-            id,
+            id: 0,
             subject,
-            headers: Vec::new(),
+            headers,
             payload,
             kind: PublishKind::Core,
             msg_id: None,
         }
     }
 
-    /// A DLQ record as a JetStream publish. Its message id is derived from the stream
-    /// sequence, so a retry (or a redelivery refused again) cannot store a second copy.
-    fn publish_dlq(
-        &mut self,
-        seq: u64,
-        origin: &Origin,
-        record: Vec<u8>,
-        reason: DlqReason,
+    pub(super) fn jetstream_publish(
+        subject: String,
+        mut headers: Headers,
+        payload: Vec<u8>,
+        msg_id: String,
     ) -> Publish {
-        let id = self.next_publish;
-        self.next_publish += 1;
-        let msg_id = dlq::msg_id(seq);
-        let mut headers = vec![
-            (HEADER_MSG_ID.to_string(), msg_id.clone()),
-            (
-                HEADER_DLQ_REASON.to_string(),
-                dlq::reason_str(reason).to_string(),
-            ),
-        ];
-        if let Some(original) = &origin.msg_id {
-            headers.push((HEADER_ORIGINAL_MSG_ID.to_string(), original.clone()));
+        if !headers.iter().any(|(k, _)| k == HEADER_MSG_ID) {
+            headers.insert(0, (HEADER_MSG_ID.to_string(), msg_id.clone()));
         }
         Publish {
-            id,
-            subject: self.config.dlq_subject.clone(),
+            id: 0,
+            subject,
             headers,
-            payload: record,
+            payload,
             kind: PublishKind::JetStream,
             msg_id: Some(msg_id),
         }
     }
 
+    pub(super) fn dlq_subject(&self, source: Source) -> String {
+        match source {
+            Source::Decide => self.config.dlq_subject.clone(),
+            Source::Result => format!("{}{}", self.config.result_subject, self.config.dlq_suffix),
+            Source::AssignmentAck => {
+                format!("{}{}", self.config.ack_subject, self.config.dlq_suffix)
+            }
+        }
+    }
+
+    /// A DLQ record as a JetStream publish. Its message id is derived from the stream
+    /// sequence, so a retry (or a redelivery refused again) cannot store a second copy.
+    pub(super) fn dlq_publish(
+        &self,
+        subject: String,
+        seq: u64,
+        origin: &Origin,
+        record: Vec<u8>,
+        reason: DlqReason,
+    ) -> Publish {
+        let mut headers = vec![(
+            HEADER_DLQ_REASON.to_string(),
+            dlq::reason_str(reason).to_string(),
+        )];
+        if let Some(original) = &origin.msg_id {
+            headers.push((HEADER_ORIGINAL_MSG_ID.to_string(), original.clone()));
+        }
+        let msg_id = dlq::msg_id(&subject, seq);
+        Self::jetstream_publish(subject, headers, record, msg_id)
+    }
+
+    /// Send a refused message to its DLQ (and, for decide, the error reply).
+    pub(super) fn refuse(
+        &mut self,
+        seq: u64,
+        msg: &mut InFlight,
+        d: &Delivery,
+        rejection: &crate::intake::Rejection,
+        env: &mut impl Env,
+    ) {
+        self.stats.rejected += 1;
+        let record = dlq::refused(&msg.origin, d, rejection, env.now(), &self.config.node_id);
+        let publish = self.dlq_publish(
+            self.dlq_subject(msg.source),
+            seq,
+            &msg.origin,
+            record,
+            DlqReason::ValidationFailed,
+        );
+        msg.dlq = Some(publish.clone());
+        self.send(seq, msg, publish, Purpose::Dlq, env);
+    }
+
     /// Nak delay for a delivery with server count `delivered` (1-based).
-    fn backoff(&self, delivered: u64) -> u64 {
+    pub(super) fn backoff(&self, delivered: u64) -> u64 {
         let list = &self.config.nak_backoff_ms;
         let i = (delivered.saturating_sub(1) as usize).min(list.len().saturating_sub(1));
         list.get(i).copied().unwrap_or(1_000)
     }
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// Sizes of the router's bounded tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableSizes {
+    pub in_flight: usize,
+    pub answers_by_seq: usize,
+    pub answers_by_key: usize,
+    pub results: usize,
+    pub breakers: usize,
+    pub rate_buckets: usize,
+    pub sticky_sessions: usize,
+    pub latency_samples: usize,
+}
+
+/// Stream sequences are per stream; the answer book keys settled fates by stream too.
+fn source_key(source: Source, seq: u64) -> (u8, u64) {
+    let stream = match source {
+        Source::Decide => 0,
+        Source::Result => 1,
+        Source::AssignmentAck => 2,
+    };
+    (stream, seq)
+}
+
+pub(super) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
 }
 
-/// A publishable NATS subject: non-empty tokens, no wildcards or whitespace.
-fn valid_subject(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 512
-        && s.split('.').all(|t| {
-            !t.is_empty() && t != "*" && t != ">" && !t.bytes().any(|b| b.is_ascii_whitespace())
-        })
-}
-
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_flow_tests.rs"]
+mod flow_tests;

@@ -6,13 +6,17 @@
 //! panics: every input, however malformed, yields a `DecideRequest` or a `Rejection`.
 
 mod fields;
+mod result;
+
+pub use result::{validate_ack, validate_result};
 
 use serde_json::{Map, Value};
 
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACE_ID, HEADER_VERSION};
 use crate::contracts::{DecideRequest, IntakeErrorCode, Task, VERSION};
 
-use fields::{is_ulid, is_uuid_v4, valid_trace_id};
+use fields::valid_trace_id;
+pub use fields::{is_ulid, is_uuid_v4};
 
 /// Limits and lists intake checks against.
 #[derive(Clone, Debug)]
@@ -176,6 +180,16 @@ pub fn validate_decide(
     };
     let constraints = object_field(&obj, "constraints")
         .map_err(|_| r.reject(corr, "invalid_constraints_format"))?;
+    let assignment_subject = match obj.get("assignment_subject") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if valid_publish_subject(s) => Some(s.clone()),
+        Some(_) => return Err(r.reject(corr, "invalid_assignment_subject")),
+    };
+    let options = match obj.get("options") {
+        None | Some(Value::Null) => None,
+        Some(o @ Value::Object(_)) => Some(o.clone()),
+        Some(_) => return Err(r.reject(corr, "invalid_options_format")),
+    };
     let metadata =
         object_field(&obj, "metadata").map_err(|_| r.reject(corr, "invalid_metadata_format"))?;
 
@@ -200,6 +214,8 @@ pub fn validate_decide(
         constraints,
         metadata,
         push_assignment: truthy(obj.get("push_assignment")),
+        assignment_subject,
+        options,
         idempotency_key,
         run_id,
         flow_id,
@@ -311,6 +327,20 @@ impl Rejecter {
             trace_id: self.trace_id.clone(),
         })
     }
+}
+
+/// A subject we may publish to: non-empty tokens, no wildcards, no whitespace.
+pub fn valid_publish_subject(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && s.split('.').all(|t| {
+            !t.is_empty()
+                && t != "*"
+                && t != ">"
+                && !t
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        })
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -37,4 +37,10 @@ impl PolicyStore {
     pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
         self.policies.keys().map(|(t, p)| (t.as_str(), p.as_str()))
     }
+
+    /// (tenant, policy) pairs in (tenant, policy_id) order, e.g. to warn about each
+    /// policy's `ignored_keys` after loading.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Policy)> {
+        self.policies.iter().map(|((t, _), p)| (t.as_str(), p))
+    }
 }

@@ -1,0 +1,202 @@
+use super::*;
+use crate::core::breaker::CallOutcome;
+use crate::policy::parse_policy;
+use serde_json::json;
+
+struct Seq(u64);
+impl Entropy for Seq {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+fn ctx(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
+}
+
+fn run(
+    policy: &Policy,
+    context: &Map<String, Value>,
+    now: u64,
+    breakers: &mut Breakers,
+    sticky: &mut StickyStore,
+    rng: &mut Seq,
+) -> Result<Choice, NoProvider> {
+    choose(
+        policy,
+        "acme",
+        context,
+        Time(now),
+        Stores { breakers, sticky },
+        rng,
+    )
+}
+
+fn open_breaker(b: &mut Breakers, provider: &str, cfg: &BreakerConfig) {
+    for i in 0..cfg.failure_threshold {
+        b.record(
+            "acme",
+            provider,
+            Time(u64::from(i)),
+            CallOutcome::Failure,
+            None,
+            cfg,
+        );
+    }
+    assert!(!b.would_allow("acme", provider, Time(10), cfg));
+}
+
+#[test]
+fn weighted_draw_is_proportional() {
+    let p = parse_policy(
+        "p",
+        r#"{"providers":[{"name":"a","weight":20},{"name":"b","weight":80}]}"#,
+    )
+    .unwrap();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(3));
+    let mut a = 0;
+    for _ in 0..5_000 {
+        let c = run(&p, &Map::new(), 0, &mut b, &mut s, &mut rng).unwrap();
+        assert_eq!(c.reason, DecisionReason::Weighted);
+        if c.provider_id == "a" {
+            a += 1;
+        }
+    }
+    // Binomial(5000, 0.2): sd ~ 28; 5 sd.
+    assert!((860..=1140).contains(&a), "a chosen {a} times");
+}
+
+#[test]
+fn open_breakers_are_skipped_and_fallback_is_breaker_aware() {
+    let p = parse_policy(
+        "p",
+        r#"{"providers":[{"name":"a","weight":50},{"name":"b","weight":50}],
+            "fallbacks":[{"when":{"status":["timeout"]},"to":"local"}],
+            "circuit_breaker":{"enabled":true,"failure_threshold":2}}"#,
+    )
+    .unwrap();
+    let cfg = breaker_config(&p).unwrap();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(1));
+    open_breaker(&mut b, "a", &cfg);
+    for _ in 0..200 {
+        let c = run(&p, &Map::new(), 20, &mut b, &mut s, &mut rng).unwrap();
+        assert_eq!(c.provider_id, "b", "never the open provider");
+    }
+    open_breaker(&mut b, "b", &cfg);
+    let c = run(&p, &Map::new(), 20, &mut b, &mut s, &mut rng).unwrap();
+    assert_eq!(
+        (c.provider_id.as_str(), c.reason),
+        ("local", DecisionReason::CircuitBreakerFallback)
+    );
+    assert_eq!(c.reason.priority(), 20);
+}
+
+#[test]
+fn selected_provider_with_open_breaker_uses_its_fallback() {
+    let p = parse_policy("p", r#"{"providers":[{"name":"a","weight":100}],"circuit_breaker":{"enabled":true,"failure_threshold":1}}"#).unwrap();
+    let cfg = breaker_config(&p).unwrap();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(1));
+    open_breaker(&mut b, "a", &cfg);
+    let c = run(
+        &p,
+        &ctx(json!({"selected_provider":"a","fallback_provider":"z"})),
+        20,
+        &mut b,
+        &mut s,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.provider_id.as_str(), c.reason),
+        ("z", DecisionReason::CircuitBreakerFallback)
+    );
+}
+
+#[test]
+fn sticky_sessions_honour_the_policy_ttl() {
+    let p = parse_policy(
+        "p",
+        r#"{"providers":[{"name":"a","weight":50},{"name":"b","weight":50}],"sticky":{"enabled":true,"session_key":"user_id","ttl":"10s"}}"#,
+    )
+    .unwrap();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(9));
+    let user = ctx(json!({"user_id":"u-1"}));
+    let first = run(&p, &user, 0, &mut b, &mut s, &mut rng).unwrap();
+    assert_eq!(first.reason, DecisionReason::Weighted);
+    for t in [1_000, 5_000, 9_999] {
+        let c = run(&p, &user, t, &mut b, &mut s, &mut rng).unwrap();
+        assert_eq!(
+            (c.provider_id.as_str(), c.reason),
+            (first.provider_id.as_str(), DecisionReason::Sticky)
+        );
+    }
+    // A hit refreshes the mapping: it now lives until 9_999 + 10_000.
+    let c = run(&p, &user, 19_998, &mut b, &mut s, &mut rng).unwrap();
+    assert_eq!(c.reason, DecisionReason::Sticky);
+    let c = run(&p, &user, 19_998 + 10_000, &mut b, &mut s, &mut rng).unwrap();
+    assert_eq!(c.reason, DecisionReason::Weighted, "expired after the TTL");
+}
+
+#[test]
+fn fallback_rules_retry_then_fall_back() {
+    let p = parse_policy(
+        "p",
+        r#"{"fallbacks":[{"when":{"status":["timeout"]},"retry":2,"to":"backup","backoff":{"strategy":"fixed","base_ms":100,"jitter":false}}]}"#,
+    )
+    .unwrap();
+    let rule = p.fallback_rules[0].rule_id.clone();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(1));
+    let c = run(
+        &p,
+        &ctx(json!({"status":"timeout","current_provider":"a"})),
+        0,
+        &mut b,
+        &mut s,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.provider_id.as_str(), c.reason),
+        ("a", DecisionReason::Retry)
+    );
+    assert_eq!(c.extra["retry_attempt"], 1);
+    assert_eq!(c.extra["backoff_ms"], 100);
+    let used = ctx(
+        json!({"status":"timeout","current_provider":"a", format!("retry_attempts_{rule}"): 2}),
+    );
+    let c = run(&p, &used, 0, &mut b, &mut s, &mut rng).unwrap();
+    assert_eq!(
+        (c.provider_id.as_str(), c.reason),
+        ("backup", DecisionReason::Fallback)
+    );
+    assert_eq!(c.reason.priority(), 25);
+    let err = run(
+        &p,
+        &ctx(json!({"status":"ok"})),
+        0,
+        &mut b,
+        &mut s,
+        &mut rng,
+    )
+    .unwrap_err();
+    assert!(err.steps.last().unwrap().contains("No provider available"));
+}
+
+#[test]
+fn legacy_fallback_when_nothing_else() {
+    let p = parse_policy(
+        "p",
+        r#"{"weights":{"a":0.0},"fallback":{"provider":"local_llm"}}"#,
+    )
+    .unwrap();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(1));
+    let c = run(&p, &Map::new(), 0, &mut b, &mut s, &mut rng).unwrap();
+    assert_eq!(
+        (c.provider_id.as_str(), c.reason),
+        ("local_llm", DecisionReason::Fallback)
+    );
+}

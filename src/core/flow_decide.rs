@@ -1,0 +1,520 @@
+//! The decide flow: intake, idempotent replay, rate limit, extension pipeline, provider
+//! choice, reply and assignment.
+
+use serde_json::{Map, Value};
+
+use crate::contracts::{DecideRequest, Decision, ErrorCode};
+use crate::intake::{self, IntakeRules};
+use crate::policy::{ExtensionMode, OnFail, Policy, DEFAULT_POLICY_ID};
+
+use super::answers::StoredPublish;
+use super::assignment;
+use super::breaker::Breakers;
+use super::decider::{self, Stores};
+use super::env::{Env, Time};
+use super::extensions::{
+    AfterCall, CallResult, ExtensionGate, OnFailure, Pipeline, PipelineItem, Stage, Step,
+};
+use super::io::{Command, Delivery, Headers, RequestOutcome};
+use super::reply;
+use super::router::{header, InFlight, Purpose, Router, TimerPurpose, Work};
+use crate::contracts::subjects::HEADER_REPLY_TO;
+
+/// A decide request between intake and its reply.
+#[derive(Debug)]
+pub(crate) struct DecideWork {
+    request: DecideRequest,
+    policy_id: String,
+    reply_to: String,
+    inbound_headers: Headers,
+    pipeline: Pipeline,
+    /// Set at selection; its metadata is rebuilt after post-processors ran.
+    decision: Option<Decision>,
+    /// Retry / fallback bookkeeping of the choice, kept in the decision's metadata.
+    extra: Map<String, Value>,
+}
+
+impl Router {
+    pub(super) fn start_decide(
+        &mut self,
+        seq: u64,
+        d: &Delivery,
+        msg: &mut InFlight,
+        env: &mut impl Env,
+    ) {
+        let reply_to = header(&d.headers, HEADER_REPLY_TO)
+            .filter(|s| intake::valid_publish_subject(s))
+            .unwrap_or(&self.config.default_reply_subject)
+            .to_string();
+        let rules = IntakeRules {
+            max_payload_bytes: self.config.max_payload_bytes,
+            min_payload_bytes: self.config.min_payload_bytes,
+            tenant_allowlist: self.config.tenant_allowlist.as_deref(),
+        };
+        let request = match intake::validate_decide(&d.subject, &d.headers, &d.payload, &rules) {
+            Ok(request) => request,
+            Err(rejection) => {
+                self.stats.replies_error += 1;
+                let body = reply::rejection(&rejection);
+                self.send(
+                    seq,
+                    msg,
+                    Router::core_publish(reply_to, Vec::new(), body),
+                    Purpose::Reply,
+                    env,
+                );
+                self.refuse(seq, msg, d, &rejection, env);
+                return;
+            }
+        };
+        msg.origin.request_id = Some(request.request_id.clone());
+        msg.origin.tenant_id = Some(request.tenant_id.clone());
+
+        // Answered before, as an earlier delivery of this message whose publishes failed,
+        // or as another message with the same idempotency key: the same bytes again.
+        // A request is never decided twice.
+        if let Some((bytes, assignment)) = self.answers.decided(seq) {
+            let (bytes, assignment) = (bytes.to_vec(), assignment.cloned());
+            self.stats.idempotent_replays += 1;
+            self.send(
+                seq,
+                msg,
+                Router::core_publish(reply_to, Vec::new(), bytes),
+                Purpose::Reply,
+                env,
+            );
+            if let Some(a) = assignment {
+                let publish = Router::jetstream_publish(a.subject, a.headers, a.payload, a.msg_id);
+                self.send(seq, msg, publish, Purpose::Assignment, env);
+            }
+            return;
+        }
+        let claim = request
+            .idempotency_key
+            .as_ref()
+            .map(|key| (request.tenant_id.clone(), key.clone()));
+        if let Some(claim) = &claim {
+            if let Some(bytes) = self.answers.reply_for_key(claim, env.now()) {
+                let bytes = bytes.to_vec();
+                self.stats.idempotent_replays += 1;
+                self.send(
+                    seq,
+                    msg,
+                    Router::core_publish(reply_to, Vec::new(), bytes),
+                    Purpose::Reply,
+                    env,
+                );
+                return;
+            }
+        }
+
+        let policy_id = request
+            .policy_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_POLICY_ID.to_string());
+        let Some(policy) = self.policies.get(&request.tenant_id, &policy_id) else {
+            let body = reply::policy_not_found(&request, &policy_id);
+            self.answer(seq, msg, reply_to, claim, body, None, false, env);
+            return;
+        };
+        if let Some(limit) = policy.rate_limit {
+            let checked = self.rate_limiter.check(
+                &request.tenant_id,
+                &policy_id,
+                env.now(),
+                limit.requests_per_second.min(u64::from(u32::MAX)) as u32,
+                limit.burst.min(u64::from(u32::MAX)) as u32,
+            );
+            if let Err(limited) = checked {
+                self.stats.rate_limited += 1;
+                // Not recorded under the idempotency key: a retry after the wait must
+                // be decided, not refused again from the book.
+                let body = reply::rate_limited(&request, &limited);
+                self.stats.replies_error += 1;
+                self.send(
+                    seq,
+                    msg,
+                    Router::core_publish(reply_to, Vec::new(), body),
+                    Purpose::Reply,
+                    env,
+                );
+                return;
+            }
+        }
+        let mut context = request.constraints.clone();
+        context.extend(request.metadata.clone());
+        context.insert("tenant_id".into(), request.tenant_id.clone().into());
+        let message = request
+            .task
+            .payload
+            .clone()
+            .map(Value::Object)
+            .unwrap_or_else(|| {
+                request
+                    .task
+                    .payload_ref
+                    .clone()
+                    .map(Value::from)
+                    .unwrap_or(Value::Null)
+            });
+        let pipeline = Pipeline::new(
+            pipeline_items(policy),
+            request.tenant_id.clone(),
+            request.trace_id.clone(),
+            message,
+            context,
+        );
+        msg.work = Work::Deciding(Box::new(DecideWork {
+            request,
+            policy_id,
+            reply_to,
+            inbound_headers: d.headers.clone(),
+            pipeline,
+            decision: None,
+            extra: Map::new(),
+        }));
+        self.step_decide(seq, msg, env);
+    }
+
+    /// Resume a message parked on an extension retry timer.
+    pub(super) fn continue_decide(&mut self, seq: u64, env: &mut impl Env) {
+        let Some(mut msg) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        self.step_decide(seq, &mut msg, env);
+        self.in_flight.insert(seq, msg);
+        self.maybe_resolve(seq, env);
+    }
+
+    pub(super) fn on_request_done(&mut self, id: u64, outcome: RequestOutcome, env: &mut impl Env) {
+        let Some(seq) = self.requests.remove(&id) else {
+            return;
+        };
+        let Some(mut msg) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        let result = match outcome {
+            RequestOutcome::Reply { payload } => CallResult::Reply(payload),
+            RequestOutcome::Timeout => CallResult::Timeout,
+            RequestOutcome::Failed { reason } => CallResult::Error(reason),
+        };
+        if !matches!(result, CallResult::Reply(_)) {
+            self.stats.extension_failures += 1;
+        }
+        let now = env.now();
+        let outcome = match &mut msg.work {
+            Work::Deciding(work) => {
+                let mut gate = Gate {
+                    breakers: &mut self.extension_breakers,
+                    config: &self.config.breaker_defaults,
+                    now,
+                };
+                Some(
+                    work.pipeline
+                        .on_result(&self.config.extensions, &mut gate, result),
+                )
+            }
+            Work::Publishing => None,
+        };
+        match outcome {
+            Some(Ok(AfterCall::RetryAfter(delay))) => {
+                let key = self.next_id();
+                self.timers.insert(key, TimerPurpose::RetryExtension(seq));
+                env.execute(Command::SetTimer {
+                    key,
+                    at: now.after(delay).millis(),
+                });
+            }
+            Some(Ok(AfterCall::Continue)) => self.step_decide(seq, &mut msg, env),
+            Some(Err(error)) => self.fail_pipeline(seq, &mut msg, error, env),
+            None => {}
+        }
+        self.in_flight.insert(seq, msg);
+        self.keep_alive(seq, env);
+        self.maybe_resolve(seq, env);
+    }
+
+    /// Drive the pipeline until it needs a call, or finishes.
+    fn step_decide(&mut self, seq: u64, msg: &mut InFlight, env: &mut impl Env) {
+        loop {
+            let now = env.now();
+            let Work::Deciding(work) = &mut msg.work else {
+                return;
+            };
+            if deadline_passed(&work.pipeline.context, now) {
+                let body = reply::error(
+                    &work.request,
+                    ErrorCode::Internal,
+                    "deadline_exceeded",
+                    "Deadline exceeded before a decision".into(),
+                    Map::new(),
+                );
+                self.finish_with_error(seq, msg, body, env);
+                return;
+            }
+            let mut gate = Gate {
+                breakers: &mut self.extension_breakers,
+                config: &self.config.breaker_defaults,
+                now,
+            };
+            match work.pipeline.advance(&self.config.extensions, &mut gate) {
+                Step::Call(call) => {
+                    let id = self.next_id();
+                    self.requests.insert(id, seq);
+                    self.stats.extension_calls += 1;
+                    env.execute(Command::Request {
+                        id,
+                        subject: call.subject,
+                        headers: Vec::new(),
+                        payload: call.payload,
+                        timeout_ms: call.timeout_ms,
+                    });
+                    return;
+                }
+                Step::Select => {
+                    let policy = self.policies.get(&work.request.tenant_id, &work.policy_id);
+                    let Some(policy) = policy else {
+                        let body = reply::policy_not_found(&work.request, &work.policy_id);
+                        self.finish_with_error(seq, msg, body, env);
+                        return;
+                    };
+                    let chosen = decider::choose(
+                        policy,
+                        &work.request.tenant_id,
+                        &work.pipeline.context,
+                        now,
+                        Stores {
+                            breakers: &mut self.breakers,
+                            sticky: &mut self.sticky,
+                        },
+                        env,
+                    );
+                    match chosen {
+                        Ok(choice) => {
+                            let (latency, cost_micros) = self
+                                .provider_stats
+                                .expected(&work.request.tenant_id, &choice.provider_id);
+                            let decision =
+                                reply::decision(&choice, &work.pipeline, latency, cost_micros);
+                            work.pipeline
+                                .selected(serde_json::to_value(&decision).unwrap_or(Value::Null));
+                            work.decision = Some(decision);
+                            work.extra = choice.extra;
+                        }
+                        Err(none) => {
+                            let mut details = Map::new();
+                            details.insert("steps".into(), none.steps.into());
+                            let body = reply::error(
+                                &work.request,
+                                ErrorCode::DecisionFailed,
+                                "no_provider_available",
+                                "No provider available: weights failed and no fallback configured"
+                                    .into(),
+                                details,
+                            );
+                            self.finish_with_error(seq, msg, body, env);
+                            return;
+                        }
+                    }
+                }
+                Step::Done => {
+                    self.finish_decision(seq, msg, env);
+                    return;
+                }
+                Step::Failed(error) => {
+                    self.fail_pipeline(seq, msg, error, env);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail_pipeline(
+        &mut self,
+        seq: u64,
+        msg: &mut InFlight,
+        error: super::extensions::PipelineError,
+        env: &mut impl Env,
+    ) {
+        let Work::Deciding(work) = &msg.work else {
+            return;
+        };
+        let body = reply::pipeline_error(
+            &work.request,
+            &error,
+            &work.pipeline.executed,
+            &work.policy_id,
+            env.now(),
+        );
+        self.finish_with_error(seq, msg, body, env);
+    }
+
+    fn finish_with_error(
+        &mut self,
+        seq: u64,
+        msg: &mut InFlight,
+        body: Vec<u8>,
+        env: &mut impl Env,
+    ) {
+        let Work::Deciding(work) = std::mem::replace(&mut msg.work, Work::Publishing) else {
+            return;
+        };
+        let claim = work
+            .request
+            .idempotency_key
+            .as_ref()
+            .map(|k| (work.request.tenant_id.clone(), k.clone()));
+        self.answer(seq, msg, work.reply_to, claim, body, None, false, env);
+    }
+
+    fn finish_decision(&mut self, seq: u64, msg: &mut InFlight, env: &mut impl Env) {
+        let Work::Deciding(work) = std::mem::replace(&mut msg.work, Work::Publishing) else {
+            return;
+        };
+        let DecideWork {
+            request,
+            reply_to,
+            inbound_headers,
+            pipeline,
+            decision,
+            extra,
+            ..
+        } = *work;
+        let Some(mut decision) = decision else {
+            return;
+        };
+        // Post-processors may have enriched the context: the metadata is rebuilt from it.
+        decision.metadata = Some(reply::metadata(
+            &pipeline.context,
+            &extra,
+            &pipeline.executed,
+        ));
+        let body = reply::success(&request, &decision);
+        let mut stored = None;
+        if request.push_assignment {
+            match self.config.assignment.gate(&request.tenant_id) {
+                Ok(()) => {
+                    let (a, headers) = assignment::build(
+                        &self.config.assignment,
+                        &request,
+                        &decision,
+                        &inbound_headers,
+                        env,
+                    );
+                    let subject = request
+                        .assignment_subject
+                        .clone()
+                        .unwrap_or_else(|| self.config.assignment.subject.clone());
+                    stored = Some(StoredPublish {
+                        subject,
+                        headers,
+                        payload: serde_json::to_vec(&a).unwrap_or_default(),
+                        msg_id: a.assignment_id,
+                    });
+                }
+                Err(_) => self.stats.assignments_skipped += 1,
+            }
+        }
+        let claim = request
+            .idempotency_key
+            .as_ref()
+            .map(|k| (request.tenant_id.clone(), k.clone()));
+        self.answer(seq, msg, reply_to, claim, body, stored, true, env);
+    }
+
+    /// Record the answer (before publishing: whatever happens to the publish, this is
+    /// the answer), then publish the reply and the assignment.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &mut self,
+        seq: u64,
+        msg: &mut InFlight,
+        reply_to: String,
+        claim: Option<(String, String)>,
+        body: Vec<u8>,
+        assignment: Option<StoredPublish>,
+        ok: bool,
+        env: &mut impl Env,
+    ) {
+        msg.work = Work::Publishing;
+        if ok {
+            self.stats.replies_ok += 1;
+        } else {
+            self.stats.replies_error += 1;
+        }
+        self.answers
+            .record_reply(seq, claim, body.clone(), assignment.clone(), env.now());
+        self.send(
+            seq,
+            msg,
+            Router::core_publish(reply_to, Vec::new(), body),
+            Purpose::Reply,
+            env,
+        );
+        if let Some(a) = assignment {
+            let publish = Router::jetstream_publish(a.subject, a.headers, a.payload, a.msg_id);
+            self.send(seq, msg, publish, Purpose::Assignment, env);
+        }
+    }
+}
+
+/// The extension breakers, as the pipeline sees them.
+struct Gate<'a> {
+    breakers: &'a mut Breakers,
+    config: &'a super::breaker::BreakerConfig,
+    now: Time,
+}
+
+impl ExtensionGate for Gate<'_> {
+    fn allow(&mut self, extension_id: &str) -> bool {
+        !matches!(
+            self.breakers.admit("", extension_id, self.now, self.config),
+            super::breaker::Admission::Denied { .. }
+        )
+    }
+
+    fn record(&mut self, extension_id: &str, success: bool) {
+        let outcome = if success {
+            super::breaker::CallOutcome::Success
+        } else {
+            super::breaker::CallOutcome::Failure
+        };
+        self.breakers
+            .record("", extension_id, self.now, outcome, None, self.config);
+    }
+}
+
+fn pipeline_items(policy: &Policy) -> Vec<PipelineItem> {
+    let processor = |stage, i: &crate::policy::ProcessorItem| PipelineItem {
+        stage,
+        id: i.id.clone(),
+        on_failure: match i.mode {
+            ExtensionMode::Required => OnFailure::Abort,
+            ExtensionMode::Optional => OnFailure::Warn,
+        },
+        when: i.when.clone(),
+        config: i.config.clone(),
+    };
+    let pre = policy.pre.iter().map(|i| processor(Stage::Pre, i));
+    let validators = policy.validators.iter().map(|v| PipelineItem {
+        stage: Stage::Validator,
+        id: v.id.clone(),
+        on_failure: match v.on_fail {
+            OnFail::Block => OnFailure::Abort,
+            OnFail::Warn => OnFailure::Warn,
+            OnFail::Ignore => OnFailure::Ignore,
+        },
+        when: v.when.clone(),
+        config: v.config.clone(),
+    });
+    let post = policy.post.iter().map(|i| processor(Stage::Post, i));
+    pre.chain(validators).chain(post).collect()
+}
+
+/// A context `deadline` (epoch milliseconds) that has passed.
+fn deadline_passed(context: &Map<String, Value>, now: Time) -> bool {
+    context
+        .get("deadline")
+        .and_then(Value::as_u64)
+        .is_some_and(|deadline| now.millis() > deadline)
+}

@@ -1,0 +1,143 @@
+//! Results and assignment acks from CAF workers. A result feeds its provider's breaker
+//! and emits one usage event, once per correlation key however often it arrives.
+
+use crate::contracts::{ExecResult, UsageEvent, VERSION};
+use crate::intake::{self, IntakeRules};
+use crate::policy::DEFAULT_POLICY_ID;
+
+use super::answers::StoredPublish;
+use super::breaker::{classify, CallOutcome};
+use super::decider::breaker_config;
+use super::env::Env;
+use super::io::Delivery;
+use super::reply::to_bytes;
+use super::router::{InFlight, Purpose, Router};
+
+impl Router {
+    fn intake_rules(&self) -> IntakeRules<'_> {
+        IntakeRules {
+            max_payload_bytes: self.config.max_payload_bytes,
+            min_payload_bytes: self.config.min_payload_bytes,
+            tenant_allowlist: self.config.tenant_allowlist.as_deref(),
+        }
+    }
+
+    pub(super) fn start_result(
+        &mut self,
+        seq: u64,
+        d: &Delivery,
+        msg: &mut InFlight,
+        env: &mut impl Env,
+    ) {
+        let result = match intake::validate_result(&d.headers, &d.payload, &self.intake_rules()) {
+            Ok(r) => r,
+            Err(rejection) => return self.refuse(seq, msg, d, &rejection, env),
+        };
+        self.stats.results += 1;
+        msg.origin.request_id = result.request_id.clone();
+        msg.origin.tenant_id = Some(result.tenant_id.clone());
+        let key = result.correlation_key().to_string();
+        msg.origin.result_key = Some(key.clone());
+
+        let carrier_busy = |router: &Router, carrier: Option<u64>| {
+            carrier.is_some_and(|c| c != seq && router.in_flight.contains_key(&c))
+        };
+        if let Some(entry) = self.results.get(&key) {
+            if entry.settled || carrier_busy(self, entry.carrier) {
+                // Seen before (or being handled as another message): nothing more to do.
+                self.stats.results_duplicate += 1;
+                return;
+            }
+            // Seen, but its usage event never confirmed: the same event again.
+            let usage = entry.usage.clone();
+            if let Some(e) = self.results.get_mut(&key) {
+                e.carrier = Some(seq);
+            }
+            let publish = Router::jetstream_publish(
+                usage.subject,
+                usage.headers,
+                usage.payload,
+                usage.msg_id,
+            );
+            self.send(seq, msg, publish, Purpose::Usage, env);
+            return;
+        }
+
+        // First sight: feed the breaker and the provider's averages, once.
+        if let Some(provider) = &result.provider_id {
+            let outcome = classify(
+                result.status.as_str(),
+                result.error_code.as_deref(),
+                result.error_type.as_deref(),
+                result.error_message.as_deref(),
+            );
+            let cfg = self
+                .policies
+                .get(&result.tenant_id, DEFAULT_POLICY_ID)
+                .and_then(breaker_config)
+                .unwrap_or_else(|| self.config.breaker_defaults.clone());
+            self.breakers.record(
+                &result.tenant_id,
+                provider,
+                env.now(),
+                outcome,
+                Some(result.latency_ms),
+                &cfg,
+            );
+            if outcome == CallOutcome::Success {
+                self.provider_stats.record(
+                    &result.tenant_id,
+                    provider,
+                    result.latency_ms,
+                    result.cost,
+                );
+            }
+        }
+        let usage = self.usage_event(&result, &key, env.now().millis());
+        self.results.insert(key, usage.clone(), seq);
+        let publish =
+            Router::jetstream_publish(usage.subject, usage.headers, usage.payload, usage.msg_id);
+        self.send(seq, msg, publish, Purpose::Usage, env);
+    }
+
+    fn usage_event(&self, result: &ExecResult, key: &str, now_ms: u64) -> StoredPublish {
+        let usage_id = format!("usage-{key}");
+        let event = UsageEvent {
+            version: VERSION.to_string(),
+            usage_id: usage_id.clone(),
+            tenant_id: result.tenant_id.clone(),
+            provider_id: result.provider_id.clone().unwrap_or_default(),
+            event_type: result.job_type.clone().unwrap_or_default(),
+            latency_ms: result.latency_ms,
+            cost: result.cost,
+            status: result.status,
+            trace_id: result.trace_id.clone(),
+            timestamp: result.timestamp.unwrap_or(now_ms),
+            assignment_id: result.assignment_id.clone(),
+            request_id: result.request_id.clone(),
+        };
+        StoredPublish {
+            subject: self.config.usage_subject.clone(),
+            headers: vec![("tenant_id".to_string(), result.tenant_id.clone())],
+            payload: to_bytes(&event),
+            msg_id: usage_id,
+        }
+    }
+
+    /// Acks are informational: validated, counted, acked. Invalid ones are dead-lettered.
+    pub(super) fn start_assignment_ack(
+        &mut self,
+        seq: u64,
+        d: &Delivery,
+        msg: &mut InFlight,
+        env: &mut impl Env,
+    ) {
+        match intake::validate_ack(&d.headers, &d.payload, &self.intake_rules()) {
+            Ok(ack) => {
+                self.stats.assignment_acks += 1;
+                msg.origin.tenant_id = Some(ack.tenant_id);
+            }
+            Err(rejection) => self.refuse(seq, msg, d, &rejection, env),
+        }
+    }
+}

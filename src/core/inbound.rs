@@ -1,0 +1,158 @@
+//! Requests addressed to the router itself: the backpressure status a gateway polls,
+//! and the admin subjects. Admin requests need the configured token; without one
+//! configured, every admin request is refused.
+
+use serde_json::{json, Map, Value};
+
+use crate::contracts::subjects::{ADMIN_PREFIX, BACKPRESSURE_STATUS};
+use crate::policy::DEFAULT_POLICY_ID;
+
+use super::breaker::Breakers;
+use super::decider::{self, Stores};
+use super::env::Env;
+use super::io::{Command, InboundRequest};
+use super::router::{header, Router};
+use super::sticky::StickyStore;
+
+impl Router {
+    pub(super) fn on_inbound(&mut self, request: InboundRequest, env: &mut impl Env) {
+        self.stats.inbound_requests += 1;
+        let body: Value = serde_json::from_slice(&request.payload).unwrap_or(Value::Null);
+        let reply = if request.subject == BACKPRESSURE_STATUS {
+            self.backpressure_status(&body, env.now().millis())
+        } else if let Some(op) = request.subject.strip_prefix(ADMIN_PREFIX) {
+            match self.authorize(&request, &body) {
+                Ok(()) => self.admin(op, &body, env),
+                Err(why) => {
+                    self.stats.admin_refused += 1;
+                    json!({"ok": false, "error": {"code": "unauthorized", "message": why}})
+                }
+            }
+        } else {
+            json!({"ok": false, "error": {"code": "invalid_request", "message": format!("unknown subject {}", request.subject)}})
+        };
+        env.execute(Command::Respond {
+            id: request.id,
+            payload: serde_json::to_vec(&reply).unwrap_or_default(),
+        });
+    }
+
+    fn authorize(&self, request: &InboundRequest, body: &Value) -> Result<(), &'static str> {
+        let Some(expected) = &self.config.admin_token else {
+            return Err("admin API disabled: no admin token configured");
+        };
+        let given = header(&request.headers, "authorization")
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
+            .or_else(|| body.get("token").and_then(Value::as_str))
+            .or_else(|| body.get("api_key").and_then(Value::as_str));
+        match given {
+            None => Err("missing admin token"),
+            // Compare without an early exit, so timing says nothing about the token.
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err("invalid admin token"),
+        }
+    }
+
+    /// Spec 8.7's gateway protocol.
+    fn backpressure_status(&self, body: &Value, now_ms: u64) -> Value {
+        let subject = body
+            .get("subject")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.config.decide_subject);
+        if subject.is_empty() || subject.len() >= 1024 {
+            return json!({"success": false, "data": {"subject": subject, "status": "unknown"}, "error": "invalid_subject"});
+        }
+        if subject != self.config.decide_subject {
+            return json!({"success": true, "data": {"subject": subject, "status": "unknown", "timestamp": now_ms}});
+        }
+        let s = self.backpressure.status(self.in_flight.len() as u64);
+        let cfg = self.backpressure.config();
+        json!({"success": true, "data": {
+            "subject": subject,
+            "status": s.level.as_str(),
+            "metrics": {"pending_messages": s.pending, "latency_p95_ms": s.latency_p95_ms, "inflight_messages": s.inflight},
+            "thresholds": {"queue_overload": cfg.queue_overload, "latency_overload_ms": cfg.latency_overload_ms, "inflight_overload": cfg.inflight_overload},
+            "policy": {"retry_after_seconds": s.retry_after_seconds},
+            "timestamp": now_ms,
+        }})
+    }
+
+    fn admin(&mut self, op: &str, body: &Value, env: &mut impl Env) -> Value {
+        let now = env.now();
+        match op {
+            "get_circuit_breaker_states" => {
+                let states: Vec<Value> = self
+                    .breakers
+                    .snapshot(now)
+                    .into_iter()
+                    .map(|b| json!({
+                        "tenant_id": b.tenant_id, "provider_id": b.provider_id, "state": b.state.as_str(),
+                        "failure_count": b.failure_count, "window_requests": b.window_requests,
+                        "window_failures": b.window_failures, "remaining_open_ms": b.remaining_open_ms,
+                    }))
+                    .collect();
+                json!({"ok": true, "breakers": states})
+            }
+            "get_backpressure_status" => self.backpressure_status(&Value::Null, now.millis()),
+            "get_extension_health" => {
+                let breakers: Vec<Value> = self
+                    .extension_breakers
+                    .snapshot(now)
+                    .into_iter()
+                    .map(|b| json!({"extension_id": b.provider_id, "state": b.state.as_str(), "window_requests": b.window_requests, "window_failures": b.window_failures}))
+                    .collect();
+                let registry: Vec<Value> = self
+                    .config
+                    .extensions
+                    .iter()
+                    .map(|e| json!({"id": e.id, "type": e.kind.as_str(), "subject": e.subject, "timeout_ms": e.timeout_ms, "retry": e.retry, "enabled": e.enabled}))
+                    .collect();
+                json!({"ok": true, "extensions": registry, "breakers": breakers})
+            }
+            "dry_run" | "dry_run_pipeline" => self.dry_run(body, env),
+            "get_stats" => json!({"ok": true, "stats": self.stats, "tables": self.table_sizes()}),
+            _ => {
+                json!({"ok": false, "error": {"code": "invalid_request", "message": format!("unknown admin operation {op}")}})
+            }
+        }
+    }
+
+    /// Which provider would be chosen, without extensions (upstream skips them on dry
+    /// runs) and without touching breakers or sticky sessions.
+    fn dry_run(&mut self, body: &Value, env: &mut impl Env) -> Value {
+        let Some(tenant) = body.get("tenant_id").and_then(Value::as_str) else {
+            return json!({"ok": false, "error": {"code": "invalid_request", "message": "tenant_id is required"}});
+        };
+        let policy_id = body
+            .get("policy_id")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_POLICY_ID);
+        let Some(policy) = self.policies.get(tenant, policy_id) else {
+            return json!({"ok": false, "error": {"code": "policy_not_found", "message": "Policy not found in store"}});
+        };
+        let mut context: Map<String, Value> = body
+            .get("context")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        context.insert("tenant_id".into(), tenant.into());
+        let mut breakers: Breakers = self.breakers.clone();
+        let mut sticky = StickyStore::new(1);
+        let stores = Stores {
+            breakers: &mut breakers,
+            sticky: &mut sticky,
+        };
+        match decider::choose(policy, tenant, &context, env.now(), stores, env) {
+            Ok(c) => {
+                json!({"ok": true, "decision": {"provider_id": c.provider_id, "reason": c.reason.as_str(), "priority": c.reason.priority(), "steps": c.steps}})
+            }
+            Err(none) => {
+                json!({"ok": false, "error": {"code": "decision_failed", "message": "No provider available"}, "steps": none.steps})
+            }
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

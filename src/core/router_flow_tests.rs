@@ -1,0 +1,516 @@
+//! Router tests of the flows beyond the plain decide path: extensions, assignments,
+//! results, rate limits, backpressure, inbound requests.
+
+use super::*;
+use crate::contracts::{DecideResponse, ErrorResponse, ExecAssignment, UsageEvent};
+use crate::core::env::{RecordingEnv, Time};
+use crate::core::io::{InboundRequest, RequestOutcome};
+use crate::policy::parse_policy;
+use serde_json::{json, Value};
+
+type Env = RecordingEnv<Box<dyn FnMut() -> u64>>;
+
+fn env() -> Env {
+    let mut x = 11u64;
+    RecordingEnv::new(
+        Time(1_000_000),
+        Box::new(move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x ^ (x >> 31)
+        }),
+    )
+}
+
+fn router_with(policy: &str, tweak: impl FnOnce(&mut RouterConfig)) -> Router {
+    let mut store = PolicyStore::new();
+    store.insert("acme", parse_policy("default", policy).unwrap());
+    let mut config = RouterConfig {
+        max_deliver: 3,
+        ..RouterConfig::default()
+    };
+    tweak(&mut config);
+    Router::new(config, store)
+}
+
+fn decide(id: DeliveryId, seq: u64, body: Value) -> Input {
+    Input::Delivery(Delivery {
+        id,
+        subject: "beamline.router.v1.decide".into(),
+        headers: vec![
+            ("Reply-To".into(), "_INBOX.gw".into()),
+            (
+                "traceparent".into(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ),
+        ],
+        payload: body.to_string().into_bytes(),
+        stream_seq: seq,
+        delivered: 1,
+    })
+}
+
+fn request(id: &str) -> Value {
+    json!({"version":"1","request_id":id,"tenant_id":"acme","task":{"type":"t","payload":{"text":"hello world"}},"metadata":{"user_id":"u-1"}})
+}
+
+fn result_msg(id: DeliveryId, seq: u64, body: Value) -> Input {
+    Input::Delivery(Delivery {
+        id,
+        subject: "caf.exec.result.v1".into(),
+        headers: vec![],
+        payload: body.to_string().into_bytes(),
+        stream_seq: seq,
+        delivered: 1,
+    })
+}
+
+fn confirm_all(r: &mut Router, env: &mut Env, cmds: &[Command]) -> Vec<Command> {
+    for c in cmds {
+        if let Command::Publish(p) = c {
+            r.handle(
+                Input::PublishDone {
+                    id: p.id,
+                    outcome: PublishOutcome::Confirmed,
+                },
+                env,
+            );
+        }
+    }
+    env.take()
+}
+
+fn publishes(cmds: &[Command]) -> Vec<Publish> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Publish(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const WEIGHTED: &str =
+    r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}]}"#;
+
+#[test]
+fn push_assignment_publishes_an_exec_assignment_and_acks_after_both() {
+    let mut r = router_with(WEIGHTED, |_| {});
+    let mut env = env();
+    let mut body = request("r-1");
+    body["push_assignment"] = json!(true);
+    body["trace_id"] = json!("4bf92f3577b34da6a3ce929d0e0e4736");
+    r.handle(decide(1, 1, body), &mut env);
+    let cmds = env.take();
+    let ps = publishes(&cmds);
+    assert_eq!(ps.len(), 2);
+    let reply: DecideResponse = serde_json::from_slice(&ps[0].payload).unwrap();
+    let a: ExecAssignment = serde_json::from_slice(&ps[1].payload).unwrap();
+    assert_eq!(ps[1].subject, "caf.exec.assign.v1");
+    assert_eq!(ps[1].kind, PublishKind::JetStream);
+    assert_eq!(ps[1].msg_id.as_deref(), Some(a.assignment_id.as_str()));
+    assert_eq!(a.executor.provider_id, reply.decision.provider_id);
+    assert_eq!(a.job["type"], "t");
+    assert_eq!(a.options.deadline_ms, 5_000);
+    let tp = ps[1]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .unwrap();
+    assert!(
+        tp.1.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp:?}"
+    );
+
+    // The reply alone is not enough.
+    r.handle(
+        Input::PublishDone {
+            id: ps[0].id,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    assert!(env.take().is_empty());
+    // A failed assignment naks; the redelivery repeats the same assignment id.
+    r.handle(
+        Input::PublishDone {
+            id: ps[1].id,
+            outcome: PublishOutcome::Failed {
+                reason: "timeout".into(),
+            },
+        },
+        &mut env,
+    );
+    assert!(matches!(env.take()[..], [Command::Nak { delivery: 1, .. }]));
+    let mut again = request("r-1");
+    again["push_assignment"] = json!(true);
+    again["trace_id"] = json!("4bf92f3577b34da6a3ce929d0e0e4736");
+    let Input::Delivery(mut d) = decide(2, 1, again) else {
+        unreachable!()
+    };
+    d.delivered = 2;
+    r.handle(Input::Delivery(d), &mut env);
+    let cmds = env.take();
+    let ps2 = publishes(&cmds);
+    assert_eq!(ps2[0].payload, ps[0].payload, "same reply");
+    assert_eq!(ps2[1].payload, ps[1].payload, "same assignment");
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 2 }]
+    );
+}
+
+#[test]
+fn assignment_kill_switch_skips_it() {
+    let mut r = router_with(WEIGHTED, |c| c.assignment.enabled = false);
+    let mut env = env();
+    let mut body = request("r-1");
+    body["push_assignment"] = json!("true");
+    r.handle(decide(1, 1, body), &mut env);
+    assert_eq!(publishes(&env.take()).len(), 1);
+    assert_eq!(r.stats().assignments_skipped, 1);
+}
+
+const WITH_EXTENSIONS: &str = r#"{"providers":[{"name":"openai","weight":100}],
+    "pre":[{"id":"normalize_text","mode":"required"}],
+    "validators":[{"id":"pii_guard","on_fail":"block"}],
+    "post":[{"id":"mask_pii","mode":"optional"}]}"#;
+
+fn request_of(cmds: &[Command]) -> (u64, String, u64) {
+    match cmds {
+        [Command::Request {
+            id,
+            subject,
+            timeout_ms,
+            ..
+        }] => (*id, subject.clone(), *timeout_ms),
+        other => panic!("expected one request, got {other:?}"),
+    }
+}
+
+#[test]
+fn extension_pipeline_runs_through_requests() {
+    let mut r = router_with(WITH_EXTENSIONS, |_| {});
+    let mut env = env();
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    let (id, subject, timeout) = request_of(&env.take());
+    assert_eq!(
+        (subject.as_str(), timeout),
+        ("beamline.ext.pre.normalize_text.v1", 100)
+    );
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: br#"{"metadata":{"lang":"en"}}"#.to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let (id, subject, _) = request_of(&env.take());
+    assert_eq!(subject, "beamline.ext.validate.pii_guard.v1");
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: br#"{"valid":true}"#.to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let (id, subject, _) = request_of(&env.take());
+    assert_eq!(subject, "beamline.ext.post.mask_pii.v1");
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Timeout,
+        },
+        &mut env,
+    );
+    let cmds = env.take();
+    let reply: DecideResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+    let meta = reply.decision.metadata.unwrap();
+    assert_eq!(meta["lang"], "en");
+    assert_eq!(
+        meta["executed_extensions"],
+        json!([
+        {"type":"pre","id":"normalize_text","status":"ok"},
+        {"type":"validator","id":"pii_guard","status":"ok"},
+        {"type":"post","id":"mask_pii","status":"warn"}])
+    );
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 1 }]
+    );
+}
+
+#[test]
+fn blocked_validator_answers_an_error_and_acks() {
+    let mut r = router_with(WITH_EXTENSIONS, |_| {});
+    let mut env = env();
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    let (id, _, _) = request_of(&env.take());
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: b"{}".to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let (id, _, _) = request_of(&env.take());
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: br#"{"valid":false,"reason":"pii"}"#.to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let cmds = env.take();
+    let err: ErrorResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+    assert_eq!(err.error.code.as_str(), "validator_blocked");
+    assert_eq!(err.error.details.unwrap()["extension_id"], "pii_guard");
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 1 }]
+    );
+}
+
+#[test]
+fn slow_extension_does_not_block_other_requests() {
+    let mut r = router_with(WITH_EXTENSIONS, |_| {});
+    let mut env = env();
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    let (slow, _, _) = request_of(&env.take());
+    // A second request goes all the way while the first waits.
+    r.handle(decide(2, 2, request("r-2")), &mut env);
+    for payload in [&b"{}"[..], br#"{"valid":true}"#, b"{}"] {
+        let (id, _, _) = request_of(&env.take());
+        r.handle(
+            Input::RequestDone {
+                id,
+                outcome: RequestOutcome::Reply {
+                    payload: payload.to_vec(),
+                },
+            },
+            &mut env,
+        );
+    }
+    let cmds = env.take();
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 2 }]
+    );
+    assert_eq!(r.in_flight(), 1);
+    // The first one times out, with a retry timer for normalize_text? Its retry is 0: fails.
+    r.handle(
+        Input::RequestDone {
+            id: slow,
+            outcome: RequestOutcome::Timeout,
+        },
+        &mut env,
+    );
+    let cmds = env.take();
+    let err: ErrorResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+    assert_eq!(err.error.code.as_str(), "extension_timeout");
+}
+
+#[test]
+fn long_pipelines_keep_the_message_alive() {
+    let mut r = router_with(WITH_EXTENSIONS, |c| c.ack_wait_ms = 1_000);
+    let mut env = env();
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    let (id, _, _) = request_of(&env.take());
+    env.now = Time(env.now.0 + 600);
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: b"{}".to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let cmds = env.take();
+    assert!(
+        cmds.contains(&Command::InProgress { delivery: 1 }),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn rate_limit_refuses_with_retry_after() {
+    let mut r = router_with(
+        r#"{"providers":[{"name":"openai","weight":100}],"rate_limit":{"enabled":true,"requests_per_second":1,"burst":2}}"#,
+        |_| {},
+    );
+    let mut env = env();
+    let mut codes = Vec::new();
+    for seq in 1..=3 {
+        r.handle(decide(seq, seq, request(&format!("r-{seq}"))), &mut env);
+        let cmds = env.take();
+        let body: Value = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+        codes.push(body["ok"].as_bool().unwrap());
+        if seq == 3 {
+            assert_eq!(body["error"]["code"], "rate_limited");
+            assert_eq!(body["error"]["details"]["retry_after_seconds"], 1);
+        }
+        confirm_all(&mut r, &mut env, &cmds);
+    }
+    assert_eq!(codes, [true, true, false]);
+    assert_eq!(r.stats().rate_limited, 1);
+}
+
+#[test]
+fn active_backpressure_naks_before_parsing() {
+    let mut r = router_with(WEIGHTED, |c| {
+        c.backpressure.queue_overload = 10;
+        c.backpressure.inflight_overload = 0;
+    });
+    let mut env = env();
+    r.handle(Input::ConsumerPending { pending: 11 }, &mut env);
+    // One in flight (inflight > 0) plus pending > 10: two flags, active.
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    env.take();
+    r.handle(decide(2, 2, json!("not even a request")), &mut env);
+    assert_eq!(
+        env.take(),
+        vec![Command::Nak {
+            delivery: 2,
+            delay_ms: 30_000
+        }]
+    );
+    assert_eq!(r.stats().backpressure_naks, 1);
+    r.handle(
+        Input::Inbound(InboundRequest {
+            id: 7,
+            subject: "beamline.router.v1.status.backpressure".into(),
+            headers: vec![],
+            payload: br#"{"subject":"beamline.router.v1.decide"}"#.to_vec(),
+        }),
+        &mut env,
+    );
+    let Command::Respond { id, payload } = &env.take()[0] else {
+        panic!()
+    };
+    let status: Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(*id, 7);
+    assert_eq!(status["data"]["status"], "active");
+    assert_eq!(status["data"]["metrics"]["pending_messages"], 11);
+}
+
+#[test]
+fn results_feed_breakers_and_emit_usage_once() {
+    let mut r = router_with(
+        r#"{"providers":[{"name":"openai","weight":50},{"name":"anthropic","weight":50}],"circuit_breaker":{"enabled":true,"failure_threshold":2}}"#,
+        |_| {},
+    );
+    let mut env = env();
+    let failure = |a: &str| json!({"version":"1","assignment_id":a,"request_id":"r","status":"timeout","provider_id":"openai","job":{"type":"t"},"latency_ms":900,"cost":0.0,"tenant_id":"acme"});
+    r.handle(result_msg(1, 1, failure("a-1")), &mut env);
+    let cmds = env.take();
+    let usage = publishes(&cmds);
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].msg_id.as_deref(), Some("usage-a-1"));
+    let event: UsageEvent = serde_json::from_slice(&usage[0].payload).unwrap();
+    assert_eq!(
+        (event.provider_id.as_str(), event.latency_ms),
+        ("openai", 900)
+    );
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 1 }]
+    );
+    // The same result again (CAF published twice): acked, no usage, no breaker count.
+    r.handle(result_msg(2, 2, failure("a-1")), &mut env);
+    assert_eq!(env.take(), vec![Command::Ack { delivery: 2 }]);
+    assert_eq!(r.stats().results_duplicate, 1);
+    // A second distinct failure opens openai's breaker: decisions avoid it.
+    r.handle(result_msg(3, 3, failure("a-2")), &mut env);
+    let cmds = env.take();
+    confirm_all(&mut r, &mut env, &cmds);
+    for seq in 10..40 {
+        r.handle(decide(seq, seq, request(&format!("r-{seq}"))), &mut env);
+        let cmds = env.take();
+        let reply: DecideResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+        assert_eq!(reply.decision.provider_id, "anthropic");
+        confirm_all(&mut r, &mut env, &cmds);
+    }
+}
+
+#[test]
+fn invalid_result_is_dead_lettered_and_termed() {
+    let mut r = router_with(WEIGHTED, |_| {});
+    let mut env = env();
+    r.handle(
+        result_msg(
+            1,
+            5,
+            json!({"version":"1","status":"success","tenant_id":"acme"}),
+        ),
+        &mut env,
+    );
+    let cmds = env.take();
+    let ps = publishes(&cmds);
+    assert_eq!(ps.len(), 1);
+    assert_eq!(ps[0].subject, "caf.exec.result.v1.dlq");
+    assert_eq!(
+        ps[0].msg_id.as_deref(),
+        Some("dlq-caf.exec.result.v1.dlq-5")
+    );
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Term { delivery: 1 }]
+    );
+}
+
+#[test]
+fn admin_requires_the_token() {
+    let mut r = router_with(WEIGHTED, |c| c.admin_token = Some("s3cret-token".into()));
+    let mut env = env();
+    let ask = |r: &mut Router, env: &mut Env, headers: Vec<(String, String)>, body: Value| {
+        r.handle(
+            Input::Inbound(InboundRequest {
+                id: 1,
+                subject: "beamline.router.v1.admin.dry_run".into(),
+                headers,
+                payload: body.to_string().into_bytes(),
+            }),
+            env,
+        );
+        let Command::Respond { payload, .. } = &env.take()[0] else {
+            panic!()
+        };
+        serde_json::from_slice::<Value>(payload).unwrap()
+    };
+    let refused = ask(&mut r, &mut env, vec![], json!({"tenant_id":"acme"}));
+    assert_eq!(refused["error"]["code"], "unauthorized");
+    let wrong = ask(
+        &mut r,
+        &mut env,
+        vec![("Authorization".into(), "Bearer nope".into())],
+        json!({"tenant_id":"acme"}),
+    );
+    assert_eq!(wrong["error"]["message"], "invalid admin token");
+    let ok = ask(
+        &mut r,
+        &mut env,
+        vec![("Authorization".into(), "Bearer s3cret-token".into())],
+        json!({"tenant_id":"acme"}),
+    );
+    assert_eq!(ok["ok"], true);
+    assert!(["openai", "anthropic"].contains(&ok["decision"]["provider_id"].as_str().unwrap()));
+    assert_eq!(r.stats().admin_refused, 2);
+    // Without a configured token, admin is closed.
+    let mut closed = router_with(WEIGHTED, |_| {});
+    let refused = ask(
+        &mut closed,
+        &mut env,
+        vec![("Authorization".into(), "Bearer x".into())],
+        json!({}),
+    );
+    assert_eq!(refused["ok"], false);
+}
