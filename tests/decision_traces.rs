@@ -31,8 +31,12 @@ fn env(seed: u64) -> Env {
 }
 
 fn fixtures_router() -> Router {
-    let store = load_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies").as_path())
-        .expect("fixtures load");
+    let store = load_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/policies")
+            .as_path(),
+    )
+    .expect("fixtures load");
     Router::new(RouterConfig::default(), store)
 }
 
@@ -76,12 +80,14 @@ fn trace(policy_id: &str, n: u64) -> String {
                     Command::Request { id, subject, .. } => {
                         calls += 1;
                         let ext = subject.split('.').nth(3).unwrap_or("?").to_string();
-                        let outcome = if calls % 5 == 0 {
+                        let outcome = if calls.is_multiple_of(5) {
                             line.push_str(&format!(" {ext}:timeout"));
                             RequestOutcome::Timeout
                         } else {
                             line.push_str(&format!(" {ext}:ok"));
-                            RequestOutcome::Reply { payload: br#"{"valid":true,"metadata":{"ext_seen":true}}"#.to_vec() }
+                            RequestOutcome::Reply {
+                                payload: br#"{"valid":true,"metadata":{"ext_seen":true}}"#.to_vec(),
+                            }
                         };
                         router.handle(Input::RequestDone { id, outcome }, &mut env);
                         progressed = true;
@@ -97,7 +103,13 @@ fn trace(policy_id: &str, n: u64) -> String {
                         } else {
                             line.push_str(&format!(" publish:{}", p.subject));
                         }
-                        router.handle(Input::PublishDone { id: p.id, outcome: PublishOutcome::Confirmed }, &mut env);
+                        router.handle(
+                            Input::PublishDone {
+                                id: p.id,
+                                outcome: PublishOutcome::Confirmed,
+                            },
+                            &mut env,
+                        );
                         progressed = true;
                     }
                     Command::Ack { .. } => line.push_str(" ack"),
@@ -114,21 +126,41 @@ fn trace(policy_id: &str, n: u64) -> String {
         // The worker reports back: openai fails every other time, others succeed. The
         // breakers of the circuit-breaker fixtures react to this.
         if let Some(provider) = chosen {
-            let status = if provider == "openai" && seq % 2 == 1 { "timeout" } else { "success" };
+            let status = if provider == "openai" && seq % 2 == 1 {
+                "timeout"
+            } else {
+                "success"
+            };
             let result = json!({"version":"1","assignment_id":format!("a-{seq}"),"status":status,
                 "provider_id":provider,"job":{"type":"text.generate"},"latency_ms":120,"cost":0.002,
                 "tenant_id":"fixtures"});
-            router.handle(Input::Delivery(Delivery {
-                id: 10_000 + seq, subject: "caf.exec.result.v1".into(), headers: vec![],
-                payload: result.to_string().into_bytes(), stream_seq: seq, delivered: 1,
-            }), &mut env);
+            router.handle(
+                Input::Delivery(Delivery {
+                    id: 10_000 + seq,
+                    subject: "caf.exec.result.v1".into(),
+                    headers: vec![],
+                    payload: result.to_string().into_bytes(),
+                    stream_seq: seq,
+                    delivered: 1,
+                }),
+                &mut env,
+            );
             for cmd in env.take() {
                 if let Command::Publish(p) = cmd {
-                    router.handle(Input::PublishDone { id: p.id, outcome: PublishOutcome::Confirmed }, &mut env);
+                    router.handle(
+                        Input::PublishDone {
+                            id: p.id,
+                            outcome: PublishOutcome::Confirmed,
+                        },
+                        &mut env,
+                    );
                 }
             }
             let acked = env.take().iter().any(|c| matches!(c, Command::Ack { .. }));
-            line.push_str(&format!(" | result {status}{}", if acked { " ack" } else { "" }));
+            line.push_str(&format!(
+                " | result {status}{}",
+                if acked { " ack" } else { "" }
+            ));
         }
         out.push_str(&line);
         out.push('\n');
@@ -145,7 +177,12 @@ fn summarize(reply: &[u8]) -> String {
     let v: Value = serde_json::from_slice(reply).unwrap_or(Value::Null);
     if v["ok"] == true {
         let d = &v["decision"];
-        format!("{} ({}, {})", d["provider_id"].as_str().unwrap_or("?"), d["reason"].as_str().unwrap_or("?"), d["priority"])
+        format!(
+            "{} ({}, {})",
+            d["provider_id"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or("?"),
+            d["priority"]
+        )
     } else {
         format!("error {}", v["error"]["code"].as_str().unwrap_or("?"))
     }

@@ -99,6 +99,23 @@ pub enum Input {
     ConsumerPending {
         pending: u64,
     },
+    /// The server gave up on a message (its `MAX_DELIVERIES` advisory), and the shell
+    /// fetched the message from the stream. The core may never have seen its last
+    /// delivery (lost on the wire), so it dead-letters the message unless it already
+    /// settled it.
+    Exhausted(Exhausted),
+}
+
+/// A message the server will not deliver again, as read back from its stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Exhausted {
+    pub subject: String,
+    pub headers: Headers,
+    #[serde(serialize_with = "serialize_lossy")]
+    pub payload: Vec<u8>,
+    pub stream_seq: u64,
+    /// The delivery count the advisory reported.
+    pub deliveries: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

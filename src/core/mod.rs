@@ -25,7 +25,7 @@ pub mod sticky;
 pub use config::RouterConfig;
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{
-    Command, ConnectionEvent, Delivery, DeliveryId, Headers, InboundId, InboundRequest, Input,
-    Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome, TimerKey,
+    Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, InboundId, InboundRequest,
+    Input, Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome, TimerKey,
 };
 pub use router::{Router, Stats, TableSizes};

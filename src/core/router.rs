@@ -26,7 +26,7 @@ use super::dlq;
 use super::env::{Env, Time};
 use super::flow_decide::DecideWork;
 use super::io::{
-    Command, ConnectionEvent, Delivery, DeliveryId, Headers, Input, Publish, PublishId,
+    Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, Input, Publish, PublishId,
     PublishKind, PublishOutcome, RequestId, TimerKey,
 };
 use super::provider_stats::ProviderStats;
@@ -67,6 +67,9 @@ pub struct Stats {
     pub inbound_requests: u64,
     pub admin_refused: u64,
     pub disconnects: u64,
+    /// Messages the server gave up on whose last delivery never reached us: dead-lettered
+    /// from the `MAX_DELIVERIES` advisory.
+    pub exhausted_unseen: u64,
 }
 
 /// Which consumer a message came from.
@@ -220,6 +223,7 @@ impl Router {
             }
             Input::Connection(ConnectionEvent::Up) => self.connected = true,
             Input::ConsumerPending { pending } => self.backpressure.set_pending(pending, env.now()),
+            Input::Exhausted(message) => self.on_exhausted(message, env),
         }
     }
 
@@ -291,37 +295,22 @@ impl Router {
             msg.last_progress = env.now();
             return;
         }
-        let source = if d.subject == self.config.result_subject {
-            Source::Result
-        } else if d.subject == self.config.ack_subject {
-            Source::AssignmentAck
-        } else {
-            Source::Decide
-        };
+        let source = self.source_of(&d.subject);
         if let Some(fate) = self.answers.settled(source_key(source, seq)) {
             // Settled before, but the server never saw our ack or term.
             self.stats.redelivered_after_settle += 1;
             self.settle(&[d.id], fate, env);
             return;
         }
-        if self.in_flight.len() >= self.config.max_in_flight {
+        // BUGGIFY: an overload nak when not overloaded is legal, and exercises redelivery.
+        if self.in_flight.len() >= self.config.max_in_flight
+            || env.buggify("router.spurious_overload_nak")
+        {
             self.stats.overload_naks += 1;
             self.nak(&[d.id], self.backoff(d.delivered), env);
             return;
         }
-        let mut msg = InFlight {
-            source,
-            deliveries: vec![d.id],
-            delivered: d.delivered,
-            received_at: env.now(),
-            last_progress: env.now(),
-            origin: Origin::of(&d),
-            work: Work::Publishing,
-            pending: Vec::new(),
-            failed: false,
-            dlq: None,
-            dlq_confirmed: false,
-        };
+        let mut msg = self.in_flight_for(&d, source, vec![d.id], env.now());
         match source {
             Source::Decide => {
                 let status = self.backpressure.status(self.in_flight.len() as u64);
@@ -342,6 +331,83 @@ impl Router {
         }
         self.in_flight.insert(seq, msg);
         self.maybe_resolve(seq, env);
+    }
+
+    fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {
+        let source = self.source_of(&m.subject);
+        let seq = m.stream_seq;
+        if let Some(msg) = self.in_flight.get_mut(&seq) {
+            // We hold it, but may have missed its later deliveries: whatever happens
+            // next, the server will not deliver it again, so a failure must dead-letter.
+            msg.delivered = msg.delivered.max(self.config.max_deliver);
+            return;
+        }
+        if self.answers.settled(source_key(source, seq)).is_some() {
+            return; // Already settled; the server just never saw our ack.
+        }
+        self.stats.exhausted_unseen += 1;
+        let d = Delivery {
+            id: 0,
+            subject: m.subject,
+            headers: m.headers,
+            payload: m.payload,
+            stream_seq: seq,
+            delivered: m.deliveries,
+        };
+        let mut msg = self.in_flight_for(&d, source, Vec::new(), env.now());
+        msg.origin.request_id = request_id_of(&d.payload);
+        // No delivery is left to ack or term: the record is the whole fate. `delivered`
+        // is forced to the limit so a failed record is retried by timer, not nak'ed.
+        msg.delivered = msg.delivered.max(self.config.max_deliver);
+        let record = dlq::exhausted(
+            &msg.origin,
+            seq,
+            m.deliveries,
+            env.now(),
+            &self.config.node_id,
+        );
+        let publish = self.dlq_publish(
+            self.dlq_subject(source),
+            seq,
+            &msg.origin,
+            record,
+            DlqReason::MaxdeliverExhausted,
+        );
+        msg.dlq = Some(publish.clone());
+        self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+        self.in_flight.insert(seq, msg);
+    }
+
+    fn source_of(&self, subject: &str) -> Source {
+        if subject == self.config.result_subject {
+            Source::Result
+        } else if subject == self.config.ack_subject {
+            Source::AssignmentAck
+        } else {
+            Source::Decide
+        }
+    }
+
+    fn in_flight_for(
+        &self,
+        d: &Delivery,
+        source: Source,
+        deliveries: Vec<DeliveryId>,
+        now: Time,
+    ) -> InFlight {
+        InFlight {
+            source,
+            deliveries,
+            delivered: d.delivered,
+            received_at: now,
+            last_progress: now,
+            origin: Origin::of(d),
+            work: Work::Publishing,
+            pending: Vec::new(),
+            failed: false,
+            dlq: None,
+            dlq_confirmed: false,
+        }
     }
 
     fn on_publish_done(&mut self, id: PublishId, outcome: PublishOutcome, env: &mut impl Env) {
@@ -397,7 +463,9 @@ impl Router {
         let half = self.config.ack_wait_ms / 2;
         let now = env.now();
         if let Some(msg) = self.in_flight.get_mut(&seq) {
-            if now.millis().saturating_sub(msg.last_progress.millis()) >= half {
+            // BUGGIFY: an early `+WPI` is harmless and exercises the server's ack timer.
+            let due = now.millis().saturating_sub(msg.last_progress.millis()) >= half;
+            if due || env.buggify("router.eager_in_progress") {
                 msg.last_progress = now;
                 for &delivery in &msg.deliveries {
                     self.stats.in_progress += 1;
@@ -632,6 +700,14 @@ fn source_key(source: Source, seq: u64) -> (u8, u64) {
         Source::AssignmentAck => 2,
     };
     (stream, seq)
+}
+
+/// The `request_id` of a raw decide payload, for a DLQ record, if it can be read.
+fn request_id_of(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v.get("request_id")?
+        .as_str()
+        .map(|s| s.chars().take(255).collect())
 }
 
 pub(super) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

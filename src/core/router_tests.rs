@@ -345,3 +345,56 @@ fn same_inputs_and_entropy_give_the_same_commands() {
     };
     assert_eq!(run(), run());
 }
+
+fn exhausted(seq: u64, payload: Vec<u8>) -> Input {
+    Input::Exhausted(crate::core::io::Exhausted {
+        subject: "beamline.router.v1.decide".into(),
+        headers: vec![],
+        payload,
+        stream_seq: seq,
+        deliveries: 3,
+    })
+}
+
+#[test]
+fn exhausted_message_never_seen_is_dead_lettered() {
+    let (mut r, mut env) = (router(), env());
+    r.handle(exhausted(7, request("r-7", "")), &mut env);
+    let cmds = env.take();
+    let dlq = publishes(&cmds)[0].clone();
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(dlq.msg_id.as_deref(), Some("dlq-7"));
+    let record: DlqRecord = serde_json::from_slice(&dlq.payload).unwrap();
+    assert_eq!(record.error.code, "MAXDELIVER_EXHAUSTED");
+    assert_eq!(record.request_id.as_deref(), Some("r-7"));
+    // A failed record is retried by timer: no delivery is left to nak.
+    r.handle(done(dlq.id, false), &mut env);
+    assert!(matches!(env.take()[..], [Command::SetTimer { .. }]));
+    assert_eq!(r.stats().exhausted_unseen, 1);
+}
+
+#[test]
+fn exhausted_message_already_settled_is_left_alone() {
+    let (mut r, mut env) = (router(), env());
+    r.handle(delivery(1, 7, 1, request("r-7", "")), &mut env);
+    let p = publishes(&env.take())[0].clone();
+    r.handle(done(p.id, true), &mut env);
+    env.take();
+    r.handle(exhausted(7, request("r-7", "")), &mut env);
+    assert!(env.take().is_empty());
+}
+
+#[test]
+fn exhausted_while_in_flight_turns_a_failure_into_a_dead_letter() {
+    let (mut r, mut env) = (router(), env());
+    r.handle(delivery(1, 7, 1, request("r-7", "")), &mut env);
+    let p = publishes(&env.take())[0].clone();
+    r.handle(exhausted(7, request("r-7", "")), &mut env);
+    r.handle(done(p.id, false), &mut env);
+    let cmds = env.take();
+    assert_eq!(
+        publishes(&cmds)[0].subject,
+        "beamline.router.v1.decide.dlq",
+        "{cmds:?}"
+    );
+}
