@@ -1,0 +1,160 @@
+//! The run's trace: one compact line per world event, core input and core command, in the
+//! order they happened, plus a 64-bit FNV-1a hash over the serialized lines.
+//!
+//! FNV-1a is written here rather than taken from `std`: `DefaultHasher`'s algorithm is
+//! unspecified and may change between Rust releases, which would make recorded hashes
+//! meaningless. Wall time never enters the trace; only virtual milliseconds do.
+
+use std::fmt::Write as _;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// 64-bit FNV-1a of `bytes`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h = Fnv1a64::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Streaming 64-bit FNV-1a.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    pub fn new() -> Self {
+        Fnv1a64(FNV_OFFSET)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The ordered record of a run. The hash always covers every line; the lines themselves
+/// are kept only when asked (a sweep needs the hash, a replay or a diff needs the lines).
+#[derive(Clone, Debug)]
+pub struct Trace {
+    hash: Fnv1a64,
+    len: u64,
+    lines: Option<Vec<String>>,
+    scratch: String,
+}
+
+impl Trace {
+    pub fn new(keep_lines: bool) -> Self {
+        Trace {
+            hash: Fnv1a64::new(),
+            len: 0,
+            lines: keep_lines.then(Vec::new),
+            scratch: String::new(),
+        }
+    }
+
+    /// Append `<at> <kind> <detail>`. `detail` is already serialized by the caller.
+    pub fn record(&mut self, at: u64, kind: &str, detail: &str) {
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{at} {kind} {detail}");
+        self.hash.write(self.scratch.as_bytes());
+        self.hash.write(b"\n");
+        self.len += 1;
+        if let Some(lines) = &mut self.lines {
+            lines.push(self.scratch.clone());
+        }
+    }
+
+    /// Append a serde-serializable value as compact JSON.
+    pub fn record_json<T: serde::Serialize>(&mut self, at: u64, kind: &str, value: &T) {
+        let detail =
+            serde_json::to_string(value).unwrap_or_else(|e| format!("<unserializable: {e}>"));
+        self.record(at, kind, &detail);
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash.finish()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn lines(&self) -> Option<&[String]> {
+        self.lines.as_deref()
+    }
+
+    pub fn into_lines(self) -> Option<Vec<String>> {
+        self.lines
+    }
+}
+
+/// The hash as the CLI prints it: 16 lowercase hex digits.
+pub fn hash_hex(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// Where two traces first differ: the index, and the line of each side there (`None` past
+/// the end of that side). `None` if they are identical.
+pub fn first_divergence<'a>(
+    a: &'a [String],
+    b: &'a [String],
+) -> Option<(usize, Option<&'a str>, Option<&'a str>)> {
+    let n = a.len().max(b.len());
+    (0..n).find(|&i| a.get(i) != b.get(i)).map(|i| {
+        (
+            i,
+            a.get(i).map(String::as_str),
+            b.get(i).map(String::as_str),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_matches_reference_vectors() {
+        // From the FNV reference test suite (Fowler, Noll, Vo).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn trace_hash_covers_lines_and_order() {
+        let mut a = Trace::new(true);
+        a.record(1, "x", "one");
+        a.record(2, "y", "two");
+        let mut b = Trace::new(false);
+        b.record(1, "x", "one");
+        b.record(2, "y", "two");
+        assert_eq!(a.hash(), b.hash());
+        let mut c = Trace::new(true);
+        c.record(2, "y", "two");
+        c.record(1, "x", "one");
+        assert_ne!(a.hash(), c.hash());
+        let (i, _, _) = first_divergence(a.lines().unwrap(), c.lines().unwrap()).unwrap();
+        assert_eq!(i, 0);
+        assert_eq!(
+            first_divergence(a.lines().unwrap(), a.lines().unwrap()),
+            None
+        );
+    }
+}
