@@ -200,3 +200,34 @@ fn legacy_fallback_when_nothing_else() {
         ("local_llm", DecisionReason::Fallback)
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// For any weights, each provider's share of 4,000 draws stays within 5 standard
+    /// deviations of its weight's share, and a zero weight is never drawn.
+    #[test]
+    fn weighted_draw_matches_the_weights(weights in proptest::collection::vec(0u64..=100, 1..6), seed in 0u64..1_000) {
+        proptest::prop_assume!(weights.iter().any(|w| *w > 0));
+        let providers: Vec<String> = weights.iter().enumerate()
+            .map(|(i, w)| format!(r#"{{"name":"p{i}","weight":{w}}}"#)).collect();
+        let p = parse_policy("p", &format!(r#"{{"providers":[{}]}}"#, providers.join(","))).unwrap();
+        let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(seed));
+        let n = 4_000u64;
+        let mut counts = vec![0u64; weights.len()];
+        for _ in 0..n {
+            let c = run(&p, &Map::new(), 0, &mut b, &mut s, &mut rng).unwrap();
+            counts[c.provider_id[1..].parse::<usize>().unwrap()] += 1;
+        }
+        let total: u64 = weights.iter().sum();
+        for (w, c) in weights.iter().zip(&counts) {
+            let share = *w as f64 / total as f64;
+            let expect = n as f64 * share;
+            let sd = (n as f64 * share * (1.0 - share)).sqrt();
+            proptest::prop_assert!((*c as f64 - expect).abs() <= 5.0 * sd + 1.0,
+                "weight {w}/{total}: {c} draws, expected {expect:.0} ± {sd:.0}");
+            if *w == 0 {
+                proptest::prop_assert_eq!(*c, 0);
+            }
+        }
+    }
+}
