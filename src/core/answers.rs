@@ -154,8 +154,8 @@ pub struct ResultBook {
 pub struct ResultEntry {
     /// The usage event decided for this result, repeated byte for byte on retry.
     pub usage: StoredPublish,
-    /// The stream sequence of the message that carries it while in flight.
-    pub carrier: Option<u64>,
+    /// The message that carries it while in flight.
+    pub carrier: Option<SeqKey>,
     pub settled: bool,
 }
 
@@ -177,7 +177,7 @@ impl ResultBook {
         self.entries.get_mut(key)
     }
 
-    pub fn insert(&mut self, key: String, usage: StoredPublish, carrier: u64) {
+    pub fn insert(&mut self, key: String, usage: StoredPublish, carrier: SeqKey) {
         self.inserted += 1;
         self.order.insert(self.inserted, key.clone());
         self.entries.insert(

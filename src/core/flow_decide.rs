@@ -7,7 +7,7 @@ use crate::contracts::{DecideRequest, Decision, ErrorCode};
 use crate::intake::{self, IntakeRules};
 use crate::policy::{ExtensionMode, OnFail, Policy, DEFAULT_POLICY_ID};
 
-use super::answers::StoredPublish;
+use super::answers::{SeqKey, StoredPublish};
 use super::assignment;
 use super::breaker::Breakers;
 use super::decider::{self, Stores};
@@ -37,7 +37,7 @@ pub(crate) struct DecideWork {
 impl Router {
     pub(super) fn start_decide(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         d: &Delivery,
         msg: &mut InFlight,
         env: &mut impl Env,
@@ -73,7 +73,7 @@ impl Router {
         // Answered before, as an earlier delivery of this message whose publishes failed,
         // or as another message with the same idempotency key: the same bytes again.
         // A request is never decided twice.
-        if let Some((bytes, assignment)) = self.answers.decided(seq) {
+        if let Some((bytes, assignment)) = self.answers.decided(seq.1) {
             let (bytes, assignment) = (bytes.to_vec(), assignment.cloned());
             self.stats.idempotent_replays += 1;
             self.send(
@@ -177,7 +177,7 @@ impl Router {
     }
 
     /// Resume a message parked on an extension retry timer.
-    pub(super) fn continue_decide(&mut self, seq: u64, env: &mut impl Env) {
+    pub(super) fn continue_decide(&mut self, seq: SeqKey, env: &mut impl Env) {
         let Some(mut msg) = self.in_flight.remove(&seq) else {
             return;
         };
@@ -235,7 +235,7 @@ impl Router {
     }
 
     /// Drive the pipeline until it needs a call, or finishes.
-    fn step_decide(&mut self, seq: u64, msg: &mut InFlight, env: &mut impl Env) {
+    fn step_decide(&mut self, seq: SeqKey, msg: &mut InFlight, env: &mut impl Env) {
         loop {
             let now = env.now();
             let Work::Deciding(work) = &mut msg.work else {
@@ -331,7 +331,7 @@ impl Router {
 
     fn fail_pipeline(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         msg: &mut InFlight,
         error: super::extensions::PipelineError,
         env: &mut impl Env,
@@ -351,7 +351,7 @@ impl Router {
 
     fn finish_with_error(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         msg: &mut InFlight,
         body: Vec<u8>,
         env: &mut impl Env,
@@ -367,7 +367,7 @@ impl Router {
         self.answer(seq, msg, work.reply_to, claim, body, None, false, env);
     }
 
-    fn finish_decision(&mut self, seq: u64, msg: &mut InFlight, env: &mut impl Env) {
+    fn finish_decision(&mut self, seq: SeqKey, msg: &mut InFlight, env: &mut impl Env) {
         let Work::Deciding(work) = std::mem::replace(&mut msg.work, Work::Publishing) else {
             return;
         };
@@ -427,7 +427,7 @@ impl Router {
     #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         msg: &mut InFlight,
         reply_to: String,
         claim: Option<(String, String)>,
@@ -443,7 +443,7 @@ impl Router {
             self.stats.replies_error += 1;
         }
         self.answers
-            .record_reply(seq, claim, body.clone(), assignment.clone(), env.now());
+            .record_reply(seq.1, claim, body.clone(), assignment.clone(), env.now());
         self.send(
             seq,
             msg,

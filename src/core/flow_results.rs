@@ -5,7 +5,7 @@ use crate::contracts::{ExecResult, UsageEvent, VERSION};
 use crate::intake::{self, IntakeRules};
 use crate::policy::DEFAULT_POLICY_ID;
 
-use super::answers::StoredPublish;
+use super::answers::{SeqKey, StoredPublish};
 use super::breaker::{classify, CallOutcome};
 use super::decider::breaker_config;
 use super::env::Env;
@@ -24,7 +24,7 @@ impl Router {
 
     pub(super) fn start_result(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         d: &Delivery,
         msg: &mut InFlight,
         env: &mut impl Env,
@@ -39,7 +39,7 @@ impl Router {
         let key = result.correlation_key().to_string();
         msg.origin.result_key = Some(key.clone());
 
-        let carrier_busy = |router: &Router, carrier: Option<u64>| {
+        let carrier_busy = |router: &Router, carrier: Option<SeqKey>| {
             carrier.is_some_and(|c| c != seq && router.in_flight.contains_key(&c))
         };
         if let Some(entry) = self.results.get(&key) {
@@ -127,7 +127,7 @@ impl Router {
     /// Acks are informational: validated, counted, acked. Invalid ones are dead-lettered.
     pub(super) fn start_assignment_ack(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         d: &Delivery,
         msg: &mut InFlight,
         env: &mut impl Env,

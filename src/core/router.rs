@@ -18,7 +18,7 @@ use crate::contracts::subjects::{HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGIN
 use crate::contracts::DlqReason;
 use crate::policy::PolicyStore;
 
-use super::answers::{AnswerBook, Fate, ResultBook};
+use super::answers::{AnswerBook, Fate, ResultBook, SeqKey};
 use super::backpressure::Backpressure;
 use super::breaker::Breakers;
 use super::config::RouterConfig;
@@ -92,8 +92,8 @@ pub(super) enum Purpose {
 /// What a timer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TimerPurpose {
-    RetryDlq(u64),
-    RetryExtension(u64),
+    RetryDlq(SeqKey),
+    RetryExtension(SeqKey),
 }
 
 /// What the message still waits on before its publishes go out.
@@ -165,9 +165,10 @@ pub struct Router {
     pub(super) config: RouterConfig,
     pub(super) policies: PolicyStore,
     pub(super) stats: Stats,
-    pub(super) in_flight: BTreeMap<u64, InFlight>,
-    pub(super) publishes: BTreeMap<PublishId, u64>,
-    pub(super) requests: BTreeMap<RequestId, u64>,
+    /// Keyed by (stream, sequence): each consumer's stream numbers its own messages.
+    pub(super) in_flight: BTreeMap<SeqKey, InFlight>,
+    pub(super) publishes: BTreeMap<PublishId, SeqKey>,
+    pub(super) requests: BTreeMap<RequestId, SeqKey>,
     pub(super) timers: BTreeMap<TimerKey, TimerPurpose>,
     pub(super) answers: AnswerBook,
     pub(super) results: ResultBook,
@@ -287,7 +288,8 @@ impl Router {
 
     fn on_delivery(&mut self, d: Delivery, env: &mut impl Env) {
         self.stats.deliveries += 1;
-        let seq = d.stream_seq;
+        let source = self.source_of(&d.subject);
+        let seq = source_key(source, d.stream_seq);
         if let Some(msg) = self.in_flight.get_mut(&seq) {
             // Redelivered while we still work on it: join, decide nothing new.
             msg.deliveries.push(d.id);
@@ -295,8 +297,7 @@ impl Router {
             msg.last_progress = env.now();
             return;
         }
-        let source = self.source_of(&d.subject);
-        if let Some(fate) = self.answers.settled(source_key(source, seq)) {
+        if let Some(fate) = self.answers.settled(seq) {
             // Settled before, but the server never saw our ack or term.
             self.stats.redelivered_after_settle += 1;
             self.settle(&[d.id], fate, env);
@@ -335,14 +336,14 @@ impl Router {
 
     fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {
         let source = self.source_of(&m.subject);
-        let seq = m.stream_seq;
+        let seq = source_key(source, m.stream_seq);
         if let Some(msg) = self.in_flight.get_mut(&seq) {
             // We hold it, but may have missed its later deliveries: whatever happens
             // next, the server will not deliver it again, so a failure must dead-letter.
             msg.delivered = msg.delivered.max(self.config.max_deliver);
             return;
         }
-        if self.answers.settled(source_key(source, seq)).is_some() {
+        if self.answers.settled(seq).is_some() {
             return; // Already settled; the server just never saw our ack.
         }
         self.stats.exhausted_unseen += 1;
@@ -351,7 +352,7 @@ impl Router {
             subject: m.subject,
             headers: m.headers,
             payload: m.payload,
-            stream_seq: seq,
+            stream_seq: m.stream_seq,
             delivered: m.deliveries,
         };
         let mut msg = self.in_flight_for(&d, source, Vec::new(), env.now());
@@ -361,7 +362,7 @@ impl Router {
         msg.delivered = msg.delivered.max(self.config.max_deliver);
         let record = dlq::exhausted(
             &msg.origin,
-            seq,
+            seq.1,
             m.deliveries,
             env.now(),
             &self.config.node_id,
@@ -459,7 +460,7 @@ impl Router {
     }
 
     /// Keep the server from redelivering a message we are still working on.
-    pub(super) fn keep_alive(&mut self, seq: u64, env: &mut impl Env) {
+    pub(super) fn keep_alive(&mut self, seq: SeqKey, env: &mut impl Env) {
         let half = self.config.ack_wait_ms / 2;
         let now = env.now();
         if let Some(msg) = self.in_flight.get_mut(&seq) {
@@ -476,7 +477,7 @@ impl Router {
     }
 
     /// If nothing is pending for `seq` any more, choose its fate.
-    pub(super) fn maybe_resolve(&mut self, seq: u64, env: &mut impl Env) {
+    pub(super) fn maybe_resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
         let ready = self
             .in_flight
             .get(&seq)
@@ -486,7 +487,7 @@ impl Router {
         }
     }
 
-    fn resolve(&mut self, seq: u64, env: &mut impl Env) {
+    fn resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
         let Some(mut msg) = self.in_flight.remove(&seq) else {
             return;
         };
@@ -515,7 +516,7 @@ impl Router {
             Next::DeadLetter => {
                 let record = dlq::exhausted(
                     &msg.origin,
-                    seq,
+                    seq.1,
                     msg.delivered,
                     env.now(),
                     &self.config.node_id,
@@ -537,7 +538,7 @@ impl Router {
                     let elapsed = env.now().millis().saturating_sub(msg.received_at.millis());
                     self.backpressure.record_latency(elapsed);
                 }
-                self.answers.settle(source_key(msg.source, seq), fate);
+                self.answers.settle(seq, fate);
                 if let (Some(key), Fate::Ack) = (&msg.origin.result_key, fate) {
                     if let Some(entry) = self.results.get_mut(key) {
                         entry.settled = true;
@@ -576,7 +577,7 @@ impl Router {
 
     pub(super) fn send(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         msg: &mut InFlight,
         mut publish: Publish,
         purpose: Purpose,
@@ -633,7 +634,7 @@ impl Router {
     pub(super) fn dlq_publish(
         &self,
         subject: String,
-        seq: u64,
+        seq: SeqKey,
         origin: &Origin,
         record: Vec<u8>,
         reason: DlqReason,
@@ -645,14 +646,14 @@ impl Router {
         if let Some(original) = &origin.msg_id {
             headers.push((HEADER_ORIGINAL_MSG_ID.to_string(), original.clone()));
         }
-        let msg_id = dlq::msg_id(&subject, seq);
+        let msg_id = dlq::msg_id(&subject, seq.1);
         Self::jetstream_publish(subject, headers, record, msg_id)
     }
 
     /// Send a refused message to its DLQ (and, for decide, the error reply).
     pub(super) fn refuse(
         &mut self,
-        seq: u64,
+        seq: SeqKey,
         msg: &mut InFlight,
         d: &Delivery,
         rejection: &crate::intake::Rejection,
@@ -693,7 +694,7 @@ pub struct TableSizes {
 }
 
 /// Stream sequences are per stream; the answer book keys settled fates by stream too.
-fn source_key(source: Source, seq: u64) -> (u8, u64) {
+fn source_key(source: Source, seq: u64) -> SeqKey {
     let stream = match source {
         Source::Decide => 0,
         Source::Result => 1,

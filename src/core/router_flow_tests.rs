@@ -514,3 +514,37 @@ fn admin_requires_the_token() {
     );
     assert_eq!(refused["ok"], false);
 }
+
+#[test]
+fn streams_number_their_own_messages() {
+    // A decide message and a result with the same stream sequence, both in flight.
+    let mut r = router_with(WEIGHTED, |_| {});
+    let mut env = env();
+    r.handle(decide(1, 7, request("r-1")), &mut env);
+    let reply = publishes(&env.take());
+    let ok = json!({"version":"1","assignment_id":"a-1","status":"success","provider_id":"openai","tenant_id":"acme"});
+    r.handle(result_msg(2, 7, ok), &mut env);
+    let usage = publishes(&env.take());
+    assert_eq!(
+        (reply.len(), usage.len()),
+        (1, 1),
+        "the result is not mistaken for a redelivery"
+    );
+    assert_eq!(r.in_flight(), 2);
+    r.handle(
+        Input::PublishDone {
+            id: usage[0].id,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    assert_eq!(env.take(), vec![Command::Ack { delivery: 2 }]);
+    r.handle(
+        Input::PublishDone {
+            id: reply[0].id,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    assert_eq!(env.take(), vec![Command::Ack { delivery: 1 }]);
+}

@@ -1,0 +1,466 @@
+//! The driver: one loop that owns the core and is the only caller of `Router::handle`.
+//!
+//! Each turn it waits (biased, in this order) for: the shutdown signal, a connection
+//! event, an input from a background task (publish and request outcomes, consumer
+//! pending, given-up messages), the next timer deadline, an inbound request, and only
+//! then a new delivery, so finishing work already taken always beats taking more. After
+//! each input it executes the commands the core emitted: settles and responses go to one
+//! outbox task in order, publishes and requests to a task each, timers into the table.
+//!
+//! Shutdown (SIGINT or SIGTERM): stop pulling and listening, keep serving outcomes and
+//! timers until the core holds nothing and no publish or request is pending or the
+//! grace period ends, then let the outbox finish, flush and return. Messages the pull
+//! had buffered but the core never saw are redelivered by JetStream after `ack_wait`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
+use async_nats::Subject;
+use bytes::Bytes;
+use futures::stream::SelectAll;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::env::{wall_clock, ShellEnv};
+use super::feeds;
+use super::handles::HandleTable;
+use super::headers::headers_of;
+use super::nats::{self, Topology};
+use super::publisher::Publisher;
+use super::timers::Timers;
+use crate::core::{
+    Command, ConnectionEvent, Delivery, InboundRequest, Input, Router, RouterConfig,
+};
+use crate::policy;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub nats_url: String,
+    pub policies_dir: PathBuf,
+    pub topology: Topology,
+    pub node_id: String,
+    /// Admin requests must carry this token; `None` refuses every admin request.
+    pub admin_token: Option<String>,
+    /// How long a publish may wait for its flush or PubAck before it is reported failed.
+    pub publish_timeout: Duration,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// Messages per pull request. Kept small: buffered messages the core has not seen
+    /// wait out a whole `ack_wait` if the process stops.
+    pub pull_batch: usize,
+}
+
+/// Bounds of the queues into and out of the loop. Background tasks wait when the inputs
+/// queue is full; see `Driver::send_out` for the outbox.
+const CONNECTION_EVENTS_BOUND: usize = 64;
+const INPUTS_BOUND: usize = 4096;
+const OUTBOX_BOUND: usize = 4096;
+/// Inbound requests awaiting the core's answer.
+const INBOUND_BOUND: usize = 1024;
+/// Retry delay when the pull subscription ended and must be re-created.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// How often the consumer's pending count is read for backpressure.
+const PENDING_EVERY: Duration = Duration::from_secs(1);
+const STATS_EVERY: Duration = Duration::from_secs(30);
+/// Settles and replies still queued in the client get this long to reach the server.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run the router until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let policies = policy::load_dir(&config.policies_dir).with_context(|| {
+        format!(
+            "cannot load policies from {}",
+            config.policies_dir.display()
+        )
+    })?;
+    tracing::info!(policies = policies.len(), dir = %config.policies_dir.display(), "policies loaded");
+
+    let (connection_tx, connection_rx) = mpsc::channel(CONNECTION_EVENTS_BOUND);
+    let client = nats::connect(&config.nats_url, &config.node_id, connection_tx).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(config.publish_timeout)
+        .build(client.clone());
+    nats::ensure_streams(&js, &config.topology).await?;
+    let (consumer, max_deliver) = nats::ensure_consumer(&js, &config.topology).await?;
+    let ack_wait = consumer.cached_info().config.ack_wait;
+
+    let router = Router::new(
+        RouterConfig {
+            max_deliver,
+            ack_wait_ms: u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX),
+            node_id: config.node_id.clone(),
+            decide_subject: config.topology.decide_subject.clone(),
+            dlq_subject: config.topology.dlq_subject.clone(),
+            // The consumer never hands out more than max_ack_pending unsettled messages,
+            // so with equal bounds the core never has to push back on the server.
+            max_in_flight: config.topology.max_ack_pending,
+            admin_token: config.admin_token.clone(),
+            ..RouterConfig::default()
+        },
+        policies,
+    );
+    let (inputs_tx, inputs_rx) = mpsc::channel(INPUTS_BOUND);
+    let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_BOUND);
+    let outbox = tokio::spawn(run_outbox(client.clone(), outbox_rx));
+    let inbound = nats::subscribe_inbound(&client).await?;
+    let feeds = [
+        feeds::spawn_pending_poller(consumer.clone(), PENDING_EVERY, inputs_tx.clone()),
+        feeds::spawn_exhausted_watcher(
+            client.clone(),
+            js.clone(),
+            &config.topology,
+            inputs_tx.clone(),
+        )
+        .await?,
+    ];
+    let driver = Driver {
+        router,
+        env: ShellEnv::from_os(),
+        // Room for every unsettled delivery the server may hand out, several times over.
+        deliveries: HandleTable::new(config.topology.max_ack_pending.max(1) * 4),
+        inbound_requests: HandleTable::new(INBOUND_BOUND),
+        timers: Timers::default(),
+        publisher: Publisher::new(client.clone(), js, config.publish_timeout, inputs_tx),
+        outbox: outbox_tx,
+        io_in_flight: 0,
+        outbox_dropped: 0,
+    };
+    tracing::info!(
+        stream = %config.topology.decide_stream,
+        consumer = %config.topology.consumer,
+        max_deliver,
+        ack_wait_ms = ack_wait.as_millis() as u64,
+        node_id = %config.node_id,
+        "router ready"
+    );
+    let stats = driver
+        .run(
+            &config,
+            consumer,
+            inbound,
+            connection_rx,
+            inputs_rx,
+            shutdown_signal(),
+        )
+        .await;
+    tracing::info!(?stats, "driver stopped");
+    for feed in feeds {
+        feed.abort();
+    }
+
+    // The driver dropped its sender: the outbox ends once it has sent what is queued.
+    if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, outbox)
+        .await
+        .is_err()
+    {
+        tracing::warn!("settles still queued at exit; JetStream will redeliver those messages");
+    }
+    match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "final flush failed"),
+        Err(_) => tracing::warn!("final flush timed out"),
+    }
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// Fire-and-forget messages, sent in the order the core issued them.
+enum Outgoing {
+    /// `+ACK`, `-NAK`, `+TERM` or `+WPI` to a delivery's ack subject.
+    Settle { subject: Subject, kind: AckKind },
+    /// The core's answer to an inbound request.
+    Respond { subject: Subject, payload: Bytes },
+}
+
+struct Driver {
+    router: Router,
+    env: ShellEnv,
+    deliveries: HandleTable,
+    inbound_requests: HandleTable,
+    timers: Timers,
+    publisher: Publisher,
+    outbox: mpsc::Sender<Outgoing>,
+    /// Publishes and requests whose outcome the core still awaits.
+    io_in_flight: usize,
+    outbox_dropped: u64,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        config: &ServeConfig,
+        consumer: PullConsumer,
+        inbound: SelectAll<async_nats::Subscriber>,
+        mut connection_events: mpsc::Receiver<ConnectionEvent>,
+        mut inputs: mpsc::Receiver<Input>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> crate::core::Stats {
+        tokio::pin!(shutdown);
+        let mut messages: Option<pull::Stream> = None;
+        let mut inbound = Some(inbound);
+        let mut resubscribe_at = Instant::now();
+        let mut drain_until: Option<Instant> = None;
+        let mut stats_tick = tokio::time::interval(STATS_EVERY);
+        stats_tick.tick().await;
+
+        loop {
+            if let Some(deadline) = drain_until {
+                if self.idle() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        held = self.router.in_flight(),
+                        io = self.io_in_flight,
+                        "shutdown grace ended with work in flight; JetStream will redeliver it"
+                    );
+                    break;
+                }
+            }
+            let next_timer = self
+                .timers
+                .next_deadline()
+                .map(|at| Duration::from_millis(at.saturating_sub(wall_clock().millis())));
+
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if drain_until.is_none() => {
+                    tracing::info!(
+                        held = self.router.in_flight(),
+                        io = self.io_in_flight,
+                        "shutdown requested: no more pulls, finishing in-flight work"
+                    );
+                    messages = None;
+                    inbound = None;
+                    drain_until = Some(Instant::now() + config.shutdown_grace);
+                }
+                () = sleep_until_opt(drain_until), if drain_until.is_some() => {}
+                Some(event) = connection_events.recv() => self.feed(Input::Connection(event)),
+                Some(input) = inputs.recv() => {
+                    if matches!(input, Input::PublishDone { .. } | Input::RequestDone { .. }) {
+                        self.io_in_flight = self.io_in_flight.saturating_sub(1);
+                    }
+                    self.feed(input);
+                }
+                () = tokio::time::sleep(next_timer.unwrap_or_default()), if next_timer.is_some() => {
+                    let now = wall_clock();
+                    for key in self.timers.pop_due(now) {
+                        self.feed(Input::Timer { key });
+                    }
+                }
+                Some(request) = next_of(&mut inbound), if inbound.is_some() => self.on_inbound(request),
+                item = next_of(&mut messages), if messages.is_some() => match item {
+                    Some(Ok(message)) => self.on_message(message),
+                    Some(Err(err)) => {
+                        // Missing heartbeats during an outage are reported here and the
+                        // stream carries on by itself once reconnected.
+                        tracing::warn!(%err, "pull error");
+                    }
+                    None => {
+                        tracing::warn!("pull subscription ended; re-creating it");
+                        messages = None;
+                        resubscribe_at = Instant::now() + RESUBSCRIBE_DELAY;
+                    }
+                },
+                () = tokio::time::sleep_until(resubscribe_at), if messages.is_none() && drain_until.is_none() => {
+                    match pull_stream(&consumer, config.pull_batch).await {
+                        Ok(stream) => messages = Some(stream),
+                        Err(err) => {
+                            tracing::warn!(%err, "cannot start pulling; retrying");
+                            resubscribe_at = Instant::now() + RESUBSCRIBE_DELAY;
+                        }
+                    }
+                }
+                _ = stats_tick.tick() => self.log_stats(),
+            }
+        }
+        self.log_stats();
+        self.router.stats().clone()
+    }
+
+    /// Nothing held by the core and no publish or request whose outcome it awaits.
+    fn idle(&self) -> bool {
+        self.router.in_flight() == 0 && self.io_in_flight == 0
+    }
+
+    fn feed(&mut self, input: Input) {
+        self.env.stamp();
+        self.router.handle(input, &mut self.env);
+        for command in self.env.take_commands() {
+            self.execute(command);
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Ack { delivery } => self.settle(delivery, AckKind::Ack),
+            Command::Nak { delivery, delay_ms } => {
+                let delay = (delay_ms > 0).then(|| Duration::from_millis(delay_ms));
+                self.settle(delivery, AckKind::Nak(delay));
+            }
+            Command::Term { delivery } => self.settle(delivery, AckKind::Term),
+            Command::InProgress { delivery } => self.settle(delivery, AckKind::Progress),
+            Command::Publish(publish) => {
+                self.io_in_flight += 1;
+                self.publisher.spawn_publish(publish);
+            }
+            Command::Request {
+                id,
+                subject,
+                headers,
+                payload,
+                timeout_ms,
+            } => {
+                self.io_in_flight += 1;
+                self.publisher
+                    .spawn_request(id, subject, headers, payload, timeout_ms);
+            }
+            Command::Respond { id, payload } => match self.inbound_requests.take(id) {
+                Some(subject) => self.send_out(Outgoing::Respond {
+                    subject,
+                    payload: payload.into(),
+                }),
+                None => tracing::warn!(inbound = id, "answer for an unknown or evicted request"),
+            },
+            Command::SetTimer { key, at } => self.timers.set(key, at),
+        }
+    }
+
+    fn settle(&mut self, delivery: u64, kind: AckKind) {
+        let subject = match kind {
+            AckKind::Progress => self.deliveries.get(delivery).cloned(),
+            _ => self.deliveries.take(delivery),
+        };
+        match subject {
+            Some(subject) => self.send_out(Outgoing::Settle { subject, kind }),
+            None => tracing::warn!(delivery, ?kind, "settle for an unknown or evicted delivery"),
+        }
+    }
+
+    /// Queue for the outbox task. Never blocks the loop: if the queue is full (the
+    /// client has been cut off for a long time) the message is dropped. A dropped settle
+    /// means JetStream redelivers after `ack_wait`, which the core treats as any
+    /// redelivery; a dropped response means the caller times out.
+    fn send_out(&mut self, outgoing: Outgoing) {
+        if self.outbox.try_send(outgoing).is_err() {
+            self.outbox_dropped += 1;
+            tracing::warn!("outbox full; dropping a settle or response");
+        }
+    }
+
+    fn on_message(&mut self, message: jetstream::Message) {
+        let (stream_seq, delivered) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                u64::try_from(info.delivered).unwrap_or(0),
+            ),
+            Err(err) => {
+                // Not a JetStream delivery (no `$JS.ACK` reply): nothing to settle either.
+                tracing::warn!(%err, subject = %message.subject, "message without JetStream metadata");
+                return;
+            }
+        };
+        let message = message.message;
+        let Some(ack_subject) = message.reply else {
+            return;
+        };
+        let id = self.deliveries.hold(ack_subject);
+        tracing::debug!(delivery = id, stream_seq, delivered, "delivery");
+        self.feed(Input::Delivery(Delivery {
+            id,
+            subject: message.subject.to_string(),
+            headers: headers_of(message.headers.as_ref()),
+            payload: message.payload.to_vec(),
+            stream_seq,
+            delivered,
+        }));
+    }
+
+    fn on_inbound(&mut self, request: async_nats::Message) {
+        // A publish without a reply subject cannot be answered; the core is not asked.
+        let Some(reply) = request.reply else {
+            tracing::debug!(subject = %request.subject, "inbound message without reply subject");
+            return;
+        };
+        let id = self.inbound_requests.hold(reply);
+        self.feed(Input::Inbound(InboundRequest {
+            id,
+            subject: request.subject.to_string(),
+            headers: headers_of(request.headers.as_ref()),
+            payload: request.payload.to_vec(),
+        }));
+    }
+
+    fn log_stats(&self) {
+        tracing::info!(
+            stats = ?self.router.stats(),
+            held = self.router.in_flight(),
+            deliveries = self.deliveries.len(),
+            deliveries_evicted = self.deliveries.evicted(),
+            inbound_evicted = self.inbound_requests.evicted(),
+            timers = self.timers.len(),
+            io = self.io_in_flight,
+            outbox_dropped = self.outbox_dropped,
+            "router stats"
+        );
+    }
+}
+
+/// Sends settles and responses in the order the core issued them: plain publishes that
+/// wait in the client's buffer while disconnected.
+async fn run_outbox(client: async_nats::Client, mut outbox: mpsc::Receiver<Outgoing>) {
+    while let Some(outgoing) = outbox.recv().await {
+        let result = match outgoing {
+            Outgoing::Settle { subject, kind } => client.publish(subject, kind.into()).await,
+            Outgoing::Respond { subject, payload } => client.publish(subject, payload).await,
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, "outbox publish failed");
+        }
+    }
+}
+
+async fn pull_stream(consumer: &PullConsumer, batch: usize) -> anyhow::Result<pull::Stream> {
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?)
+}
+
+/// The next item of an optional stream; pending forever when there is none.
+async fn next_of<S: futures::Stream + Unpin>(stream: &mut Option<S>) -> Option<S::Item> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(%err, "cannot listen for SIGTERM; only SIGINT stops the router");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+    }
+}

