@@ -93,7 +93,8 @@ pub fn validate_decide(
         Some(v) => Some(v.to_string()),
         None => match obj.get("version") {
             Some(Value::String(v)) => Some(v.clone()),
-            Some(other) => Some(other.to_string()),
+            // The contract's version is the string "1"; a number is not accepted.
+            Some(other) => Some(format!("{other} (not a string)")),
             None => subject_version(subject),
         },
     };

@@ -42,9 +42,11 @@ fn common(
     let version = header(headers, HEADER_VERSION)
         .map(str::to_string)
         .or_else(|| {
-            obj.get("version")
-                .and_then(Value::as_str)
-                .map(str::to_string)
+            // A non-string version is present but wrong, as in decide intake.
+            obj.get("version").map(|v| match v.as_str() {
+                Some(s) => s.to_string(),
+                None => format!("{v} (not a string)"),
+            })
         });
     match version.as_deref() {
         None => return Err(r.reject(IntakeErrorCode::VersionUnsupported, "missing_version")),
@@ -53,6 +55,7 @@ fn common(
     }
     let tenant = match header(headers, HEADER_TENANT_ID) {
         Some("") => return Err(r.reject(CORR, "empty_tenant_id")),
+        Some(t) if t.len() > 255 => return Err(r.reject(CORR, "invalid_tenant_id_format")),
         Some(t) => t.to_string(),
         None => match obj.get("tenant_id") {
             None | Some(Value::Null) => return Err(r.reject(CORR, "missing_tenant_id")),

@@ -338,3 +338,18 @@ fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
         ]
     })
 }
+
+#[test]
+fn a_numeric_version_is_refused_everywhere() {
+    assert_eq!(
+        reason_of(with(valid(), &["version"], 1.into())).1,
+        "unsupported_version"
+    );
+    let r = super::validate_result(
+        &[],
+        br#"{"version":1,"assignment_id":"a","status":"success","tenant_id":"acme"}"#,
+        &rules(),
+    )
+    .unwrap_err();
+    assert_eq!(r.reason, "unsupported_version");
+}
