@@ -13,3 +13,6 @@ pub mod policy;
 
 #[cfg(feature = "service")]
 pub mod shell;
+
+#[cfg(feature = "service")]
+pub mod client;

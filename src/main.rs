@@ -1,14 +1,13 @@
 //! `beamline-router`: run the router against NATS (`serve`), or drive it with
 //! gateway-like traffic (`demo-traffic`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use beamline_router::contracts::subjects;
-use beamline_router::shell::nats::Topology;
 use beamline_router::shell::traffic::{self, LoadPlan};
-use beamline_router::shell::{serve, ServeConfig};
+use beamline_router::shell::{serve, ConfigError, Settings};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -24,48 +23,86 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume decide requests from JetStream and answer them until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    /// Consume decide requests, results and acks from JetStream until SIGINT/SIGTERM.
+    Serve(Box<ServeArgs>),
+    /// Validate a configuration file (with the environment overrides applied) and exit.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
     /// Send decide requests as a gateway would, and print what came back.
     DemoTraffic(TrafficArgs),
+    /// Send one decide request as a gateway would and print the reply JSON (like `nats req`).
+    Decide(DecideArgs),
 }
 
 #[derive(Args)]
-struct ServeArgs {
+struct DecideArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
-    /// Directory of `<tenant>/<policy_id>.json` files.
     #[arg(long)]
-    policies: PathBuf,
-    #[arg(long, default_value = "BEAMLINE_DECIDE")]
-    stream: String,
-    /// Durable pull consumer on the decide stream.
-    #[arg(long, default_value = "router-decide")]
-    consumer: String,
-    #[arg(long, default_value = "BEAMLINE_DLQ")]
-    dlq_stream: String,
-    /// Deliveries per message before it is dead-lettered (used when creating the consumer).
-    #[arg(long, default_value_t = 5)]
-    max_deliver: u64,
-    #[arg(long, default_value_t = 30)]
-    ack_wait_secs: u64,
-    /// Unsettled messages the consumer hands out at once; also the core's in-flight bound.
-    #[arg(long, default_value_t = 256)]
-    max_ack_pending: usize,
-    /// Written into DLQ records and the NATS connection name.
-    #[arg(long, default_value = "router-1")]
-    node_id: String,
-    /// Token admin requests must carry (`authorization: Bearer ..`); unset disables admin.
-    #[arg(long, env = "BEAMLINE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// How long a reply or DLQ publish may wait for its flush or PubAck.
-    #[arg(long, default_value_t = 5_000)]
-    publish_timeout_ms: u64,
-    /// How long shutdown waits for in-flight work.
-    #[arg(long, default_value_t = 5_000)]
-    shutdown_grace_ms: u64,
+    tenant: String,
+    #[arg(long)]
+    task_type: String,
+    #[arg(long)]
+    policy: Option<String>,
+    /// The task payload, a JSON object.
+    #[arg(long)]
+    payload: Option<String>,
+    /// For the whole command, retries included.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
 }
 
+/// Flags win over the environment (`BEAMLINE_<SECTION>_<KEY>`), which wins over the file.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file (see docs/CONFIG.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// NATS server URLs, comma-separated (`nats.urls`).
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
+    /// Directory of `<tenant>/<policy_id>.json` files (`router.policies_dir`).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// The decide stream (`streams.decide`).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Durable pull consumer on the decide stream (`decide.consumer`).
+    #[arg(long)]
+    consumer: Option<String>,
+    /// `streams.dlq`.
+    #[arg(long)]
+    dlq_stream: Option<String>,
+    /// Deliveries per decide message before it is dead-lettered (`decide.max_deliver`).
+    #[arg(long)]
+    max_deliver: Option<u64>,
+    /// `decide.ack_wait_ms`, in seconds.
+    #[arg(long)]
+    ack_wait_secs: Option<u64>,
+    /// Unsettled decide messages at once; also the core's in-flight bound (`decide.max_ack_pending`).
+    #[arg(long)]
+    max_ack_pending: Option<u64>,
+    /// Written into DLQ records and the NATS connection name (`router.node_id`).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Token admin requests must carry (`router.admin_token`); unset disables admin.
+    #[arg(long, env = "BEAMLINE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// `nats.publish_timeout_ms`.
+    #[arg(long)]
+    publish_timeout_ms: Option<u64>,
+    /// `router.shutdown_grace_ms`.
+    #[arg(long)]
+    shutdown_grace_ms: Option<u64>,
+    /// `metrics.listen` (host:port; empty disables).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// `log.format`: json or pretty.
+    #[arg(long)]
+    log_format: Option<String>,
+}
 #[derive(Args)]
 struct TrafficArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -90,14 +127,67 @@ struct TrafficArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match load_settings(Some(&file), |_| {}) {
+            Ok(s) => {
+                println!(
+                    "{}: valid ({} NATS URL(s), {} consumer(s), metrics {})",
+                    file.display(),
+                    s.nats.urls.len(),
+                    if s.acks.enabled { 3 } else { 2 },
+                    if s.metrics.listen.is_empty() {
+                        "off".to_string()
+                    } else {
+                        s.metrics.listen.clone()
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{}: {err}", file.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve(args) => {
+            let settings = match load_settings(args.config.as_deref(), |s| apply_flags(s, &args)) {
+                Ok(s) => s,
+                Err(err) => {
+                    eprintln!("beamline-router: refusing to start: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&settings.log.format, &settings.log.level);
+            run(serve(settings).map_ok_true())
+        }
+        Command::DemoTraffic(args) => {
+            init_logging("pretty", "info,async_nats=warn");
+            run(demo_traffic(args))
+        }
+        // Exit 0 for a decision, 1 for an error reply, 1 with a message for no reply.
+        Command::Decide(a) => run(async move {
+            beamline_router::client::cli::decide_command(
+                &a.nats_url,
+                &a.tenant,
+                &a.task_type,
+                a.policy.as_deref(),
+                a.payload.as_deref(),
+                std::time::Duration::from_millis(a.timeout_ms),
+            )
+            .await
+            .map(|code| code == 0)
+        }),
+    }
+}
+
+trait MapOkTrue: std::future::Future<Output = anyhow::Result<()>> + Sized {
+    fn map_ok_true(self) -> impl std::future::Future<Output = anyhow::Result<bool>> {
+        async move { self.await.map(|()| true) }
+    }
+}
+impl<F: std::future::Future<Output = anyhow::Result<()>>> MapOkTrue for F {}
+
+fn run(future: impl std::future::Future<Output = anyhow::Result<bool>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,11 +198,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(serve_config(args))).map(|()| true),
-        Command::DemoTraffic(args) => runtime.block_on(demo_traffic(args)),
-    };
-    match result {
+    match runtime.block_on(future) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
@@ -122,25 +208,82 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve_config(args: ServeArgs) -> ServeConfig {
-    ServeConfig {
-        nats_url: args.nats_url,
-        policies_dir: args.policies,
-        topology: Topology {
-            decide_stream: args.stream,
-            decide_subject: subjects::DECIDE.to_string(),
-            dlq_stream: args.dlq_stream,
-            dlq_subject: subjects::DECIDE_DLQ.to_string(),
-            consumer: args.consumer,
-            ack_wait: Duration::from_secs(args.ack_wait_secs),
-            max_deliver: args.max_deliver,
-            max_ack_pending: args.max_ack_pending,
-        },
-        node_id: args.node_id,
-        admin_token: args.admin_token,
-        publish_timeout: Duration::from_millis(args.publish_timeout_ms),
-        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-        pull_batch: 64,
+/// `RUST_LOG`, when set, wins over `log.level`.
+fn init_logging(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+/// File, then environment, then `flags`, then validation.
+fn load_settings(
+    file: Option<&Path>,
+    flags: impl FnOnce(&mut Settings),
+) -> Result<Settings, ConfigError> {
+    let mut settings = Settings::load(file, |name| std::env::var(name).ok())?;
+    flags(&mut settings);
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn apply_flags(s: &mut Settings, args: &ServeArgs) {
+    if let Some(urls) = &args.nats_url {
+        s.nats.urls = urls
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+    }
+    if let Some(v) = &args.policies {
+        s.router.policies_dir = Some(v.clone());
+    }
+    if let Some(v) = &args.stream {
+        s.streams.decide = v.clone();
+    }
+    if let Some(v) = &args.consumer {
+        s.decide.consumer = v.clone();
+    }
+    if let Some(v) = &args.dlq_stream {
+        s.streams.dlq = v.clone();
+    }
+    if let Some(v) = args.max_deliver {
+        s.decide.max_deliver = v;
+    }
+    if let Some(v) = args.ack_wait_secs {
+        s.decide.ack_wait_ms = v.saturating_mul(1000);
+    }
+    if let Some(v) = args.max_ack_pending {
+        s.decide.max_ack_pending = v;
+    }
+    if let Some(v) = &args.node_id {
+        s.router.node_id = v.clone();
+    }
+    if let Some(v) = &args.admin_token {
+        s.router.admin_token = Some(v.clone());
+    }
+    if let Some(v) = args.publish_timeout_ms {
+        s.nats.publish_timeout_ms = v;
+    }
+    if let Some(v) = args.shutdown_grace_ms {
+        s.router.shutdown_grace_ms = v;
+    }
+    if let Some(v) = &args.metrics_listen {
+        s.metrics.listen = v.clone();
+    }
+    if let Some(v) = &args.log_format {
+        s.log.format = v.clone();
     }
 }
 

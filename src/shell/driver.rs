@@ -12,7 +12,7 @@
 //! grace period ends, then let the outbox finish, flush and return. Messages the pull
 //! had buffered but the core never saw are redelivered by JetStream after `ack_wait`.
 
-use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,37 +21,25 @@ use async_nats::Subject;
 use bytes::Bytes;
 use futures::stream::SelectAll;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::config::Settings;
 use super::env::{wall_clock, ShellEnv};
 use super::feeds;
 use super::handles::HandleTable;
 use super::headers::headers_of;
-use super::nats::{self, Topology};
+use super::metrics::{Metrics, ShellCounters};
+use super::nats::{self, ConsumerSpec, Topology};
 use super::publisher::Publisher;
 use super::timers::Timers;
-use crate::core::{
-    Command, ConnectionEvent, Delivery, InboundRequest, Input, Router, RouterConfig,
-};
+use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACEPARENT, HEADER_TRACE_ID};
+use crate::core::{Command, ConnectionEvent, Delivery, InboundRequest, Input, Router};
 use crate::policy;
 
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    pub nats_url: String,
-    pub policies_dir: PathBuf,
-    pub topology: Topology,
-    pub node_id: String,
-    /// Admin requests must carry this token; `None` refuses every admin request.
-    pub admin_token: Option<String>,
-    /// How long a publish may wait for its flush or PubAck before it is reported failed.
-    pub publish_timeout: Duration,
-    /// How long shutdown waits for in-flight work.
-    pub shutdown_grace: Duration,
-    /// Messages per pull request. Kept small: buffered messages the core has not seen
-    /// wait out a whole `ack_wait` if the process stops.
-    pub pull_batch: usize,
-}
+/// Everything `serve` needs: the validated settings.
+pub type ServeConfig = Settings;
 
 /// Bounds of the queues into and out of the loop. Background tasks wait when the inputs
 /// queue is full; see `Driver::send_out` for the outbox.
@@ -60,90 +48,120 @@ const INPUTS_BOUND: usize = 4096;
 const OUTBOX_BOUND: usize = 4096;
 /// Inbound requests awaiting the core's answer.
 const INBOUND_BOUND: usize = 1024;
-/// Retry delay when the pull subscription ended and must be re-created.
+/// Retry delay when a pull subscription ended and must be re-created.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 /// How often the consumer's pending count is read for backpressure.
 const PENDING_EVERY: Duration = Duration::from_secs(1);
 const STATS_EVERY: Duration = Duration::from_secs(30);
+/// How often the metrics snapshot is refreshed.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Settles and replies still queued in the client get this long to reach the server.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Run the router until SIGINT or SIGTERM.
-pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let policies = policy::load_dir(&config.policies_dir).with_context(|| {
-        format!(
-            "cannot load policies from {}",
-            config.policies_dir.display()
-        )
-    })?;
-    tracing::info!(policies = policies.len(), dir = %config.policies_dir.display(), "policies loaded");
+/// Run the router until SIGINT or SIGTERM. `settings` must have been validated.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    serve_until(settings, Metrics::default(), shutdown_signal()).await
+}
 
+/// Run the router until `shutdown` resolves, reporting into `metrics`.
+pub async fn serve_until(
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let policies_dir = settings
+        .router
+        .policies_dir
+        .clone()
+        .context("router.policies_dir is not set")?;
+    let policies = policy::load_dir(&policies_dir)
+        .with_context(|| format!("cannot load policies from {}", policies_dir.display()))?;
+    tracing::info!(policies = policies.len(), dir = %policies_dir.display(), "policies loaded");
+
+    if !settings.metrics.listen.is_empty() {
+        let addr = settings
+            .metrics
+            .listen
+            .parse()
+            .with_context(|| format!("metrics.listen {:?}", settings.metrics.listen))?;
+        super::metrics::spawn_server(addr, metrics.clone()).await?;
+    }
+
+    let topology = Topology::from_settings(&settings);
     let (connection_tx, connection_rx) = mpsc::channel(CONNECTION_EVENTS_BOUND);
-    let client = nats::connect(&config.nats_url, &config.node_id, connection_tx).await?;
+    let client = nats::connect(&settings, connection_tx, metrics.clone()).await?;
     let js = jetstream::ContextBuilder::new()
-        .timeout(config.publish_timeout)
+        .timeout(settings.publish_timeout())
         .build(client.clone());
-    nats::ensure_streams(&js, &config.topology).await?;
-    let (consumer, max_deliver) = nats::ensure_consumer(&js, &config.topology).await?;
-    let ack_wait = consumer.cached_info().config.ack_wait;
+    nats::ensure_streams(&js, &topology).await?;
+    let mut consumers = Vec::new();
+    for spec in &topology.consumers {
+        let (consumer, max_deliver) = nats::ensure_consumer(&js, spec).await?;
+        consumers.push((spec.clone(), consumer, max_deliver));
+    }
+    let (_, decide_consumer, max_deliver) = consumers[0].clone();
+    let ack_wait = decide_consumer.cached_info().config.ack_wait;
 
-    let router = Router::new(
-        RouterConfig {
-            max_deliver,
-            ack_wait_ms: u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX),
-            node_id: config.node_id.clone(),
-            decide_subject: config.topology.decide_subject.clone(),
-            dlq_subject: config.topology.dlq_subject.clone(),
-            // The consumer never hands out more than max_ack_pending unsettled messages,
-            // so with equal bounds the core never has to push back on the server.
-            max_in_flight: config.topology.max_ack_pending,
-            admin_token: config.admin_token.clone(),
-            ..RouterConfig::default()
-        },
-        policies,
-    );
+    let router = Router::new(settings.router_config(max_deliver, ack_wait)?, policies);
     let (inputs_tx, inputs_rx) = mpsc::channel(INPUTS_BOUND);
     let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_BOUND);
     let outbox = tokio::spawn(run_outbox(client.clone(), outbox_rx));
     let inbound = nats::subscribe_inbound(&client).await?;
-    let feeds = [
-        feeds::spawn_pending_poller(consumer.clone(), PENDING_EVERY, inputs_tx.clone()),
-        feeds::spawn_exhausted_watcher(
-            client.clone(),
-            js.clone(),
-            &config.topology,
-            inputs_tx.clone(),
-        )
-        .await?,
-    ];
+    let mut feeds = vec![feeds::spawn_pending_poller(
+        decide_consumer.clone(),
+        PENDING_EVERY,
+        inputs_tx.clone(),
+    )];
+    for (spec, _, _) in &consumers {
+        feeds.push(
+            feeds::spawn_exhausted_watcher(
+                client.clone(),
+                js.clone(),
+                &spec.stream,
+                &spec.settings.consumer,
+                inputs_tx.clone(),
+            )
+            .await?,
+        );
+    }
+    let held_bound: u64 = consumers
+        .iter()
+        .map(|(spec, _, _)| spec.settings.max_ack_pending.max(1))
+        .sum();
     let driver = Driver {
         router,
         env: ShellEnv::from_os(),
         // Room for every unsettled delivery the server may hand out, several times over.
-        deliveries: HandleTable::new(config.topology.max_ack_pending.max(1) * 4),
+        deliveries: HandleTable::new(usize::try_from(held_bound * 4).unwrap_or(usize::MAX)),
         inbound_requests: HandleTable::new(INBOUND_BOUND),
         timers: Timers::default(),
-        publisher: Publisher::new(client.clone(), js, config.publish_timeout, inputs_tx),
+        publisher: Publisher::new(client.clone(), js, settings.publish_timeout(), inputs_tx),
         outbox: outbox_tx,
         io_in_flight: 0,
         outbox_dropped: 0,
+        metrics: metrics.clone(),
+        roles: consumers.iter().map(|(spec, _, _)| spec.role).collect(),
+        delivered_by_consumer: vec![0; consumers.len()],
     };
+    metrics.set_streams_ready(true);
     tracing::info!(
-        stream = %config.topology.decide_stream,
-        consumer = %config.topology.consumer,
+        streams = ?topology.streams.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        consumers = ?consumers.iter().map(|(s, _, md)| format!("{}:{} (max_deliver {md})", s.stream, s.settings.consumer)).collect::<Vec<_>>(),
         max_deliver,
         ack_wait_ms = ack_wait.as_millis() as u64,
-        node_id = %config.node_id,
+        node_id = %settings.router.node_id,
         "router ready"
     );
+    let consumers: Vec<(ConsumerSpec, PullConsumer)> =
+        consumers.into_iter().map(|(s, c, _)| (s, c)).collect();
     let stats = driver
         .run(
-            &config,
-            consumer,
+            &settings,
+            consumers,
             inbound,
             connection_rx,
             inputs_rx,
-            shutdown_signal(),
+            shutdown,
         )
         .await;
     tracing::info!(?stats, "driver stopped");
@@ -167,6 +185,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One consumer's pull stream, tagged with its index; `None` once it has ended.
+type Feed = Pin<Box<dyn futures::Stream<Item = (usize, Option<PullItem>)> + Send>>;
+type PullItem = <pull::Stream as futures::Stream>::Item;
+
 /// Fire-and-forget messages, sent in the order the core issued them.
 enum Outgoing {
     /// `+ACK`, `-NAK`, `+TERM` or `+WPI` to a delivery's ack subject.
@@ -186,25 +208,33 @@ struct Driver {
     /// Publishes and requests whose outcome the core still awaits.
     io_in_flight: usize,
     outbox_dropped: u64,
+    metrics: Metrics,
+    /// The role of each consumer, by index.
+    roles: Vec<&'static str>,
+    delivered_by_consumer: Vec<u64>,
 }
 
 impl Driver {
     async fn run(
         mut self,
-        config: &ServeConfig,
-        consumer: PullConsumer,
+        settings: &Settings,
+        consumers: Vec<(ConsumerSpec, PullConsumer)>,
         inbound: SelectAll<async_nats::Subscriber>,
         mut connection_events: mpsc::Receiver<ConnectionEvent>,
         mut inputs: mpsc::Receiver<Input>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> crate::core::Stats {
         tokio::pin!(shutdown);
-        let mut messages: Option<pull::Stream> = None;
+        let pull_batch = usize::try_from(settings.router.pull_batch).unwrap_or(64);
+        // One merged stream of every consumer's deliveries; a consumer whose pull stream
+        // ended is re-subscribed at its `resubscribe` instant.
+        let mut messages: SelectAll<Feed> = SelectAll::new();
+        let mut resubscribe: Vec<Option<Instant>> = vec![Some(Instant::now()); consumers.len()];
         let mut inbound = Some(inbound);
-        let mut resubscribe_at = Instant::now();
         let mut drain_until: Option<Instant> = None;
         let mut stats_tick = tokio::time::interval(STATS_EVERY);
         stats_tick.tick().await;
+        let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
 
         loop {
             if let Some(deadline) = drain_until {
@@ -224,6 +254,7 @@ impl Driver {
                 .timers
                 .next_deadline()
                 .map(|at| Duration::from_millis(at.saturating_sub(wall_clock().millis())));
+            let next_resubscribe = resubscribe.iter().flatten().min().copied();
 
             tokio::select! {
                 biased;
@@ -233,9 +264,11 @@ impl Driver {
                         io = self.io_in_flight,
                         "shutdown requested: no more pulls, finishing in-flight work"
                     );
-                    messages = None;
+                    self.metrics.set_shutting_down();
+                    messages = SelectAll::new();
+                    resubscribe.iter_mut().for_each(|r| *r = None);
                     inbound = None;
-                    drain_until = Some(Instant::now() + config.shutdown_grace);
+                    drain_until = Some(Instant::now() + settings.shutdown_grace());
                 }
                 () = sleep_until_opt(drain_until), if drain_until.is_some() => {}
                 Some(event) = connection_events.recv() => self.feed(Input::Connection(event)),
@@ -252,33 +285,67 @@ impl Driver {
                     }
                 }
                 Some(request) = next_of(&mut inbound), if inbound.is_some() => self.on_inbound(request),
-                item = next_of(&mut messages), if messages.is_some() => match item {
-                    Some(Ok(message)) => self.on_message(message),
+                Some((index, item)) = messages.next(), if !messages.is_empty() => match item {
+                    Some(Ok(message)) => self.on_message(index, message),
                     Some(Err(err)) => {
                         // Missing heartbeats during an outage are reported here and the
                         // stream carries on by itself once reconnected.
-                        tracing::warn!(%err, "pull error");
+                        tracing::warn!(%err, consumer = self.roles[index], "pull error");
                     }
                     None => {
-                        tracing::warn!("pull subscription ended; re-creating it");
-                        messages = None;
-                        resubscribe_at = Instant::now() + RESUBSCRIBE_DELAY;
+                        tracing::warn!(consumer = self.roles[index], "pull subscription ended; re-creating it");
+                        resubscribe[index] = Some(Instant::now() + RESUBSCRIBE_DELAY);
                     }
                 },
-                () = tokio::time::sleep_until(resubscribe_at), if messages.is_none() && drain_until.is_none() => {
-                    match pull_stream(&consumer, config.pull_batch).await {
-                        Ok(stream) => messages = Some(stream),
-                        Err(err) => {
-                            tracing::warn!(%err, "cannot start pulling; retrying");
-                            resubscribe_at = Instant::now() + RESUBSCRIBE_DELAY;
+                () = sleep_until_opt(next_resubscribe), if next_resubscribe.is_some() && drain_until.is_none() => {
+                    let now = Instant::now();
+                    for (index, (spec, consumer)) in consumers.iter().enumerate() {
+                        if resubscribe[index].is_none_or(|at| at > now) {
+                            continue;
+                        }
+                        match pull_stream(consumer, pull_batch).await {
+                            Ok(stream) => {
+                                resubscribe[index] = None;
+                                let tagged = stream
+                                    .map(move |item| (index, Some(item)))
+                                    .chain(futures::stream::once(async move { (index, None) }));
+                                messages.push(Box::pin(tagged));
+                            }
+                            Err(err) => {
+                                tracing::warn!(%err, consumer = %spec.settings.consumer, "cannot start pulling; retrying");
+                                resubscribe[index] = Some(Instant::now() + RESUBSCRIBE_DELAY);
+                            }
                         }
                     }
                 }
+                _ = metrics_tick.tick() => self.publish_metrics(),
                 _ = stats_tick.tick() => self.log_stats(),
             }
         }
         self.log_stats();
+        self.publish_metrics();
         self.router.stats().clone()
+    }
+
+    fn publish_metrics(&self) {
+        self.metrics.publish(
+            self.router.stats(),
+            self.router.table_sizes(),
+            ShellCounters {
+                io_in_flight: self.io_in_flight as u64,
+                deliveries_held: self.deliveries.len() as u64,
+                deliveries_evicted: self.deliveries.evicted(),
+                inbound_evicted: self.inbound_requests.evicted(),
+                outbox_dropped: self.outbox_dropped,
+                timers: self.timers.len() as u64,
+                deliveries_by_consumer: self
+                    .roles
+                    .iter()
+                    .copied()
+                    .zip(self.delivered_by_consumer.iter().copied())
+                    .collect(),
+            },
+        );
     }
 
     /// Nothing held by the core and no publish or request whose outcome it awaits.
@@ -351,7 +418,7 @@ impl Driver {
         }
     }
 
-    fn on_message(&mut self, message: jetstream::Message) {
+    fn on_message(&mut self, index: usize, message: jetstream::Message) {
         let (stream_seq, delivered) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
@@ -367,12 +434,18 @@ impl Driver {
         let Some(ack_subject) = message.reply else {
             return;
         };
+        if let Some(n) = self.delivered_by_consumer.get_mut(index) {
+            *n += 1;
+        }
+        let headers = headers_of(message.headers.as_ref());
+        let span = message_span(self.roles[index], &headers, &message.payload);
+        let _entered = span.enter();
         let id = self.deliveries.hold(ack_subject);
         tracing::debug!(delivery = id, stream_seq, delivered, "delivery");
         self.feed(Input::Delivery(Delivery {
             id,
             subject: message.subject.to_string(),
-            headers: headers_of(message.headers.as_ref()),
+            headers,
             payload: message.payload.to_vec(),
             stream_seq,
             delivered,
@@ -395,6 +468,7 @@ impl Driver {
     }
 
     fn log_stats(&self) {
+        self.publish_metrics();
         tracing::info!(
             stats = ?self.router.stats(),
             held = self.router.in_flight(),
@@ -407,6 +481,31 @@ impl Driver {
             "router stats"
         );
     }
+}
+
+/// A span carrying what the headers say about a message: `trace_id` (from `trace_id`, or
+/// the trace id of a W3C `traceparent`), `tenant_id`, `request_id` (the `Nats-Msg-Id`
+/// the gateway sets, when present) and a hash of the payload. Never the payload itself.
+fn message_span(consumer: &str, headers: &crate::core::Headers, payload: &[u8]) -> tracing::Span {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let trace_id = get(HEADER_TRACE_ID)
+        .or_else(|| get(HEADER_TRACEPARENT).and_then(|tp| tp.split('-').nth(1)));
+    let digest = Sha256::digest(payload);
+    let payload_sha256: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    tracing::info_span!(
+        "message",
+        consumer,
+        trace_id = trace_id.unwrap_or(""),
+        tenant_id = get(HEADER_TENANT_ID).unwrap_or(""),
+        request_id = get("request_id").or_else(|| get("Nats-Msg-Id")).unwrap_or(""),
+        payload_sha256 = %payload_sha256,
+        payload_bytes = payload.len(),
+    )
 }
 
 /// Sends settles and responses in the order the core issued them: plain publishes that

@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::headers::headers_of;
-use super::nats::Topology;
 use crate::core::{Exhausted, Input};
 
 /// Read the consumer's `num_pending` every `every` and report it.
@@ -59,23 +58,23 @@ struct MaxDeliveriesAdvisory {
     deliveries: u64,
 }
 
-pub fn max_deliveries_subject(topology: &Topology) -> String {
-    format!(
-        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
-        topology.decide_stream, topology.consumer
-    )
+pub fn max_deliveries_subject(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
 }
 
-/// Subscribe to the decide consumer's MAX_DELIVERIES advisories and report each given-up
+/// Subscribe to a consumer's MAX_DELIVERIES advisories and report each given-up
 /// message, read back from the stream.
 pub async fn spawn_exhausted_watcher(
     client: async_nats::Client,
     js: jetstream::Context,
-    topology: &Topology,
+    stream_name: &str,
+    consumer: &str,
     inputs: mpsc::Sender<Input>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let mut advisories = client.subscribe(max_deliveries_subject(topology)).await?;
-    let stream = js.get_stream(&topology.decide_stream).await?;
+    let mut advisories = client
+        .subscribe(max_deliveries_subject(stream_name, consumer))
+        .await?;
+    let stream = js.get_stream(stream_name).await?;
     Ok(tokio::spawn(async move {
         while let Some(message) = advisories.next().await {
             let advisory: MaxDeliveriesAdvisory = match serde_json::from_slice(&message.payload) {

@@ -5,7 +5,9 @@
 //! calls. Everything it decides on its own is plumbing: bounds, timeouts, retries of the
 //! connection, shutdown.
 //!
-//! - [`nats`]: connect, create the streams and the durable pull consumer.
+//! - [`config`]: the TOML file, environment overrides and validation.
+//! - [`nats`]: connect (URLs, auth, TLS), create the streams and durable pull consumers.
+//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` over a small HTTP server.
 //! - [`driver`]: the one loop that feeds the core and executes its commands.
 //! - [`env`]: the core's `Env` over the wall clock and OS-seeded randomness.
 //! - [`timers`]: the core's timers, ordered by deadline.
@@ -20,14 +22,17 @@
 // and use the hash maps that async-nats hands out, so it opts out of those lints here.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod config;
 pub mod driver;
 pub mod env;
 pub mod feeds;
 pub mod handles;
 pub mod headers;
+pub mod metrics;
 pub mod nats;
 pub mod publisher;
 pub mod timers;
 pub mod traffic;
 
-pub use driver::{serve, ServeConfig};
+pub use config::{ConfigError, Settings};
+pub use driver::{serve, serve_until, ServeConfig};

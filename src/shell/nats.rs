@@ -1,56 +1,121 @@
-//! Connecting to NATS and making sure the decide stream, the DLQ stream and the durable
-//! pull consumer exist. Created when missing, reused as they are when present: an
+//! Connecting to NATS (URLs, credentials, TLS) and making sure the streams and durable
+//! pull consumers exist. Created when missing, reused as they are when present: an
 //! operator may have tuned them, and the server's settings are the truth.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream};
+use async_nats::ServerAddr;
 use tokio::sync::mpsc;
 
+use super::config::{ConsumerSettings, Settings};
+use super::metrics::Metrics;
 use crate::core::ConnectionEvent;
 
-/// Where requests come in and dead letters go, and how the consumer is configured.
+/// Which stream a consumer reads, and which subject it filters.
 #[derive(Clone, Debug)]
-pub struct Topology {
-    pub decide_stream: String,
-    pub decide_subject: String,
-    pub dlq_stream: String,
-    pub dlq_subject: String,
-    pub consumer: String,
-    pub ack_wait: Duration,
-    pub max_deliver: u64,
-    pub max_ack_pending: usize,
+pub struct ConsumerSpec {
+    /// `decide`, `results` or `acks`: the label of its metrics and logs.
+    pub role: &'static str,
+    pub stream: String,
+    pub subject: String,
+    pub settings: ConsumerSettings,
 }
 
-/// Decide requests are worth nothing after a day; keeping them that long lets an operator
-/// look at a message that misbehaved. The bound keeps the stream from growing forever.
-const DECIDE_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Dead letters are read by people, after the fact: keep them for two weeks.
-const DLQ_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
-/// The window in which a re-published `Nats-Msg-Id` is dropped. The core's retries of an
-/// ambiguous DLQ publish happen within seconds; two minutes is the server default.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Where requests come in and dead letters go, and how the consumers are configured.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// `(stream, subjects, max_age)` of every stream the router needs.
+    pub streams: Vec<(String, Vec<String>, Duration)>,
+    /// The decide consumer first.
+    pub consumers: Vec<ConsumerSpec>,
+    pub duplicate_window: Duration,
+}
 
-/// Connect and report `Connected`/`Disconnected` to the driver as core inputs. Other
-/// client events are only logged. Reconnects are unlimited, with async-nats's default
-/// backoff (0, then 2^(n-1) ms, capped at 4 s).
+/// Decide requests, results and acks are worth nothing after a day; keeping them that
+/// long lets an operator look at a message that misbehaved.
+const INTAKE_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Dead letters and usage events are read after the fact: keep them for two weeks.
+const KEEP_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+impl Topology {
+    pub fn from_settings(s: &Settings) -> Topology {
+        let sub = &s.subjects;
+        let st = &s.streams;
+        let mut streams = vec![
+            (st.decide.clone(), vec![sub.decide.clone()], INTAKE_MAX_AGE),
+            (st.results.clone(), vec![sub.result.clone()], INTAKE_MAX_AGE),
+            (st.usage.clone(), vec![sub.usage.clone()], KEEP_MAX_AGE),
+            (
+                st.assignments.clone(),
+                vec![sub.assignment.clone()],
+                INTAKE_MAX_AGE,
+            ),
+        ];
+        let mut dlq_subjects = vec![sub.decide_dlq.clone(), sub.result_dlq()];
+        let mut consumers = vec![
+            ConsumerSpec {
+                role: "decide",
+                stream: st.decide.clone(),
+                subject: sub.decide.clone(),
+                settings: s.decide.consumer_settings(),
+            },
+            ConsumerSpec {
+                role: "results",
+                stream: st.results.clone(),
+                subject: sub.result.clone(),
+                settings: s.results.consumer_settings(),
+            },
+        ];
+        if s.acks.enabled {
+            streams.push((
+                st.acks.clone(),
+                vec![sub.assignment_ack.clone()],
+                INTAKE_MAX_AGE,
+            ));
+            dlq_subjects.push(sub.ack_dlq());
+            consumers.push(ConsumerSpec {
+                role: "acks",
+                stream: st.acks.clone(),
+                subject: sub.assignment_ack.clone(),
+                settings: s.acks.consumer_settings(),
+            });
+        }
+        streams.push((st.dlq.clone(), dlq_subjects, KEEP_MAX_AGE));
+        Topology {
+            streams,
+            consumers,
+            duplicate_window: Duration::from_millis(s.streams.duplicate_window_ms),
+        }
+    }
+}
+
+/// Connect with the configured URLs, credentials and TLS, and report
+/// `Connected`/`Disconnected` to the driver as core inputs. Reconnects are unlimited,
+/// with async-nats's default backoff (0, then 2^(n-1) ms, capped at 4 s).
 pub async fn connect(
-    url: &str,
-    node_id: &str,
+    settings: &Settings,
     events: mpsc::Sender<ConnectionEvent>,
+    metrics: Metrics,
 ) -> anyhow::Result<async_nats::Client> {
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("beamline-router/{node_id}"))
+    let n = &settings.nats;
+    let callback_metrics = metrics.clone();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("beamline-router/{}", settings.router.node_id))
+        .connection_timeout(Duration::from_millis(n.connect_timeout_ms))
         .event_callback(move |event| {
             let events = events.clone();
+            let metrics = callback_metrics.clone();
             async move {
                 let input = match event {
                     async_nats::Event::Connected => {
-                        tracing::info!("nats connected");
+                        let reconnect = metrics.set_connected(true);
+                        tracing::info!(reconnect, "nats connected");
                         Some(ConnectionEvent::Up)
                     }
                     async_nats::Event::Disconnected => {
+                        metrics.set_connected(false);
                         tracing::warn!("nats disconnected");
                         Some(ConnectionEvent::Down)
                     }
@@ -68,95 +133,160 @@ pub async fn connect(
                     let _ = events.send(input).await;
                 }
             }
+        });
+    if let (Some(user), Some(password)) = (&n.user, &n.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &n.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &n.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read nats.nkey_seed_file {}", path.display()))?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    if let Some(path) = &n.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("cannot read nats.creds_file {}", path.display()))?;
+    }
+    let tls = &settings.tls;
+    if tls.require {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let addrs = n
+        .urls
+        .iter()
+        .map(|u| {
+            u.parse::<ServerAddr>()
+                .with_context(|| format!("nats.urls: bad URL {u:?}"))
         })
-        .connect(url)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shown = n.urls.join(",");
+    let hint = if tls.require {
+        " (tls.require = true: the server must offer TLS with a certificate that chains to tls.ca_file or the system roots)"
+    } else {
+        ""
+    };
+    let client = options
+        .connect(addrs)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+        .with_context(|| format!("cannot connect to NATS at {shown}{hint}"))?;
+    metrics.set_connected(true);
     let info = client.server_info();
-    tracing::info!(server_version = %info.version, server_id = %info.server_id, "connected to nats-server");
+    tracing::info!(
+        server_version = %info.version,
+        server_id = %info.server_id,
+        server_name = %info.server_name,
+        tls_required = info.tls_required,
+        auth_required = info.auth_required,
+        "connected to nats-server"
+    );
     if !client.is_server_compatible(2, 9, 0) {
         anyhow::bail!(
-            "nats-server {} is older than 2.9.0, the oldest this router supports",
+            "nats-server {} is older than 2.9.0, the oldest this router supports; upgrade the server",
             info.version
         );
     }
+    let uses_backoff = settings.decide.backoff_ms.len()
+        + settings.results.backoff_ms.len()
+        + settings.acks.backoff_ms.len()
+        > 0;
+    tracing::info!(
+        tls = tls.enabled(),
+        mtls = tls.cert_file.is_some(),
+        consumer_backoff = uses_backoff,
+        "server features used: JetStream durable pull consumers (explicit ack, nak delay, +WPI, +TERM), \
+         Nats-Msg-Id dedupe, MAX_DELIVERIES advisories, headers; not used: tls_first, multiple filter subjects"
+    );
     Ok(client)
 }
 
-/// Create the decide and DLQ streams if they are missing.
+/// Create every stream the router reads or publishes to, if missing.
 pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
-    for (name, subject, max_age) in [
-        (
-            &topology.decide_stream,
-            &topology.decide_subject,
-            DECIDE_MAX_AGE,
-        ),
-        (&topology.dlq_stream, &topology.dlq_subject, DLQ_MAX_AGE),
-    ] {
+    for (name, subjects, max_age) in &topology.streams {
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: name.clone(),
-                subjects: vec![subject.clone()],
+                subjects: subjects.clone(),
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
-                max_age,
-                duplicate_window: DUPLICATE_WINDOW,
+                max_age: *max_age,
+                duplicate_window: topology.duplicate_window,
                 ..Default::default()
             })
             .await
             .with_context(|| format!("cannot create or open stream {name}"))?;
-        let subjects = &stream.cached_info().config.subjects;
-        if !subjects.iter().any(|s| s == subject) {
-            tracing::warn!(stream = %name, ?subjects, expected = %subject,
-                "existing stream does not list the expected subject; publishes may not be captured");
+        let have = &stream.cached_info().config.subjects;
+        for subject in subjects {
+            if !have.iter().any(|s| s == subject) {
+                tracing::warn!(stream = %name, subjects = ?have, expected = %subject,
+                    "existing stream does not list the expected subject; publishes may not be captured");
+            }
         }
     }
     Ok(())
 }
 
-/// Create the durable pull consumer on the decide stream if it is missing, and return
-/// it with the `max_deliver` the server actually enforces (the core must use that one).
+/// Create a durable pull consumer if it is missing, and return it with the `max_deliver`
+/// the server actually enforces (the core must use that one).
 ///
-/// No `backoff` list: the core chooses each nak's delay itself, and with a backoff list
-/// nats-server computes nak redelivery delays differently (dst-research.md 3.2).
+/// The decide consumer should have no `backoff` list: the core chooses each nak's delay
+/// itself, and with a backoff list nats-server computes nak redelivery delays
+/// differently (dst-research.md 3.2). It is configurable all the same.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
-    topology: &Topology,
+    spec: &ConsumerSpec,
 ) -> anyhow::Result<(consumer::PullConsumer, u64)> {
     let stream = js
-        .get_stream(&topology.decide_stream)
+        .get_stream(&spec.stream)
         .await
-        .with_context(|| format!("cannot open stream {}", topology.decide_stream))?;
+        .with_context(|| format!("cannot open stream {}", spec.stream))?;
+    let s = &spec.settings;
     let wanted = consumer::pull::Config {
-        durable_name: Some(topology.consumer.clone()),
-        filter_subject: topology.decide_subject.clone(),
+        durable_name: Some(s.consumer.clone()),
+        filter_subject: spec.subject.clone(),
         ack_policy: consumer::AckPolicy::Explicit,
         deliver_policy: consumer::DeliverPolicy::All,
-        ack_wait: topology.ack_wait,
-        max_deliver: i64::try_from(topology.max_deliver).unwrap_or(i64::MAX),
-        max_ack_pending: i64::try_from(topology.max_ack_pending).unwrap_or(i64::MAX),
+        ack_wait: Duration::from_millis(s.ack_wait_ms),
+        max_deliver: i64::try_from(s.max_deliver).unwrap_or(i64::MAX),
+        max_ack_pending: i64::try_from(s.max_ack_pending).unwrap_or(i64::MAX),
+        backoff: s
+            .backoff_ms
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .collect(),
         ..Default::default()
     };
     let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(&topology.consumer, wanted)
+        .get_or_create_consumer(&s.consumer, wanted)
         .await
-        .with_context(|| format!("cannot create or open consumer {}", topology.consumer))?;
+        .with_context(|| format!("cannot create or open consumer {}", s.consumer))?;
     let config = &consumer.cached_info().config;
     let server_max_deliver = match u64::try_from(config.max_deliver) {
         Ok(n) if n > 0 => n,
         // -1 (unlimited) would mean no delivery is ever the last; the router needs a bound.
         _ => anyhow::bail!(
             "consumer {} has no max_deliver bound ({}); recreate it or set one",
-            topology.consumer,
+            s.consumer,
             config.max_deliver
         ),
     };
-    if server_max_deliver != topology.max_deliver || config.ack_wait != topology.ack_wait {
+    if server_max_deliver != s.max_deliver
+        || config.ack_wait != Duration::from_millis(s.ack_wait_ms)
+    {
         tracing::warn!(
-            consumer = %topology.consumer,
+            consumer = %s.consumer,
             server_max_deliver,
             server_ack_wait_ms = config.ack_wait.as_millis() as u64,
-            "existing consumer differs from the command line; using the server's settings"
+            "existing consumer differs from the configuration; using the server's settings"
         );
     }
     Ok((consumer, server_max_deliver))

@@ -82,10 +82,17 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with_config("")
+    }
+
+    /// Start with `config` (nats-server config syntax, e.g. a `tls {}` or `authorization {}`
+    /// block) written to a file in the server's temporary directory; empty for none.
+    pub fn start_with_config(config: &str) -> NatsServer {
         let bin = nats_server_bin();
         eprintln!("using {}", bin.display());
         let mut server = NatsServer {
@@ -94,13 +101,28 @@ impl NatsServer {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             starts: 0,
+            config: None,
         };
+        if !config.is_empty() {
+            let path = server.dir.path().join("server.conf");
+            std::fs::write(&path, config).expect("server config");
+            server.config = Some(path);
+        }
         server.spawn();
         server
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
+    }
+
+    /// A temporary directory that lives as long as the server (for certificates).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn store_dir(&self) -> PathBuf {
@@ -112,7 +134,11 @@ impl NatsServer {
         let log =
             std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.starts)))
                 .expect("server log file");
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")
@@ -180,6 +206,18 @@ pub struct RouterProcess {
 impl RouterProcess {
     /// Start `serve` and wait until it logs "router ready" (streams and consumer exist).
     pub fn start(nats_url: &str, policies: &Path, extra: &[&str]) -> RouterProcess {
+        let router = RouterProcess::spawn(nats_url, policies, extra, &[]);
+        router.wait_ready();
+        router
+    }
+
+    /// Start `serve` with extra environment variables; do not wait for anything.
+    pub fn spawn(
+        nats_url: &str,
+        policies: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> RouterProcess {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log_path = log_dir.path().join("router.log");
         let log = std::fs::File::create(&log_path).expect("router log");
@@ -191,25 +229,57 @@ impl RouterProcess {
             .args(extra)
             .env("RUST_LOG", "info,async_nats=warn")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start beamline-router");
-        let router = RouterProcess {
+        RouterProcess {
             child: Some(child),
             log_path,
             _log_dir: log_dir,
-        };
+        }
+    }
+
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !router.log().contains("router ready") {
+        while !self.log().contains("router ready") {
             assert!(
                 Instant::now() < deadline,
                 "router not ready after 20 s; log:\n{}",
-                router.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(25));
         }
-        router
+    }
+
+    /// Wait for the process to exit by itself (it is killed after `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("router already stopped");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for router") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "router did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Send SIGTERM and return at once.
+    pub fn terminate(&self) {
+        let child = self.child.as_ref().expect("router already stopped");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
     }
 
     pub fn log(&self) -> String {
@@ -222,26 +292,8 @@ impl RouterProcess {
 
     /// SIGTERM, then wait for the process to exit by itself.
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("router already stopped");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for router") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!(
-                    "router did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        self.terminate();
+        self.wait_exit(timeout)
     }
 }
 

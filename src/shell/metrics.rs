@@ -1,0 +1,421 @@
+//! `/metrics` (Prometheus text format), `/healthz` and `/readyz` over a tiny HTTP/1.1
+//! server on a tokio `TcpListener`: GET only, one request per connection.
+//!
+//! The driver owns the core, so it publishes a snapshot of the core's counters and table
+//! sizes once a second (and at shutdown); the connection state is set by the NATS event
+//! callback directly.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::core::{Stats, TableSizes};
+
+/// What the driver knows and the core does not: its own queues.
+#[derive(Clone, Debug, Default)]
+pub struct ShellCounters {
+    pub io_in_flight: u64,
+    pub deliveries_held: u64,
+    pub deliveries_evicted: u64,
+    pub inbound_evicted: u64,
+    pub outbox_dropped: u64,
+    pub timers: u64,
+    /// Deliveries fed to the core, by consumer role.
+    pub deliveries_by_consumer: Vec<(&'static str, u64)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Snapshot {
+    stats: Stats,
+    tables: TableSizes,
+    shell: ShellCounters,
+}
+
+#[derive(Default)]
+struct Inner {
+    connected: AtomicBool,
+    ever_connected: AtomicBool,
+    reconnects: AtomicU64,
+    disconnects: AtomicU64,
+    streams_ready: AtomicBool,
+    shutting_down: AtomicBool,
+    snapshot: Mutex<Snapshot>,
+}
+
+/// Shared between the driver, the NATS event callback and the HTTP server.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Inner>);
+
+impl Metrics {
+    /// Record the connection state; returns whether an up was a reconnect.
+    pub fn set_connected(&self, up: bool) -> bool {
+        let was = self.0.connected.swap(up, Ordering::SeqCst);
+        if up {
+            let reconnect = self.0.ever_connected.swap(true, Ordering::SeqCst) && !was;
+            if reconnect {
+                self.0.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            reconnect
+        } else {
+            if was {
+                self.0.disconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            false
+        }
+    }
+
+    pub fn set_streams_ready(&self, ready: bool) {
+        self.0.streams_ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.0.connected.load(Ordering::SeqCst)
+            && self.0.streams_ready.load(Ordering::SeqCst)
+            && !self.0.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn publish(&self, stats: &Stats, tables: TableSizes, shell: ShellCounters) {
+        if let Ok(mut s) = self.0.snapshot.lock() {
+            *s = Snapshot {
+                stats: stats.clone(),
+                tables,
+                shell,
+            };
+        }
+    }
+
+    /// The Prometheus text exposition of everything known.
+    pub fn render(&self) -> String {
+        let snap = self
+            .0
+            .snapshot
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let mut out = String::new();
+        let i = &self.0;
+        gauge(
+            &mut out,
+            "router_nats_connected",
+            "1 while connected to NATS.",
+            b(i.connected.load(Ordering::SeqCst)),
+        );
+        gauge(
+            &mut out,
+            "router_ready",
+            "1 while connected, streams set up and not shutting down.",
+            b(self.ready()),
+        );
+        counter(
+            &mut out,
+            "router_nats_reconnects_total",
+            "Reconnections to NATS after a disconnect.",
+            i.reconnects.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "router_nats_disconnects_total",
+            "Disconnections from NATS.",
+            i.disconnects.load(Ordering::Relaxed),
+        );
+
+        let st = &snap.stats;
+        header(
+            &mut out,
+            "router_decisions_total",
+            "counter",
+            "Decide replies sent, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "router_decisions_total{{result=\"ok\"}} {}",
+            st.replies_ok
+        );
+        let _ = writeln!(
+            out,
+            "router_decisions_total{{result=\"error\"}} {}",
+            st.replies_error
+        );
+        counter(
+            &mut out,
+            "router_dlq_total",
+            "DLQ records written.",
+            st.dlq_records,
+        );
+        header(
+            &mut out,
+            "router_jetstream_acks_total",
+            "counter",
+            "Settles sent to JetStream, by kind.",
+        );
+        for (kind, n) in [
+            ("ack", st.acks),
+            ("nak", st.naks),
+            ("term", st.terms),
+            ("in_progress", st.in_progress),
+        ] {
+            let _ = writeln!(out, "router_jetstream_acks_total{{kind=\"{kind}\"}} {n}");
+        }
+        // Every other core counter, under its own name.
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(st) {
+            for (name, value) in fields {
+                if matches!(
+                    name.as_str(),
+                    "replies_ok"
+                        | "replies_error"
+                        | "dlq_records"
+                        | "acks"
+                        | "naks"
+                        | "terms"
+                        | "in_progress"
+                ) {
+                    continue;
+                }
+                if let Some(n) = value.as_u64() {
+                    counter(
+                        &mut out,
+                        &format!("router_{name}_total"),
+                        "Core counter (see core::Stats).",
+                        n,
+                    );
+                }
+            }
+        }
+
+        header(
+            &mut out,
+            "router_table_entries",
+            "gauge",
+            "Entries in each bounded table of the core.",
+        );
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(snap.tables) {
+            for (name, value) in fields {
+                let _ = writeln!(
+                    out,
+                    "router_table_entries{{table=\"{name}\"}} {}",
+                    value.as_u64().unwrap_or(0)
+                );
+            }
+        }
+        gauge(
+            &mut out,
+            "router_in_flight",
+            "Messages held by the core.",
+            snap.tables.in_flight as u64,
+        );
+        let sh = &snap.shell;
+        gauge(
+            &mut out,
+            "router_io_in_flight",
+            "Publishes and requests awaiting their outcome.",
+            sh.io_in_flight,
+        );
+        gauge(
+            &mut out,
+            "router_deliveries_held",
+            "Ack subjects held for unsettled deliveries.",
+            sh.deliveries_held,
+        );
+        gauge(&mut out, "router_timers", "Core timers armed.", sh.timers);
+        counter(
+            &mut out,
+            "router_deliveries_evicted_total",
+            "Unsettled deliveries dropped from the bounded handle table.",
+            sh.deliveries_evicted,
+        );
+        counter(
+            &mut out,
+            "router_inbound_evicted_total",
+            "Inbound requests dropped from the bounded handle table.",
+            sh.inbound_evicted,
+        );
+        counter(
+            &mut out,
+            "router_outbox_dropped_total",
+            "Settles or responses dropped because the outbox was full.",
+            sh.outbox_dropped,
+        );
+        header(
+            &mut out,
+            "router_consumer_deliveries_total",
+            "counter",
+            "JetStream deliveries fed to the core, by consumer.",
+        );
+        for (role, n) in &sh.deliveries_by_consumer {
+            let _ = writeln!(
+                out,
+                "router_consumer_deliveries_total{{consumer=\"{role}\"}} {n}"
+            );
+        }
+        header(&mut out, "router_build_info", "gauge", "Build information.");
+        let _ = writeln!(
+            out,
+            "router_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}
+
+fn b(v: bool) -> u64 {
+    u64::from(v)
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// Bind `addr` and serve until the process ends. Bound before NATS is reached, so that
+/// `/healthz` answers (and `/readyz` says no) while the router is still connecting.
+pub async fn spawn_server(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on metrics.listen {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "metrics and health endpoints listening");
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((socket, _)) => {
+                    let metrics = metrics.clone();
+                    tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(10), answer(socket, metrics))
+                                .await;
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(local)
+}
+
+async fn answer(mut socket: TcpStream, metrics: Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 8192 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET", "/readyz") if metrics.ready() => ("200 OK", "text/plain", "ready\n".to_string()),
+        ("GET", "/readyz") => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_string(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(response.as_bytes()).await?;
+    socket.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_connection_streams_and_shutdown() {
+        let m = Metrics::default();
+        assert!(!m.ready());
+        assert!(
+            !m.set_connected(true),
+            "the first connect is not a reconnect"
+        );
+        assert!(!m.ready(), "streams not set up yet");
+        m.set_streams_ready(true);
+        assert!(m.ready());
+        m.set_connected(false);
+        assert!(!m.ready());
+        assert!(m.set_connected(true));
+        assert!(m.render().contains("router_nats_reconnects_total 1"));
+        m.set_shutting_down();
+        assert!(!m.ready());
+    }
+
+    #[test]
+    fn every_core_counter_and_table_is_exposed() {
+        let m = Metrics::default();
+        let stats = Stats {
+            replies_ok: 3,
+            naks: 2,
+            usage_emitted: 1,
+            ..Stats::default()
+        };
+        m.publish(
+            &stats,
+            TableSizes {
+                breakers: 4,
+                ..TableSizes::default()
+            },
+            ShellCounters::default(),
+        );
+        let text = m.render();
+        assert!(
+            text.contains("router_decisions_total{result=\"ok\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("router_jetstream_acks_total{kind=\"nak\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("router_usage_emitted_total 1"), "{text}");
+        assert!(
+            text.contains("router_table_entries{table=\"breakers\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("router_table_entries{table=\"sticky_sessions\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("router_acks_total"),
+            "aliased counters appear once"
+        );
+    }
+}

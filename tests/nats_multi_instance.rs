@@ -1,0 +1,499 @@
+//! Many router instances on one durable consumer, against a real nats-server: two
+//! `beamline-router serve` processes share the decide stream's durable pull consumer, so
+//! the server splits the work between them; one is killed with SIGKILL mid-load, and every
+//! request is still answered, exactly once from the caller's point of view.
+//!
+//! What "exactly once" rests on, and where it ends (docs/OPERATIONS.md, "Scaling out"):
+//! - every `decide` call returns one reply, the first that arrives;
+//! - a message the killed instance held unacked is redelivered to the survivor after
+//!   `ack_wait`. If the killed instance had already replied, the survivor decides it
+//!   again (answer books are per instance) and the caller's inbox sees a second reply,
+//!   which may name another provider. The client drops it (nobody waits any more); this
+//!   test watches the inbox too, counts those duplicates and checks that a *different*
+//!   second reply only ever comes from such a cross-instance redelivery.
+//!
+//! Needs nats-server; never skips.
+
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod harness {
+    //! A copy of the few helpers this file needs (tests/support belongs to the shell).
+
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub fn nats_server_bin() -> PathBuf {
+        if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(
+                bin.is_file(),
+                "NATS_SERVER_BIN={} does not exist",
+                bin.display()
+            );
+            return bin;
+        }
+        let on_path = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("nats-server"))
+                .find(|p| {
+                    Command::new(p)
+                        .arg("--version")
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                })
+        });
+        if let Some(bin) = on_path {
+            return bin;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-nats-server.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run install-nats-server.sh");
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && Path::new(&path).is_file(),
+            "no nats-server: {path:?}"
+        );
+        PathBuf::from(path)
+    }
+
+    fn port_open(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    pub struct NatsServer {
+        pub port: u16,
+        _dir: tempfile::TempDir,
+        child: Child,
+    }
+
+    impl NatsServer {
+        pub fn start() -> NatsServer {
+            let bin = nats_server_bin();
+            eprintln!("using {}", bin.display());
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port");
+            let dir = tempfile::tempdir().expect("temp dir");
+            let child = Command::new(&bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(dir.path().join("store"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nats-server");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !port_open(port) {
+                assert!(Instant::now() < deadline, "nats-server did not listen");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            NatsServer {
+                port,
+                _dir: dir,
+                child,
+            }
+        }
+
+        pub fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for NatsServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// `<dir>/acme/default.json`: openai 70 / anthropic 30.
+    pub fn acme_policies() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("acme")).expect("tenant dir");
+        std::fs::write(
+            dir.path().join("acme/default.json"),
+            r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}]}"#,
+        )
+        .expect("policy file");
+        dir
+    }
+
+    pub struct Router {
+        child: Option<Child>,
+        log_path: PathBuf,
+        _log_dir: tempfile::TempDir,
+    }
+
+    impl Router {
+        /// Start `serve`; with `wait_ready`, return once it logs "router ready".
+        pub fn start(url: &str, policies: &Path, extra: &[&str], wait_ready: bool) -> Router {
+            let log_dir = tempfile::tempdir().expect("temp dir");
+            let log_path = log_dir.path().join("router.log");
+            let log = std::fs::File::create(&log_path).expect("router log");
+            let child = Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+                .arg("serve")
+                .args(["--nats-url", url])
+                .arg("--policies")
+                .arg(policies)
+                .args(extra)
+                .env(
+                    "RUST_LOG",
+                    "info,async_nats=warn,beamline_router::shell::driver=debug",
+                )
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start beamline-router");
+            let router = Router {
+                child: Some(child),
+                log_path,
+                _log_dir: log_dir,
+            };
+            if wait_ready {
+                router.wait_ready();
+            }
+            router
+        }
+
+        pub fn wait_ready(&self) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !self.log().contains("router ready") {
+                assert!(
+                    Instant::now() < deadline,
+                    "router not ready:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+
+        /// SIGKILL: no chance to ack, flush or say goodbye. The log is kept.
+        pub fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// SIGTERM, then wait (bounded) for the process to exit by itself.
+        pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
+            let mut child = self.child.take().expect("router already stopped");
+            let ok = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(ok.success(), "kill -TERM failed");
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(status) = child.try_wait().expect("wait for router") {
+                    return status;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    panic!("router did not stop within {timeout:?}:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+
+        pub fn log(&self) -> String {
+            let mut text = String::new();
+            if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+                let _ = f.read_to_string(&mut text);
+            }
+            text
+        }
+    }
+
+    impl Drop for Router {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use beamline_router::client::{DecideClient, DecideOptions, DecideRequestBuilder};
+use bytes::Bytes;
+use futures::StreamExt;
+use harness::{acme_policies, NatsServer, Router};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const REQUESTS: usize = 600;
+const CONCURRENCY: usize = 16;
+/// Instance A is killed once this many requests have been answered.
+const KILL_AFTER_ANSWERS: usize = 150;
+const ACK_WAIT_SECS: u64 = 3;
+
+/// Per instance: each stream sequence it was handed, with the highest delivery count.
+fn deliveries(log: &str) -> BTreeMap<u64, u64> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let rest = &line[line.find(name)? + name.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut seen = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains(" delivery ")) {
+        if let (Some(seq), Some(delivered)) =
+            (field(line, "stream_seq="), field(line, "delivered="))
+        {
+            let d = seen.entry(seq).or_insert(0);
+            *d = (*d).max(delivered);
+        }
+    }
+    seen
+}
+
+struct WireReply {
+    at: Instant,
+    bytes: Bytes,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_and_survive_a_sigkill() {
+    let server = NatsServer::start();
+    let policies = acme_policies();
+    let ack_wait = ACK_WAIT_SECS.to_string();
+    let args = |node: &'static str| {
+        vec![
+            "--ack-wait-secs".to_string(),
+            ack_wait.clone(),
+            "--publish-timeout-ms".to_string(),
+            "2000".to_string(),
+            "--node-id".to_string(),
+            node.to_string(),
+        ]
+    };
+    let args_a = args("router-a");
+    let args_b = args("router-b");
+    let (argv_a, argv_b): (Vec<&str>, Vec<&str>) = (
+        args_a.iter().map(String::as_str).collect(),
+        args_b.iter().map(String::as_str).collect(),
+    );
+    // A creates the streams and the consumer; B finds them and joins the same consumer.
+    let mut a = Router::start(&server.url(), policies.path(), &argv_a, true);
+    let mut b = Router::start(&server.url(), policies.path(), &argv_b, true);
+
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let client = Arc::new(DecideClient::connect(nats.clone()).await.unwrap());
+    // Every reply that reaches the client's inbox, as it arrives.
+    let wire: Arc<Mutex<BTreeMap<String, Vec<WireReply>>>> = Arc::default();
+    let mut inbox = nats.subscribe(client.inbox().to_string()).await.unwrap();
+    nats.flush().await.unwrap();
+    let watcher = tokio::spawn({
+        let wire = wire.clone();
+        async move {
+            while let Some(m) = inbox.next().await {
+                let id = beamline_router::client::request_id_of(&m.payload).unwrap_or_default();
+                wire.lock().unwrap().entry(id).or_default().push(WireReply {
+                    at: Instant::now(),
+                    bytes: m.payload,
+                });
+            }
+        }
+    });
+
+    let options = DecideOptions {
+        timeout: Duration::from_secs(2),
+        max_attempts: 10,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        publish_timeout: Duration::from_secs(2),
+    };
+    let answered = Arc::new(AtomicUsize::new(0));
+    let threshold = Arc::new(tokio::sync::Notify::new());
+    let started = Instant::now();
+    let load = tokio::spawn({
+        let (client, answered, threshold) = (client.clone(), answered.clone(), threshold.clone());
+        async move {
+            futures::stream::iter(0..REQUESTS)
+                .map(|n| {
+                    let (client, options) = (client.clone(), options.clone());
+                    let (answered, threshold) = (answered.clone(), threshold.clone());
+                    async move {
+                        let request = DecideRequestBuilder::new("acme", "text.generate")
+                            .request_id(format!("mi-{n}"))
+                            .metadata("user_id", format!("u-{}", n % 50))
+                            .payload(match json!({"prompt": format!("hello number {n}")}) {
+                                Value::Object(m) => m,
+                                _ => unreachable!(),
+                            });
+                        let result = client.decide_raw(request, &options).await;
+                        if answered.fetch_add(1, Ordering::Relaxed) + 1 == KILL_AFTER_ANSWERS {
+                            threshold.notify_one();
+                        }
+                        (n, result)
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+        }
+    });
+
+    let _ = tokio::time::timeout(Duration::from_secs(30), threshold.notified()).await;
+    let answered_at_kill = answered.load(Ordering::Relaxed);
+    tokio::task::block_in_place(|| a.kill());
+    let killed_at = Instant::now();
+    // Read after the kill: the log file outlives the process, and holds every delivery
+    // router-a was handed.
+    let log_a = a.log();
+    println!(
+        "SIGKILL router-a after {answered_at_kill} answers, {:.2} s into the run",
+        started.elapsed().as_secs_f64()
+    );
+
+    let results = load.await.unwrap();
+    let elapsed = started.elapsed();
+    // Messages router-a held unacked come back to router-b after ack_wait; their second
+    // replies arrive after every call has returned. Wait for them.
+    tokio::time::sleep(Duration::from_secs(ACK_WAIT_SECS + 3)).await;
+    watcher.abort();
+    let status = tokio::task::block_in_place(|| b.stop(Duration::from_secs(15)));
+    let log_b = b.log();
+    assert!(status.success(), "router-b exited with {status}:\n{log_b}");
+
+    // Every call got a decision.
+    let mut failed = Vec::new();
+    let mut answers = BTreeMap::new();
+    let mut attempts_over_one = 0;
+    for (n, result) in results {
+        match result {
+            Ok(answer) if answer.reply.is_ok() => {
+                if answer.attempts > 1 {
+                    attempts_over_one += 1;
+                }
+                answers.insert(format!("mi-{n}"), answer);
+            }
+            Ok(answer) => failed.push(format!("mi-{n}: {:?}", answer.reply)),
+            Err(e) => failed.push(format!("mi-{n}: {e}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {REQUESTS} calls failed: {:?}\nrouter-b log tail:\n{}",
+        failed.len(),
+        &failed[..failed.len().min(10)],
+        log_b.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+
+    // Who handled what.
+    let handled_a = deliveries(&log_a);
+    let handled_b = deliveries(&log_b);
+    let a_set: BTreeSet<u64> = handled_a.keys().copied().collect();
+    let taken_over: Vec<u64> = handled_b
+        .iter()
+        .filter(|(seq, delivered)| **delivered > 1 && a_set.contains(seq))
+        .map(|(seq, _)| *seq)
+        .collect();
+    let redelivered_to_b = handled_b.values().filter(|d| **d > 1).count();
+
+    // The requests router-a was handed, read back from the stream by sequence.
+    let mut decide_stream = async_nats::jetstream::new(nats.clone())
+        .get_stream("BEAMLINE_DECIDE")
+        .await
+        .unwrap();
+    let mut handed_to_a = BTreeSet::new();
+    for seq in handled_a.keys() {
+        let message = decide_stream.get_raw_message(*seq).await.unwrap();
+        let v: Value = serde_json::from_slice(&message.payload).unwrap();
+        handed_to_a.insert(v["request_id"].as_str().unwrap_or_default().to_string());
+    }
+
+    let stats = client.stats();
+    let stored = decide_stream.info().await.unwrap().state.messages;
+
+    // What the caller's inbox saw.
+    let wire = wire.lock().unwrap();
+    let mut duplicates = 0;
+    let mut identical_duplicates = 0;
+    let mut duplicates_after_kill = 0;
+    let mut divergent = Vec::new();
+    let mut divergent_not_explained = Vec::new();
+    for (id, answer) in &answers {
+        let replies = wire.get(id).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            replies.iter().any(|r| r.bytes == answer.raw),
+            "{id}: the caller's answer never crossed the wire"
+        );
+        let first = &replies[0];
+        for later in &replies[1..] {
+            duplicates += 1;
+            if later.at > killed_at {
+                duplicates_after_kill += 1;
+            }
+            if later.bytes == first.bytes {
+                identical_duplicates += 1;
+            } else {
+                divergent.push(id.clone());
+                // Allowed only when router-a was handed a copy of this request (and
+                // replied before it died) and router-b decided it again.
+                if !handed_to_a.contains(id.as_str()) {
+                    divergent_not_explained.push(id.clone());
+                }
+            }
+        }
+    }
+
+    println!(
+        "{REQUESTS} requests in {:.2} s, concurrency {CONCURRENCY}; all answered",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "router-a handled {} messages before the SIGKILL; router-b handled {}",
+        handled_a.len(),
+        handled_b.len()
+    );
+    println!(
+        "redelivered to router-b: {redelivered_to_b} (of which {} had been handed to router-a); \
+         requests router-a was handed: {}",
+        taken_over.len(),
+        handed_to_a.len()
+    );
+    println!(
+        "client: {stats:?}; calls needing more than one attempt: {attempts_over_one}; \
+         stored copies {stored}"
+    );
+    println!(
+        "duplicate replies on the wire: {duplicates}, {duplicates_after_kill} after the kill \
+         ({identical_duplicates} byte-identical, {} different: a cross-instance re-decision) \
+         for requests {:?}",
+        divergent.len(),
+        &divergent[..divergent.len().min(10)]
+    );
+    if let Some(line) = log_b.lines().rev().find(|l| l.contains("driver stopped")) {
+        println!("router-b: {line}");
+    }
+
+    assert!(
+        !handled_a.is_empty() && !handled_b.is_empty(),
+        "both instances must have handled work: a {} b {}",
+        handled_a.len(),
+        handled_b.len()
+    );
+    assert!(
+        (KILL_AFTER_ANSWERS..REQUESTS).contains(&answered_at_kill),
+        "the kill was meant to land mid-load ({answered_at_kill} answered)"
+    );
+    assert!(
+        divergent_not_explained.is_empty(),
+        "different replies for one request outside a cross-instance redelivery: {divergent_not_explained:?}"
+    );
+}

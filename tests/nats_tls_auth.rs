@@ -1,0 +1,247 @@
+//! TLS and authentication against a real nats-server. Certificates are generated here
+//! with rcgen into temporary directories; no key is committed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use support::{acme_policies, NatsServer, RouterProcess};
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM
+/// files under `dir` with the given prefix.
+fn pki(dir: &Path, prefix: &str) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{prefix} test CA"));
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["beamline-router".into()]);
+    let write = |name: &str, text: &str| {
+        let path = dir.join(format!("{prefix}-{name}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", &ca_cert.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server-key.pem", &server_key),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client-key.pem", &client_key),
+    }
+}
+
+fn mtls_server(pki: &Pki) -> NatsServer {
+    NatsServer::start_with_config(&format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  timeout: 2\n}}\n",
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+        pki.ca.display().to_string()
+    ))
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn an_mtls_server_accepts_the_router() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = pki(certs.path(), "good");
+    let server = mtls_server(&pki);
+    let policies = acme_policies();
+    let (ca, cert, key) = (s(&pki.ca), s(&pki.client_cert), s(&pki.client_key));
+    let mut router = RouterProcess::spawn(
+        &server.tls_url(),
+        policies.path(),
+        &[],
+        &[
+            ("BEAMLINE_TLS_CA_FILE", &ca),
+            ("BEAMLINE_TLS_CERT_FILE", &cert),
+            ("BEAMLINE_TLS_KEY_FILE", &key),
+            ("BEAMLINE_TLS_REQUIRE", "true"),
+        ],
+    );
+    router.wait_ready();
+    let log = router.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("connected to nats-server"))
+        .unwrap_or_default();
+    println!("router: {line}");
+    assert!(log.contains("tls_required=true"), "{log}");
+    let status = router.stop(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "router exited with {status}; log:\n{}",
+        router.log()
+    );
+}
+
+#[test]
+fn the_router_refuses_a_server_whose_certificate_does_not_chain_to_its_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let server_pki = pki(certs.path(), "server-side");
+    let other = pki(certs.path(), "other");
+    let server = mtls_server(&server_pki);
+    let policies = acme_policies();
+    // The router trusts another CA (its client certificate is from that CA too).
+    let (ca, cert, key) = (s(&other.ca), s(&other.client_cert), s(&other.client_key));
+    let mut router = RouterProcess::spawn(
+        &server.tls_url(),
+        policies.path(),
+        &[],
+        &[
+            ("BEAMLINE_TLS_CA_FILE", &ca),
+            ("BEAMLINE_TLS_CERT_FILE", &cert),
+            ("BEAMLINE_TLS_KEY_FILE", &key),
+        ],
+    );
+    let status = router.wait_exit(Duration::from_secs(20));
+    let log = router.log();
+    println!("router refused: {}", log.lines().last().unwrap_or_default());
+    assert!(!status.success(), "{log}");
+    assert!(!log.contains("router ready"), "{log}");
+    assert!(log.contains("cannot connect to NATS"), "{log}");
+}
+
+#[test]
+fn the_router_refuses_plain_text_when_tls_is_required() {
+    let server = NatsServer::start();
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_TLS_REQUIRE", "true")],
+    );
+    let status = router.wait_exit(Duration::from_secs(20));
+    let log = router.log();
+    println!("router refused: {}", log.lines().last().unwrap_or_default());
+    assert!(!status.success(), "{log}");
+    assert!(!log.contains("router ready"), "{log}");
+}
+
+#[test]
+fn user_and_password_are_sent_and_a_wrong_password_is_refused() {
+    let server = NatsServer::start_with_config(
+        "authorization {\n  user: router\n  password: \"s3cret-pass\"\n}\n",
+    );
+    let policies = acme_policies();
+    let mut good = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[
+            ("BEAMLINE_NATS_USER", "router"),
+            ("BEAMLINE_NATS_PASSWORD", "s3cret-pass"),
+        ],
+    );
+    good.wait_ready();
+    assert!(
+        good.stop(Duration::from_secs(15)).success(),
+        "{}",
+        good.log()
+    );
+
+    let mut bad = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[
+            ("BEAMLINE_NATS_USER", "router"),
+            ("BEAMLINE_NATS_PASSWORD", "wrong"),
+        ],
+    );
+    let status = bad.wait_exit(Duration::from_secs(20));
+    println!(
+        "wrong password: {}",
+        bad.log().lines().last().unwrap_or_default()
+    );
+    assert!(!status.success(), "{}", bad.log());
+}
+
+#[test]
+fn a_token_is_sent() {
+    let server = NatsServer::start_with_config("authorization {\n  token: \"t0ken-t0ken\"\n}\n");
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_NATS_TOKEN", "t0ken-t0ken")],
+    );
+    router.wait_ready();
+    assert!(
+        router.stop(Duration::from_secs(15)).success(),
+        "{}",
+        router.log()
+    );
+}
+
+#[test]
+fn check_config_names_key_value_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router.toml");
+    std::fs::write(
+        &file,
+        "[decide]\nmax_deliver = 1\n[router]\npolicies_dir = \"/tmp\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("check-config: {stderr}");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("`decide.max_deliver` = 1: must be at least 2"),
+        "{stderr}"
+    );
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/router.example.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+        .arg("check-config")
+        .arg(&example)
+        .env("BEAMLINE_ROUTER_POLICIES_DIR", dir.path())
+        .output()
+        .unwrap();
+    println!("example: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // serve refuses the same file before touching the network.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start"));
+}
