@@ -13,6 +13,9 @@ pub struct RouterConfig {
     /// Must equal the durable consumer's `max_deliver`: the core compares the server's
     /// delivery count against it to know a delivery is the last one.
     pub max_deliver: u64,
+    /// The same for the results consumer and the assignment-ack consumer.
+    pub results_max_deliver: u64,
+    pub acks_max_deliver: u64,
     /// The consumer's `ack_wait`. A message held longer than half of it (waiting on
     /// extensions) gets `+WPI` so the server does not redeliver it meanwhile.
     pub ack_wait_ms: u64,
@@ -62,6 +65,8 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             max_deliver: 5,
+            results_max_deliver: 10,
+            acks_max_deliver: 3,
             ack_wait_ms: 30_000,
             nak_backoff_ms: vec![1_000, 5_000, 15_000],
             dlq_retry_ms: 2_000,

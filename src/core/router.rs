@@ -337,10 +337,11 @@ impl Router {
     fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {
         let source = self.source_of(&m.subject);
         let seq = source_key(source, m.stream_seq);
+        let limit = self.max_deliver_for(source);
         if let Some(msg) = self.in_flight.get_mut(&seq) {
             // We hold it, but may have missed its later deliveries: whatever happens
             // next, the server will not deliver it again, so a failure must dead-letter.
-            msg.delivered = msg.delivered.max(self.config.max_deliver);
+            msg.delivered = msg.delivered.max(limit);
             return;
         }
         if self.answers.settled(seq).is_some() {
@@ -359,7 +360,7 @@ impl Router {
         msg.origin.request_id = request_id_of(&d.payload);
         // No delivery is left to ack or term: the record is the whole fate. `delivered`
         // is forced to the limit so a failed record is retried by timer, not nak'ed.
-        msg.delivered = msg.delivered.max(self.config.max_deliver);
+        msg.delivered = msg.delivered.max(self.max_deliver_for(source));
         let record = dlq::exhausted(
             &msg.origin,
             seq.1,
@@ -377,6 +378,15 @@ impl Router {
         msg.dlq = Some(publish.clone());
         self.send(seq, &mut msg, publish, Purpose::Dlq, env);
         self.in_flight.insert(seq, msg);
+    }
+
+    /// Each consumer has its own `max_deliver`.
+    fn max_deliver_for(&self, source: Source) -> u64 {
+        match source {
+            Source::Decide => self.config.max_deliver,
+            Source::Result => self.config.results_max_deliver,
+            Source::AssignmentAck => self.config.acks_max_deliver,
+        }
     }
 
     fn source_of(&self, subject: &str) -> Source {
@@ -491,7 +501,7 @@ impl Router {
         let Some(mut msg) = self.in_flight.remove(&seq) else {
             return;
         };
-        let last = msg.delivered >= self.config.max_deliver;
+        let last = msg.delivered >= self.max_deliver_for(msg.source);
         let next = match (&msg.dlq, msg.failed) {
             (Some(_), _) if msg.dlq_confirmed && (!msg.failed || last) => Next::Settle(Fate::Term),
             // The last delivery: the server will not redeliver, so we keep the message

@@ -548,3 +548,30 @@ fn streams_number_their_own_messages() {
     );
     assert_eq!(env.take(), vec![Command::Ack { delivery: 1 }]);
 }
+
+#[test]
+fn results_have_their_own_max_deliver() {
+    // Decide allows 3 deliveries here; results keep the default 10.
+    let mut r = router_with(WEIGHTED, |_| {});
+    let mut env = env();
+    let ok = json!({"version":"1","assignment_id":"a-1","status":"success","provider_id":"openai","tenant_id":"acme"});
+    let Input::Delivery(mut d) = result_msg(1, 1, ok) else {
+        unreachable!()
+    };
+    d.delivered = 5;
+    r.handle(Input::Delivery(d), &mut env);
+    let usage = publishes(&env.take());
+    r.handle(
+        Input::PublishDone {
+            id: usage[0].id,
+            outcome: PublishOutcome::Failed {
+                reason: "timeout".into(),
+            },
+        },
+        &mut env,
+    );
+    assert!(
+        matches!(env.take()[..], [Command::Nak { delivery: 1, .. }]),
+        "not the last delivery of a result"
+    );
+}

@@ -853,6 +853,8 @@ impl Settings {
         let b = &self.backpressure;
         Ok(RouterConfig {
             max_deliver,
+            results_max_deliver: self.results.max_deliver,
+            acks_max_deliver: self.acks.max_deliver,
             ack_wait_ms: u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX),
             max_payload_bytes: usize::try_from(self.router.max_payload_bytes).unwrap_or(usize::MAX),
             decide_subject: s.decide.clone(),
