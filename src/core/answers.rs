@@ -12,6 +12,7 @@
 //! (stream, sequence): results and acks have sequences of their own.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::env::Time;
 
@@ -36,19 +37,28 @@ pub struct StoredPublish {
 
 #[derive(Debug, Default)]
 struct SeqEntry {
-    reply: Option<Vec<u8>>,
-    assignment: Option<StoredPublish>,
+    /// Shared with `by_key`: one copy of the bytes however many tables hold them.
+    reply: Option<Arc<[u8]>>,
+    /// Rare (push_assignment only): boxed, so the common entry stays small.
+    assignment: Option<Box<StoredPublish>>,
     fate: Option<Fate>,
 }
+
+/// A (tenant, idempotency key) pair, shared between the two indexes of the book.
+type IdemKey = Arc<(String, String)>;
+
+/// Where a key sits in the expiry index: (expires_at, insertion number).
+type ExpirySlot = (Time, u64);
 
 #[derive(Debug)]
 pub struct AnswerBook {
     capacity: usize,
     ttl_ms: u64,
     by_seq: BTreeMap<SeqKey, SeqEntry>,
-    by_key: BTreeMap<(String, String), (Time, Vec<u8>)>,
+    /// (tenant, key) -> (its entry in `expiry`, reply). The key is shared with `expiry`.
+    by_key: BTreeMap<IdemKey, (ExpirySlot, Arc<[u8]>)>,
     /// Expiry order of `by_key`: (expires_at, insertion number) -> key.
-    expiry: BTreeMap<(Time, u64), (String, String)>,
+    expiry: BTreeMap<ExpirySlot, IdemKey>,
     inserted: u64,
 }
 
@@ -71,12 +81,12 @@ impl AnswerBook {
     /// The reply decided for decide message `seq`, and its assignment if one was due.
     pub fn decided(&self, seq: u64) -> Option<(&[u8], Option<&StoredPublish>)> {
         let entry = self.by_seq.get(&(0, seq))?;
-        Some((entry.reply.as_deref()?, entry.assignment.as_ref()))
+        Some((entry.reply.as_deref()?, entry.assignment.as_deref()))
     }
 
     pub fn reply_for_key(&mut self, key: &(String, String), now: Time) -> Option<&[u8]> {
         self.expire(now);
-        self.by_key.get(key).map(|(_, bytes)| bytes.as_slice())
+        self.by_key.get(key).map(|(_, bytes)| &bytes[..])
     }
 
     /// Remember the reply decided for `seq` (and its idempotency key) before it is
@@ -89,14 +99,16 @@ impl AnswerBook {
         assignment: Option<StoredPublish>,
         now: Time,
     ) {
+        let reply: Arc<[u8]> = Arc::from(reply);
         if let Some(key) = key {
             self.expire(now);
-            let expires = now.after(self.ttl_ms);
-            if let Some((old, _)) = self.by_key.insert(key.clone(), (expires, reply.clone())) {
-                self.expiry.retain(|(at, _), k| !(*at == old && *k == key));
-            }
             self.inserted += 1;
-            self.expiry.insert((expires, self.inserted), key);
+            let at = (now.after(self.ttl_ms), self.inserted);
+            let key = Arc::new(key);
+            if let Some((old, _)) = self.by_key.insert(key.clone(), (at, reply.clone())) {
+                self.expiry.remove(&old);
+            }
+            self.expiry.insert(at, key);
             while self.by_key.len() > self.capacity {
                 let Some((_, oldest)) = self.expiry.pop_first() else {
                     break;
@@ -106,7 +118,7 @@ impl AnswerBook {
         }
         let entry = self.by_seq.entry((0, seq)).or_default();
         entry.reply = Some(reply);
-        entry.assignment = assignment;
+        entry.assignment = assignment.map(Box::new);
         self.bound_seqs();
     }
 

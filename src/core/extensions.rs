@@ -385,18 +385,28 @@ impl Pipeline {
                 }
             }
             self.attempt += 1;
-            let payload = match item.stage {
-                Stage::Post => self.decision.clone().unwrap_or(Value::Null),
-                _ => self.message.clone(),
-            };
-            let mut body = Map::new();
-            if let Some(t) = &self.trace_id {
-                body.insert("trace_id".into(), t.clone().into());
+            /// The call body, borrowed: serialized straight from the pipeline's state.
+            #[derive(Serialize)]
+            struct Body<'a> {
+                #[serde(skip_serializing_if = "Option::is_none")]
+                trace_id: Option<&'a str>,
+                tenant_id: &'a str,
+                payload: &'a Value,
+                metadata: &'a Map<String, Value>,
+                config: &'a Map<String, Value>,
             }
-            body.insert("tenant_id".into(), self.tenant_id.clone().into());
-            body.insert("payload".into(), payload);
-            body.insert("metadata".into(), Value::Object(self.context.clone()));
-            body.insert("config".into(), Value::Object(item.config.clone()));
+            const NULL: Value = Value::Null;
+            let payload = match item.stage {
+                Stage::Post => self.decision.as_ref().unwrap_or(&NULL),
+                _ => &self.message,
+            };
+            let body = Body {
+                trace_id: self.trace_id.as_deref(),
+                tenant_id: &self.tenant_id,
+                payload,
+                metadata: &self.context,
+                config: &item.config,
+            };
             return Step::Call(Call {
                 extension_id: def.id.clone(),
                 subject: def.subject.clone(),

@@ -294,10 +294,23 @@ impl Router {
                             let (latency, cost_micros) = self
                                 .provider_stats
                                 .expected(&work.request.tenant_id, &choice.provider_id);
-                            let decision =
-                                reply::decision(&choice, &work.pipeline, latency, cost_micros);
-                            work.pipeline
-                                .selected(serde_json::to_value(&decision).unwrap_or(Value::Null));
+                            // Only post-processors see the decision as a value; without
+                            // them its metadata is built once, in `finish_decision`.
+                            let post = work.pipeline.next_stage() == Some(Stage::Post);
+                            let mut decision = reply::decision(
+                                &choice,
+                                &work.pipeline,
+                                latency,
+                                cost_micros,
+                                post,
+                            );
+                            let value = if post {
+                                serde_json::to_value(&decision).unwrap_or(Value::Null)
+                            } else {
+                                Value::Null
+                            };
+                            work.pipeline.selected(value);
+                            decision.metadata.get_or_insert_with(Map::new);
                             work.decision = Some(decision);
                             work.extra = choice.extra;
                         }

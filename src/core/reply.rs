@@ -3,8 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::contracts::{
-    DecideRequest, DecideResponse, Decision, ErrorBody, ErrorCode, ErrorResponse, IntakeErrorCode,
-    ResponseContext,
+    DecideRequest, Decision, ErrorBody, ErrorCode, ErrorResponse, IntakeErrorCode, ResponseContext,
 };
 use crate::intake::Rejection;
 
@@ -43,6 +42,7 @@ pub fn decision(
     pipeline: &Pipeline,
     latency_ms: u64,
     cost_micros: u64,
+    with_metadata: bool,
 ) -> Decision {
     Decision {
         provider_id: choice.provider_id.clone(),
@@ -51,18 +51,22 @@ pub fn decision(
         // Micro-units back to a currency amount; exact for the values we store.
         expected_cost: cost_micros as f64 / 1e6,
         reason: choice.reason,
-        metadata: Some(metadata(
-            &pipeline.context,
-            &choice.extra,
-            &pipeline.executed,
-        )),
+        metadata: with_metadata
+            .then(|| metadata(&pipeline.context, &choice.extra, &pipeline.executed)),
     }
 }
 
 pub fn success(request: &DecideRequest, decision: &Decision) -> Vec<u8> {
-    to_bytes(&DecideResponse {
+    /// `DecideResponse`, field for field, borrowing the decision.
+    #[derive(serde::Serialize)]
+    struct Borrowed<'a> {
+        ok: bool,
+        decision: &'a Decision,
+        context: ResponseContext,
+    }
+    to_bytes(&Borrowed {
         ok: true,
-        decision: decision.clone(),
+        decision,
         context: context(request),
     })
 }

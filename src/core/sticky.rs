@@ -10,13 +10,14 @@
 //! expires first goes (an expired one if there is any). With one TTL per policy that is
 //! also the least recently used mapping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::env::Time;
 
 #[derive(Clone, Debug)]
 struct Mapping {
-    provider: String,
+    provider: Arc<str>,
     /// This mapping's key in the expiry index: (expires_at, a sequence number that
     /// breaks ties between mappings expiring in the same millisecond).
     expiry_key: (Time, u64),
@@ -30,9 +31,11 @@ impl Mapping {
 
 #[derive(Clone, Debug)]
 pub struct StickyStore {
-    by_tenant: BTreeMap<String, BTreeMap<String, Mapping>>,
+    by_tenant: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Mapping>>,
     /// (expires_at, seq) -> key; the first entry expires first.
-    by_expiry: BTreeMap<(Time, u64), (String, String)>,
+    by_expiry: BTreeMap<(Time, u64), (Arc<str>, Arc<str>)>,
+    /// Provider names, held once (a policy names a handful).
+    providers: BTreeSet<Arc<str>>,
     next_seq: u64,
     len: usize,
     max_entries: usize,
@@ -43,6 +46,7 @@ impl StickyStore {
         StickyStore {
             by_tenant: BTreeMap::new(),
             by_expiry: BTreeMap::new(),
+            providers: BTreeSet::new(),
             next_seq: 0,
             len: 0,
             max_entries: max_entries.max(1),
@@ -65,7 +69,7 @@ impl StickyStore {
             self.remove(tenant, session);
             return None;
         }
-        self.mapping(tenant, session).map(|m| m.provider.as_str())
+        self.mapping(tenant, session).map(|m| &*m.provider)
     }
 
     /// A sticky hit: the provider a session is pinned to, with its mapping extended to
@@ -83,7 +87,7 @@ impl StickyStore {
             self.by_expiry.insert(expiry_key, key);
         }
         mapping.expiry_key = expiry_key;
-        Some(mapping.provider.as_str())
+        Some(&*mapping.provider)
     }
 
     /// Pin a session to a provider for `ttl_ms` from `now`, replacing any mapping it had.
@@ -98,18 +102,28 @@ impl StickyStore {
         }
         self.next_seq += 1;
         let expiry_key = (now.after(ttl_ms), self.next_seq);
+        let tenant: Arc<str> = match self.by_tenant.get_key_value(tenant) {
+            Some((t, _)) => t.clone(),
+            None => Arc::from(tenant),
+        };
+        let provider: Arc<str> = match self.providers.get(provider) {
+            Some(p) => p.clone(),
+            None => {
+                let p: Arc<str> = Arc::from(provider);
+                self.providers.insert(p.clone());
+                p
+            }
+        };
+        let session: Arc<str> = Arc::from(session);
         self.by_expiry
-            .insert(expiry_key, (tenant.to_string(), session.to_string()));
-        self.by_tenant
-            .entry(tenant.to_string())
-            .or_default()
-            .insert(
-                session.to_string(),
-                Mapping {
-                    provider: provider.to_string(),
-                    expiry_key,
-                },
-            );
+            .insert(expiry_key, (tenant.clone(), session.clone()));
+        self.by_tenant.entry(tenant).or_default().insert(
+            session,
+            Mapping {
+                provider,
+                expiry_key,
+            },
+        );
         self.len += 1;
     }
 
@@ -297,7 +311,7 @@ mod tests {
                     for (session_id, m) in sessions {
                         let model_key = (tenant_id[1..].parse::<u8>().unwrap(), session_id[1..].parse::<u8>().unwrap());
                         let (p, exp) = &model[&model_key];
-                        prop_assert_eq!(&m.provider, p);
+                        prop_assert_eq!(&*m.provider, p.as_str());
                         prop_assert_eq!(m.expiry_key.0, Time(*exp));
                     }
                 }

@@ -7,7 +7,8 @@ use super::Policy;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyStore {
-    policies: BTreeMap<(String, String), Policy>,
+    /// tenant -> policy_id -> policy: looked up by `&str` without allocating.
+    policies: BTreeMap<String, BTreeMap<String, Policy>>,
 }
 
 impl PolicyStore {
@@ -17,16 +18,17 @@ impl PolicyStore {
 
     pub fn insert(&mut self, tenant_id: &str, policy: Policy) {
         self.policies
-            .insert((tenant_id.to_string(), policy.policy_id.clone()), policy);
+            .entry(tenant_id.to_string())
+            .or_default()
+            .insert(policy.policy_id.clone(), policy);
     }
 
     pub fn get(&self, tenant_id: &str, policy_id: &str) -> Option<&Policy> {
-        self.policies
-            .get(&(tenant_id.to_string(), policy_id.to_string()))
+        self.policies.get(tenant_id)?.get(policy_id)
     }
 
     pub fn len(&self) -> usize {
-        self.policies.len()
+        self.policies.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -35,12 +37,16 @@ impl PolicyStore {
 
     /// (tenant, policy_id) pairs in order.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.policies.keys().map(|(t, p)| (t.as_str(), p.as_str()))
+        self.policies
+            .iter()
+            .flat_map(|(t, ps)| ps.keys().map(move |p| (t.as_str(), p.as_str())))
     }
 
     /// (tenant, policy) pairs in (tenant, policy_id) order, e.g. to warn about each
     /// policy's `ignored_keys` after loading.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Policy)> {
-        self.policies.iter().map(|((t, _), p)| (t.as_str(), p))
+        self.policies
+            .iter()
+            .flat_map(|(t, ps)| ps.values().map(move |p| (t.as_str(), p)))
     }
 }
