@@ -106,6 +106,16 @@ impl Router {
                 );
                 return;
             }
+            let holder = self.claims.get(claim).map(|(holder, _)| *holder);
+            if holder.is_some_and(|h| h != seq && self.in_flight.contains_key(&h)) {
+                // Being decided right now by another message: wait for its answer, so
+                // that both get the same bytes.
+                if let Some((_, waiters)) = self.claims.get_mut(claim) {
+                    waiters.push(seq);
+                }
+                msg.work = Work::AwaitingClaim { reply_to };
+                return;
+            }
         }
 
         let policy_id = request
@@ -164,6 +174,9 @@ impl Router {
             message,
             context,
         );
+        if let Some(claim) = &claim {
+            self.claims.insert(claim.clone(), (seq, Vec::new()));
+        }
         msg.work = Work::Deciding(Box::new(DecideWork {
             request,
             policy_id,
@@ -214,7 +227,7 @@ impl Router {
                         .on_result(&self.config.extensions, &mut gate, result),
                 )
             }
-            Work::Publishing => None,
+            Work::Publishing | Work::AwaitingClaim { .. } => None,
         };
         match outcome {
             Some(Ok(AfterCall::RetryAfter(delay))) => {
@@ -435,6 +448,43 @@ impl Router {
         self.answer(seq, msg, reply_to, claim, body, stored, true, env);
     }
 
+    /// The answer for `claim` is recorded: the messages that waited for it reply with
+    /// the same bytes.
+    fn release_claim(&mut self, seq: SeqKey, claim: &(String, String), env: &mut impl Env) {
+        match self.claims.get(claim) {
+            Some((holder, _)) if *holder == seq => {}
+            _ => return,
+        }
+        let Some((_, waiters)) = self.claims.remove(claim) else {
+            return;
+        };
+        let bytes = self
+            .answers
+            .reply_for_key(claim, env.now())
+            .map(<[u8]>::to_vec);
+        for waiter in waiters {
+            let Some(mut w) = self.in_flight.remove(&waiter) else {
+                continue;
+            };
+            let Work::AwaitingClaim { reply_to } = std::mem::replace(&mut w.work, Work::Publishing)
+            else {
+                self.in_flight.insert(waiter, w);
+                continue;
+            };
+            match &bytes {
+                Some(bytes) => {
+                    self.stats.idempotent_replays += 1;
+                    let publish = Router::core_publish(reply_to, Vec::new(), bytes.clone());
+                    self.send(waiter, &mut w, publish, Purpose::Reply, env);
+                }
+                // Expired at once (a zero TTL): let the server bring it back.
+                None => w.failed = true,
+            }
+            self.in_flight.insert(waiter, w);
+            self.maybe_resolve(waiter, env);
+        }
+    }
+
     /// Record the answer (before publishing: whatever happens to the publish, this is
     /// the answer), then publish the reply and the assignment.
     #[allow(clippy::too_many_arguments)]
@@ -455,8 +505,16 @@ impl Router {
         } else {
             self.stats.replies_error += 1;
         }
-        self.answers
-            .record_reply(seq.1, claim, body.clone(), assignment.clone(), env.now());
+        self.answers.record_reply(
+            seq.1,
+            claim.clone(),
+            body.clone(),
+            assignment.clone(),
+            env.now(),
+        );
+        if let Some(claim) = claim {
+            self.release_claim(seq, &claim, env);
+        }
         self.send(
             seq,
             msg,

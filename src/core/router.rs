@@ -101,6 +101,9 @@ pub(super) enum TimerPurpose {
 pub(super) enum Work {
     /// Running its extension pipeline.
     Deciding(Box<DecideWork>),
+    /// Another message with the same (tenant, idempotency key) is being decided: wait
+    /// for its answer and reply with the same bytes.
+    AwaitingClaim { reply_to: String },
     /// Publishes sent (or none needed); the fate follows their outcomes.
     Publishing,
 }
@@ -169,6 +172,9 @@ pub struct Router {
     pub(super) in_flight: BTreeMap<SeqKey, InFlight>,
     pub(super) publishes: BTreeMap<PublishId, SeqKey>,
     pub(super) requests: BTreeMap<RequestId, SeqKey>,
+    /// (tenant, idempotency key) being decided (through the extension pipeline) -> the
+    /// message deciding it and the messages waiting for its answer.
+    pub(super) claims: BTreeMap<(String, String), (SeqKey, Vec<SeqKey>)>,
     pub(super) timers: BTreeMap<TimerKey, TimerPurpose>,
     pub(super) answers: AnswerBook,
     pub(super) results: ResultBook,
@@ -203,6 +209,7 @@ impl Router {
             in_flight: BTreeMap::new(),
             publishes: BTreeMap::new(),
             requests: BTreeMap::new(),
+            claims: BTreeMap::new(),
             timers: BTreeMap::new(),
             next_id: 1,
             next_housekeeping: Time(0),

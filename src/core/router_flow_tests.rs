@@ -575,3 +575,57 @@ fn results_have_their_own_max_deliver() {
         "not the last delivery of a result"
     );
 }
+
+#[test]
+fn a_copy_arriving_while_the_pipeline_runs_waits_for_the_same_answer() {
+    let mut r = router_with(WITH_EXTENSIONS, |_| {});
+    let mut env = env();
+    let mut body = request("r-1");
+    body["idempotency_key"] = json!("k-1");
+    r.handle(decide(1, 1, body.clone()), &mut env);
+    let (id, _, _) = request_of(&env.take());
+    // The gateway re-sent the request as a new message while extensions still run.
+    r.handle(decide(2, 2, body), &mut env);
+    assert!(
+        env.take().is_empty(),
+        "the copy waits, it is not decided a second time"
+    );
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: b"{}".to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let (id, _, _) = request_of(&env.take());
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Reply {
+                payload: br#"{"valid":true}"#.to_vec(),
+            },
+        },
+        &mut env,
+    );
+    let (id, _, _) = request_of(&env.take());
+    r.handle(
+        Input::RequestDone {
+            id,
+            outcome: RequestOutcome::Timeout,
+        },
+        &mut env,
+    );
+    let cmds = env.take();
+    let ps = publishes(&cmds);
+    assert_eq!(ps.len(), 2, "{cmds:?}");
+    assert_eq!(ps[0].payload, ps[1].payload, "byte-identical answers");
+    let mut acks = confirm_all(&mut r, &mut env, &cmds);
+    acks.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        acks,
+        vec![Command::Ack { delivery: 1 }, Command::Ack { delivery: 2 }]
+    );
+    assert_eq!(r.stats().replies_ok, 1);
+}
