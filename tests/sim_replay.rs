@@ -1,14 +1,15 @@
 //! Simulator-driven tests of the router (run with `cargo test --features sim`):
 //!
-//! - every seed recorded in `seeds/` replays and must now pass;
+//! - every seed recorded in `seeds/` replays and must not fail (a seed of a known open
+//!   core issue may end `known` until the core fix is in; then it must pass);
 //! - determinism: a seed run twice in one process gives the same trace, also when other
-//!   seeds ran in between (nothing process-global leaks into a world);
-//! - a small sweep of fresh seeds must pass;
+//!   seeds ran in between; a sweep gives the same hashes with one job and with two;
+//! - a small sweep of fresh seeds must not fail;
 //! - `SIM_SEED=<n> cargo test --features sim` replays seed n alone (the other tests here
 //!   step aside) and prints its verdict line, and the tail of its trace on failure;
 //! - the checkers can fail: a deliberately broken host is caught.
 //!
-//! The cross-process determinism check (the built binary run twice) lives in
+//! The cross-process and debug-versus-release determinism checks live in
 //! `sim/tests/cli.rs`, where cargo provides the binary's path.
 #![cfg(feature = "sim")]
 
@@ -32,7 +33,7 @@ fn seeds_dir() -> PathBuf {
 /// replay the seed.
 fn explain(r: &RunReport) -> String {
     format!(
-        "{}\nviolation: {:?}\nprofile: {}\nreplay: cargo run -p beamline-sim -- run --seed {} --trace /tmp/trace.txt",
+        "{}\nviolation: {:?}\nprofile: {}\nreplay: cargo run -p beamline-sim -- run --seed {} --trace /tmp/trace.jsonl --timeline /tmp/seed.html",
         r.verdict_line(),
         r.violation,
         r.profile_summary,
@@ -41,7 +42,7 @@ fn explain(r: &RunReport) -> String {
 }
 
 #[test]
-fn recorded_seeds_pass() {
+fn recorded_seeds_do_not_fail() {
     if one_seed_requested() {
         return;
     }
@@ -53,16 +54,23 @@ fn recorded_seeds_pass() {
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let seed = SeedFile::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let report = run(seed.options());
-        assert_eq!(
+        let report = run(seed.options.clone());
+        assert_ne!(
             report.verdict,
-            Verdict::Pass,
+            Verdict::Fail,
             "{} (failed once with {}: {})\n{}",
             path.display(),
             seed.invariant,
             seed.message,
             explain(&report)
         );
+        if report.verdict == Verdict::Known {
+            eprintln!(
+                "note: {} still hits known core issue {:?}",
+                path.display(),
+                report.violation.as_ref().and_then(|v| v.known)
+            );
+        }
     }
 }
 
@@ -93,17 +101,37 @@ fn a_seed_run_twice_gives_the_same_trace() {
 }
 
 #[test]
-fn a_small_sweep_passes() {
+fn one_job_and_two_jobs_give_the_same_hashes() {
+    if one_seed_requested() {
+        return;
+    }
+    let hashes = |jobs| {
+        let config = SweepConfig {
+            seeds: (100..112).collect(),
+            jobs,
+            template: SimOptions::new(0),
+            recheck_every: 0,
+        };
+        sweep(&config, &|_| {}, &|| false)
+            .iter()
+            .map(|r| (r.seed, r.trace_hash, r.verdict))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(hashes(1), hashes(2));
+}
+
+#[test]
+fn a_small_sweep_does_not_fail() {
     if one_seed_requested() {
         return;
     }
     let config = SweepConfig {
-        seeds: (0..50).collect(),
+        seeds: (0..40).collect(),
         jobs: 2,
         template: SimOptions::new(0),
         recheck_every: 10,
     };
-    let reports = sweep(&config, &|_| {});
+    let reports = sweep(&config, &|_| {}, &|| false);
     let failed: Vec<String> = reports
         .iter()
         .filter(|r| r.verdict == Verdict::Fail)
@@ -111,7 +139,7 @@ fn a_small_sweep_passes() {
         .collect();
     assert!(
         failed.is_empty(),
-        "{} of 50 seeds failed:\n{}",
+        "{} of 40 seeds failed:\n{}",
         failed.len(),
         failed.join("\n\n")
     );
@@ -131,15 +159,20 @@ fn sim_seed() {
         keep_trace: true,
         ..SimOptions::new(seed)
     });
+    println!("profile: {}", report.profile_summary);
     println!("{}", report.verdict_line());
-    if report.verdict == Verdict::Fail {
+    if report.verdict != Verdict::Pass {
         let lines = report.trace.as_deref().unwrap_or_default();
         let tail = &lines[lines.len().saturating_sub(40)..];
-        panic!(
+        let text = format!(
             "{}\nlast trace lines:\n{}",
             explain(&report),
             tail.join("\n")
         );
+        if report.verdict == Verdict::Fail {
+            panic!("{text}");
+        }
+        println!("{text}");
     }
 }
 
@@ -153,8 +186,5 @@ fn a_broken_host_is_caught() {
         ..SimOptions::new(3)
     });
     assert_eq!(report.verdict, Verdict::Fail, "{}", explain(&report));
-    assert_eq!(
-        report.violation.map(|v| v.invariant),
-        Some("ack_before_reply_confirmed")
-    );
+    assert_eq!(report.invariant(), Some("ack_before_reply_confirmed"));
 }

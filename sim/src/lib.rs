@@ -1,28 +1,33 @@
 //! Beamline Router's deterministic simulator. One seed drives everything: a virtual clock
-//! that jumps from event to event, a simulated JetStream, a gateway that sends decide
-//! requests, the router host that runs the real core, and a fault injector. Same seed,
-//! same commit: the same trace, byte for byte. See docs/SIMULATION.md.
+//! that jumps from event to event, a simulated NATS server with JetStream, the actors
+//! around the router (gateways, CAF workers, extension services, a usage consumer, an
+//! operator), one or more router processes running the real core, and a fault injector.
+//! Same seed, same commit: the same trace, byte for byte. See docs/SIMULATION.md.
 //!
 //! Code map:
 //! - [`world`]: the event loop and the wiring between actors; the one place that
 //!   schedules events.
 //! - [`queue`]: the (time, insertion order) event heap.
 //! - [`rng`]: the seeded ChaCha8 generator and its named streams.
-//! - [`jetstream`]: the broker model (streams, dedupe, pull consumers, acks).
-//! - [`network`]: the router's connection: transit times, drops, epochs.
-//! - [`gateway`]: the workload and the reply collector.
-//! - [`host`]: the router process around the core (`Env`, delivery ids, timers).
-//! - [`profile`], [`buggify`]: the per-seed swarm of faults and BUGGIFY.
+//! - [`jetstream`]: the broker model (streams, dedupe, pull consumers, acks, advisories).
+//! - [`net`], [`wire`]: connections, partitions, latency; what travels on them.
+//! - [`topology`]: who is in the world.
+//! - [`host`]: a router process around the core (`Env`, delivery ids, timers, advisories).
+//! - [`actors`]: gateways, CAF workers, extensions, the usage consumer, the operator.
+//! - [`profile`], [`faults`], [`buggify`]: the per-seed swarm of settings, faults and the
+//!   fault schedule; BUGGIFY.
 //! - [`invariants`]: the safety and liveness checkers.
-//! - [`trace`]: trace records and the FNV-1a hash.
-//! - [`sweep`], [`seedfile`]: many seeds at once, and the failing-seed file format.
+//! - [`trace`], [`timeline`]: the JSON-lines trace and its hash; the HTML timeline.
+//! - [`sweep`], [`seedfile`], [`shrink`]: many seeds at once, the failing-seed file, and
+//!   making a failing run smaller.
 
+pub mod actors;
 pub mod buggify;
-pub mod gateway;
+pub mod faults;
 pub mod host;
 pub mod invariants;
 pub mod jetstream;
-pub mod network;
+pub mod net;
 pub mod options;
 pub mod policies;
 pub mod profile;
@@ -30,10 +35,14 @@ pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod seedfile;
+pub mod shrink;
 pub mod sweep;
+pub mod timeline;
+pub mod topology;
 pub mod trace;
+pub mod wire;
 pub mod world;
 
-pub use options::{Bug, SimOptions};
+pub use options::{Bug, Reductions, SimOptions};
 pub use report::{RunReport, Verdict};
 pub use world::run;

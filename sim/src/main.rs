@@ -1,37 +1,67 @@
-//! `beamline-sim`: run one seed, or sweep many.
+//! `beamline-sim`: run one seed, sweep many, shrink a failing one, measure speed.
 //!
 //! ```text
-//! beamline-sim run   --seed N [--requests R] [--trace FILE] [--no-faults] [--twice]
-//!                    [--strict-exhaustion] [--bug ack-on-delivery|drop-replies]
-//! beamline-sim run   --seed-file seeds/N.seed [--trace FILE]
-//! beamline-sim sweep --seeds A..B [--jobs J] [--requests R] [--no-faults]
-//!                    [--strict-exhaustion] [--seeds-dir DIR] [--recheck-every K]
+//! beamline-sim run    --seed N | --seed-file FILE  [run flags]
+//!                     [--trace FILE] [--timeline FILE.html [--window A..B] [--focus SEQ]]
+//!                     [--check-determinism] [--shrink]
+//! beamline-sim sweep  --seeds A..B [--jobs J] [--time-budget 10m] [run flags]
+//!                     [--seeds-dir DIR] [--recheck-every K]
+//! beamline-sim shrink --seed N | --seed-file FILE [run flags] [--max-runs N] [--seeds-dir DIR]
+//! beamline-sim bench  [--seeds N] [run flags]
+//! beamline-sim hashes --seeds A..B [--jobs J] [run flags]
+//!
+//! run flags: --requests R --no-faults --tail-loss --strict --bug NAME
+//!            --chaos-ms MS --drop-faults I,J,.. --rates-off NAME,..
 //! ```
 //!
-//! `run` prints the profile and counters, then as its last line
-//! `seed=N verdict=pass|fail trace_hash=<hex> requests=.. replies=.. dlq=.. redeliveries=.. faults=..`
-//! and exits 1 on fail. `sweep` writes each failing seed to `<seeds-dir>/<seed>.seed`, prints
-//! `seeds=N passed=P failed=F` last and exits 1 if any failed. Wall time is measured here
-//! only, never inside a run.
+//! `run` prints the seed's fault profile first, then counters, and as its last line
+//! `seed=N verdict=pass|fail|known trace_hash=<hex> requests=.. replies=.. dlq=.. redeliveries=.. faults=..`;
+//! it exits 1 on `fail`. `sweep` writes each failing seed to `<seeds-dir>/<seed>.seed` and
+//! ends with `seeds=N passed=P failed=F known=K` (exit 1 if F > 0). Wall time is read
+//! here only, never inside a run.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use beamline_sim::seedfile::SeedFile;
-use beamline_sim::sweep::{sweep, SweepConfig};
-use beamline_sim::trace::first_divergence;
-use beamline_sim::{run, Bug, RunReport, SimOptions, Verdict};
+use beamline_sim::invariants::known;
+use beamline_sim::seedfile::{parse_indices, parse_rates, SeedFile};
+use beamline_sim::shrink::shrink;
+use beamline_sim::sweep::{parse_duration_ms, parse_seed_range, run_caught, sweep, SweepConfig};
+use beamline_sim::timeline::{render, TimelineOptions};
+use beamline_sim::trace::{first_divergence, hash_hex};
+use beamline_sim::world::World;
+use beamline_sim::{Bug, RunReport, SimOptions, Verdict};
 
 const USAGE: &str = "usage:
-  beamline-sim run   --seed N [--requests R] [--trace FILE] [--no-faults] [--strict-exhaustion] [--twice] [--bug ack-on-delivery|drop-replies]
-  beamline-sim run   --seed-file FILE [--trace FILE]
-  beamline-sim sweep --seeds A..B [--jobs J] [--requests R] [--no-faults] [--strict-exhaustion] [--seeds-dir DIR] [--recheck-every K]";
+  beamline-sim run    --seed N | --seed-file FILE [run flags] [--trace FILE] [--timeline FILE.html [--window A..B] [--focus SEQ]] [--check-determinism] [--shrink]
+  beamline-sim sweep  --seeds A..B [--jobs J] [--time-budget 10m] [run flags] [--seeds-dir DIR] [--recheck-every K]
+  beamline-sim shrink --seed N | --seed-file FILE [run flags] [--max-runs N] [--seeds-dir DIR]
+  beamline-sim bench  [--seeds N] [run flags]
+  beamline-sim hashes --seeds A..B [--jobs J] [run flags]
+run flags: --requests R --no-faults --tail-loss --strict --bug NAME --chaos-ms MS --drop-faults I,J --rates-off NAME,NAME
+bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers";
+
+const RUN_VALUES: [&str; 7] = [
+    "--seed",
+    "--seed-file",
+    "--requests",
+    "--bug",
+    "--chaos-ms",
+    "--drop-faults",
+    "--rates-off",
+];
+const RUN_SWITCHES: [&str; 3] = ["--no-faults", "--tail-loss", "--strict"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("run") => cmd_run(&args[1..]),
-        Some("sweep") => cmd_sweep(&args[1..]),
+        Some("run") => cmd_run(rest),
+        Some("sweep") => cmd_sweep(rest),
+        Some("shrink") => cmd_shrink(rest),
+        Some("bench") => cmd_bench(rest),
+        Some("hashes") => cmd_hashes(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(true)
@@ -79,9 +109,9 @@ impl<'a> Flags<'a> {
         let mut i = 0;
         while i < self.args.len() {
             let a = self.args[i].as_str();
-            if with_value.contains(&a) {
+            if with_value.contains(&a) || RUN_VALUES.contains(&a) {
                 i += 2;
-            } else if switches.contains(&a) {
+            } else if switches.contains(&a) || RUN_SWITCHES.contains(&a) {
                 i += 1;
             } else {
                 return Err(format!("unexpected argument {a}\n{USAGE}"));
@@ -89,44 +119,70 @@ impl<'a> Flags<'a> {
         }
         Ok(())
     }
+
+    /// The run options the flags describe, over a seed file's or the defaults.
+    fn options(&self, need_seed: bool) -> Result<SimOptions, String> {
+        let mut o = match (self.value("--seed-file")?, self.number("--seed")?) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+                SeedFile::parse(&text)
+                    .map_err(|e| format!("{path}: {e}"))?
+                    .options
+            }
+            (None, Some(seed)) => SimOptions::new(seed),
+            (None, None) if need_seed => {
+                return Err(format!("needs --seed N or --seed-file FILE\n{USAGE}"))
+            }
+            (None, None) => SimOptions::new(0),
+        };
+        if let Some(r) = self.number("--requests")? {
+            o.requests = r;
+        }
+        if self.switch("--no-faults") {
+            o.faults = false;
+        }
+        o.tail_loss |= self.switch("--tail-loss");
+        o.strict |= self.switch("--strict");
+        if let Some(name) = self.value("--bug")? {
+            o.bug = Some(Bug::parse(name).ok_or_else(|| format!("unknown bug {name}\n{USAGE}"))?);
+        }
+        if let Some(c) = self.number("--chaos-ms")? {
+            o.reductions.chaos_ms = Some(c);
+        }
+        if let Some(list) = self.value("--drop-faults")? {
+            o.reductions.dropped_faults = parse_indices(list)?;
+        }
+        if let Some(list) = self.value("--rates-off")? {
+            o.reductions.rates_off = parse_rates(list)?;
+        }
+        Ok(o)
+    }
 }
 
 fn cmd_run(args: &[String]) -> Result<bool, String> {
     let flags = Flags { args };
     flags.check_known(
-        &["--seed", "--seed-file", "--requests", "--trace", "--bug"],
-        &["--no-faults", "--twice", "--strict-exhaustion"],
+        &["--trace", "--timeline", "--window", "--focus"],
+        &["--check-determinism", "--twice", "--shrink"],
     )?;
-    let mut options = match (flags.value("--seed-file")?, flags.number("--seed")?) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-            SeedFile::parse(&text)
-                .map_err(|e| format!("{path}: {e}"))?
-                .options()
-        }
-        (None, Some(seed)) => SimOptions::new(seed),
-        (None, None) => return Err(format!("run needs --seed N or --seed-file FILE\n{USAGE}")),
-    };
-    if let Some(r) = flags.number("--requests")? {
-        options.requests = r;
-    }
-    if flags.switch("--no-faults") {
-        options.faults = false;
-    }
-    if flags.switch("--strict-exhaustion") {
-        options.strict_exhaustion = true;
-    }
-    options.bug = match flags.value("--bug")? {
-        None => None,
-        Some("ack-on-delivery") => Some(Bug::AckOnDelivery),
-        Some("drop-replies") => Some(Bug::DropReplies),
-        Some(other) => return Err(format!("unknown bug {other}")),
-    };
+    let mut options = flags.options(true)?;
     let trace_file = flags.value("--trace")?;
-    let twice = flags.switch("--twice");
-    options.keep_trace = trace_file.is_some() || twice;
+    let timeline_file = flags.value("--timeline")?;
+    let twice = flags.switch("--check-determinism") || flags.switch("--twice");
+    options.keep_trace = trace_file.is_some() || timeline_file.is_some() || twice;
 
-    let (report, wall_ms) = timed(|| run(options.clone()));
+    // The fault profile first, as drawn for this seed.
+    let world = World::new(options.clone());
+    println!("profile: {}", world.profile().summary());
+    println!(
+        "schedule: {} faults: {}",
+        world.schedule().len(),
+        world.schedule().summary()
+    );
+    if !options.reductions.is_empty() {
+        println!("reduced: {}", options.reductions.flags());
+    }
+    let (report, wall_ms) = timed(|| run_caught(&options));
     print_report(&report, wall_ms);
     if let (Some(path), Some(lines)) = (trace_file, &report.trace) {
         let mut text = lines.join("\n");
@@ -134,58 +190,99 @@ fn cmd_run(args: &[String]) -> Result<bool, String> {
         std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
         println!("trace: {} lines written to {path}", lines.len());
     }
+    if let (Some(path), Some(lines)) = (timeline_file, &report.trace) {
+        let window = match flags.value("--window")? {
+            None => None,
+            Some(w) => {
+                let (a, b) = w.split_once("..").ok_or("--window wants A..B (seconds)")?;
+                let s = |x: &str| {
+                    x.parse::<f64>()
+                        .map(|v| (v * 1000.0) as u64)
+                        .map_err(|e| format!("--window: {e}"))
+                };
+                Some((s(a)?, s(b)?))
+            }
+        };
+        let html = render(
+            lines,
+            &TimelineOptions {
+                window,
+                focus_seq: flags.number("--focus")?,
+                title: format!(
+                    "beamline-sim seed {} ({})",
+                    report.seed,
+                    report.verdict.as_str()
+                ),
+            },
+        );
+        std::fs::write(path, html).map_err(|e| format!("{path}: {e}"))?;
+        println!("timeline: written to {path}");
+    }
     let mut deterministic = true;
     if twice {
-        let again = run(options.clone());
+        let again = run_caught(&options);
         let (a, b) = (
             report.trace.as_deref().unwrap_or_default(),
             again.trace.as_deref().unwrap_or_default(),
         );
         match first_divergence(a, b) {
-            None => println!("determinism: second run identical ({} lines)", a.len()),
+            None => println!(
+                "determinism: second run identical ({} lines, hash {})",
+                a.len(),
+                hash_hex(again.trace_hash)
+            ),
             Some((i, x, y)) => {
                 deterministic = false;
                 println!(
-                    "determinism: FIRST DIVERGENCE at line {i}\n  run 1: {x:?}\n  run 2: {y:?}"
+                    "determinism: FIRST DIFFERING EVENT at line {i}\n  run 1: {}\n  run 2: {}",
+                    x.unwrap_or("<end>"),
+                    y.unwrap_or("<end>")
                 );
             }
         }
     }
+    if flags.switch("--shrink") && report.verdict != Verdict::Pass {
+        shrink_and_print(&options, 300, None)?;
+    }
     println!("{}", report.verdict_line());
-    Ok(report.verdict == Verdict::Pass && deterministic)
+    Ok(report.verdict != Verdict::Fail && deterministic)
 }
 
 fn print_report(report: &RunReport, wall_ms: u128) {
     let c = &report.counters;
-    println!("profile: {}", report.profile_summary);
     println!(
-        "world: planned={} accepted={} answered={} replies={} duplicate_replies={} dlq={} deliveries={} redeliveries={} lost_in_transit={} exhausted_unseen={} faults={} buggify_fired={} events={}",
-        c.planned, c.accepted, c.answered, c.replies, c.duplicate_replies, c.dlq, c.deliveries, c.redeliveries, c.lost_in_transit, c.exhausted_unseen, c.faults, c.buggify_fired, c.events
+        "world: planned={} accepted={} answered={} replies={} duplicate_replies={} cross_process_divergence={} dlq={} exhausted={} deliveries={} redeliveries={} usage_events={} lost_in_transit={} lost_to_tail={} faults={} crashes={} broker_restarts={} buggify_fired={} checks={} events={}",
+        c.planned, c.accepted, c.answered, c.replies, c.duplicate_replies, c.cross_process_divergence, c.dlq, c.exhausted, c.deliveries, c.redeliveries, c.usage_events, c.lost_in_transit, c.lost_to_tail, c.faults, c.crashes, c.broker_restarts, c.buggify_fired, c.checks, c.events
     );
-    // Printed through serde so that new core counters show up without a change here.
-    let stats = serde_json::to_string(&report.core_stats).unwrap_or_default();
-    println!("core: {stats}");
+    if !report.buggify_sites.is_empty() {
+        let sites: Vec<String> = report
+            .buggify_sites
+            .iter()
+            .map(|(s, a)| format!("{s}={}", if *a { "active" } else { "inactive" }))
+            .collect();
+        println!("buggify: {}", sites.join(" "));
+    }
+    println!(
+        "core: {}",
+        serde_json::Value::Object(report.core_stats.clone())
+    );
     let speedup = u128::from(report.sim_time_ms)
         .checked_div(wall_ms)
         .map_or_else(|| "n/a".to_string(), |x| format!("{x}x"));
     println!(
-        "time: simulated={}ms wall={}ms speed={} trace_lines={}",
-        report.sim_time_ms, wall_ms, speedup, report.trace_len
+        "time: simulated={}ms (chaos {}ms) wall={}ms speed={} trace_lines={}",
+        report.sim_time_ms, report.chaos_ms, wall_ms, speedup, report.trace_len
     );
     if let Some(v) = &report.violation {
-        println!("violation: {} at {}ms: {}", v.invariant, v.at, v.message);
+        let known = v
+            .known
+            .map(|k| format!(" [known core issue {k}]"))
+            .unwrap_or_default();
+        println!(
+            "violation: {}{known} at {}ms: {}",
+            v.invariant, v.at, v.message
+        );
     }
-}
-
-fn parse_seed_range(s: &str) -> Result<Vec<u64>, String> {
-    let bad = || format!("--seeds wants A..B (B excluded) or A..=B, got {s}");
-    if let Some((a, b)) = s.split_once("..=") {
-        let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-        return Ok((a..=b).collect());
-    }
-    let (a, b) = s.split_once("..").ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-    Ok((a..b).collect())
 }
 
 fn cmd_sweep(args: &[String]) -> Result<bool, String> {
@@ -194,19 +291,14 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
         &[
             "--seeds",
             "--jobs",
-            "--requests",
             "--seeds-dir",
             "--recheck-every",
+            "--time-budget",
         ],
-        &["--no-faults", "--strict-exhaustion"],
+        &[],
     )?;
     let seeds = parse_seed_range(flags.value("--seeds")?.ok_or("sweep needs --seeds A..B")?)?;
-    let mut template = SimOptions::new(0);
-    if let Some(r) = flags.number("--requests")? {
-        template.requests = r;
-    }
-    template.faults = !flags.switch("--no-faults");
-    template.strict_exhaustion = flags.switch("--strict-exhaustion");
+    let template = flags.options(false)?;
     let default_jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = SweepConfig {
         jobs: flags.number("--jobs")?.map_or(default_jobs, |j| j as usize),
@@ -214,45 +306,98 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
         seeds,
         template,
     };
+    let budget_ms = flags
+        .value("--time-budget")?
+        .map(parse_duration_ms)
+        .transpose()?;
     let seeds_dir = flags.value("--seeds-dir")?.unwrap_or("seeds").to_string();
     let total = config.seeds.len();
     let done = AtomicUsize::new(0);
-    let step = (total / 10).max(1);
+    let failed_so_far = AtomicUsize::new(0);
+    let step = (total / 20).max(1);
+    let clock = WallClock::start();
+    let out = Mutex::new(());
     let (reports, wall_ms) = timed(|| {
-        sweep(&config, &|r: &RunReport| {
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if let Some(v) = &r.violation {
-                println!(
-                    "FAIL seed={} invariant={} at={}ms: {}",
-                    r.seed, v.invariant, v.at, v.message
-                );
-            }
-            if n.is_multiple_of(step) || n == total {
-                eprintln!("progress: {n}/{total}");
-            }
-        })
+        sweep(
+            &config,
+            &|r: &RunReport| {
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                let _guard = out.lock();
+                if let (Some(v), Verdict::Fail) = (&r.violation, r.verdict) {
+                    failed_so_far.fetch_add(1, Ordering::Relaxed);
+                    println!(
+                        "FAIL seed={} invariant={} at={}ms: {}",
+                        r.seed, v.invariant, v.at, v.message
+                    );
+                }
+                if n.is_multiple_of(step) || n == total {
+                    let secs = clock.elapsed_ms() as f64 / 1000.0;
+                    eprintln!(
+                        "progress: {n}/{total} seeds, {} failed, {:.1}s, {:.0} seeds/s",
+                        failed_so_far.load(Ordering::Relaxed),
+                        secs,
+                        n as f64 / secs.max(0.001)
+                    );
+                }
+            },
+            &|| budget_ms.is_some_and(|b| clock.elapsed_ms() >= b),
+        )
     });
     let commit = git_head();
     let failed: Vec<&RunReport> = reports
         .iter()
         .filter(|r| r.verdict == Verdict::Fail)
         .collect();
+    let known_runs: Vec<&RunReport> = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Known)
+        .collect();
     for r in &failed {
-        let path = write_seed_file(&seeds_dir, r, &config.template, commit.clone())?;
+        let template = SimOptions {
+            seed: r.seed,
+            ..config.template.clone()
+        };
+        let path = write_seed_file(&seeds_dir, r, &template, commit.clone())?;
         println!("wrote {path}");
     }
+    if !known_runs.is_empty() {
+        let mut by_issue: Vec<String> = Vec::new();
+        for issue in known::ALL {
+            let seeds: Vec<String> = known_runs
+                .iter()
+                .filter(|r| r.violation.as_ref().and_then(|v| v.known) == Some(issue))
+                .map(|r| r.seed.to_string())
+                .collect();
+            if !seeds.is_empty() {
+                let shown = seeds.iter().take(8).cloned().collect::<Vec<_>>().join(",");
+                by_issue.push(format!("{issue}={} (e.g. seeds {shown})", seeds.len()));
+            }
+        }
+        println!(
+            "known open core issues (docs/INVARIANTS.md; fail with --strict): {}",
+            by_issue.join("; ")
+        );
+    }
     let sim_ms: u64 = reports.iter().map(|r| r.sim_time_ms).sum();
+    if reports.len() < total {
+        println!(
+            "time budget reached after {} of {total} seeds",
+            reports.len()
+        );
+    }
     println!(
-        "time: simulated={}s wall={}ms jobs={}",
+        "time: simulated={}s wall={}ms jobs={} speed={}x",
         sim_ms / 1000,
         wall_ms,
-        config.jobs
+        config.jobs,
+        u128::from(sim_ms).checked_div(wall_ms).unwrap_or(0)
     );
     println!(
-        "seeds={} passed={} failed={}",
+        "seeds={} passed={} failed={} known={}",
         reports.len(),
-        reports.len() - failed.len(),
-        failed.len()
+        reports.len() - failed.len() - known_runs.len(),
+        failed.len(),
+        known_runs.len()
     );
     Ok(failed.is_empty())
 }
@@ -262,25 +407,147 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
 fn write_seed_file(
     dir: &str,
     r: &RunReport,
-    template: &SimOptions,
+    options: &SimOptions,
     commit: Option<String>,
 ) -> Result<String, String> {
     let v = r.violation.as_ref();
     let file = SeedFile {
-        seed: r.seed,
-        requests: template.requests,
-        faults: template.faults,
-        strict_exhaustion: template.strict_exhaustion,
+        options: SimOptions {
+            keep_trace: false,
+            ..options.clone()
+        },
         invariant: v.map_or_else(String::new, |v| v.invariant.to_string()),
+        known: v.and_then(|v| v.known).map(str::to_string),
         message: v.map_or_else(String::new, |v| v.message.clone()),
+        profile: format!("{} | schedule: {}", r.profile_summary, r.schedule_summary),
         commit,
     };
     std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
-    let path = format!("{dir}/{}.seed", r.seed);
+    let name = if options.reductions.is_empty() {
+        format!("{}.seed", r.seed)
+    } else {
+        format!("{}-shrunk.seed", r.seed)
+    };
+    let path = format!("{dir}/{name}");
     let tmp = format!("{path}.tmp");
     std::fs::write(&tmp, file.render()).map_err(|e| format!("{tmp}: {e}"))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{path}: {e}"))?;
     Ok(path)
+}
+
+fn cmd_shrink(args: &[String]) -> Result<bool, String> {
+    let flags = Flags { args };
+    flags.check_known(&["--max-runs", "--seeds-dir"], &[])?;
+    let options = flags.options(true)?;
+    let max_runs = flags.number("--max-runs")?.unwrap_or(300);
+    shrink_and_print(&options, max_runs, flags.value("--seeds-dir")?)
+}
+
+fn shrink_and_print(
+    options: &SimOptions,
+    max_runs: u64,
+    seeds_dir: Option<&str>,
+) -> Result<bool, String> {
+    let (shrunk, wall_ms) = timed(|| shrink(options, max_runs, &mut |line| println!("{line}")));
+    let Some(s) = shrunk else {
+        println!("seed {} passes: nothing to shrink", options.seed);
+        return Ok(true);
+    };
+    let pct = |a: u64, b: u64| (b * 100).checked_div(a).map_or(0, |r| 100 - r.min(100));
+    println!(
+        "shrunk seed {} ({}) in {} runs, {wall_ms}ms:\n  before: {}\n  after:  {}\n  smaller by: requests {}%, chaos {}%, scheduled faults {}%, rate faults {}%",
+        options.seed,
+        s.invariant,
+        s.runs,
+        s.before.describe(),
+        s.after.describe(),
+        pct(s.before.requests, s.after.requests),
+        pct(s.before.chaos_ms, s.after.chaos_ms),
+        pct(s.before.scheduled_faults as u64, s.after.scheduled_faults as u64),
+        pct(s.before.rate_faults as u64, s.after.rate_faults as u64),
+    );
+    println!(
+        "  replay: beamline-sim run --seed {} --requests {} {}{}",
+        s.options.seed,
+        s.options.requests,
+        s.options.reductions.flags(),
+        if s.options.strict { " --strict" } else { "" }
+    );
+    if let Some(v) = &s.report.violation {
+        println!("  still: {} at {}ms: {}", v.invariant, v.at, v.message);
+    }
+    if let Some(dir) = seeds_dir {
+        let path = write_seed_file(dir, &s.report, &s.options, git_head())?;
+        println!("wrote {path}");
+    }
+    Ok(true)
+}
+
+/// Simulated decide requests and simulated seconds per wall-clock second, on the
+/// default workload with faults on, one core.
+fn cmd_bench(args: &[String]) -> Result<bool, String> {
+    let flags = Flags { args };
+    flags.check_known(&["--seeds"], &[])?;
+    let n = flags.number("--seeds")?.unwrap_or(200);
+    let template = flags.options(false)?;
+    let (reports, wall_ms) = timed(|| {
+        (0..n)
+            .map(|seed| {
+                run_caught(&SimOptions {
+                    seed,
+                    ..template.clone()
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let wall_s = (wall_ms.max(1)) as f64 / 1000.0;
+    let sim_s: f64 = reports.iter().map(|r| r.sim_time_ms as f64 / 1000.0).sum();
+    let requests: u64 = reports.iter().map(|r| r.counters.accepted).sum();
+    let deliveries: u64 = reports.iter().map(|r| r.counters.deliveries).sum();
+    let events: u64 = reports.iter().map(|r| r.counters.events).sum();
+    println!(
+        "bench: {n} seeds (requests={} per seed, faults {}), one thread",
+        template.requests,
+        if template.faults { "on" } else { "off" }
+    );
+    println!("  wall: {wall_s:.2}s, simulated: {sim_s:.0}s, events: {events}");
+    println!(
+        "  decide requests: {requests} ({:.0} per wall second)",
+        requests as f64 / wall_s
+    );
+    println!(
+        "  deliveries: {deliveries} ({:.0} per wall second)",
+        deliveries as f64 / wall_s
+    );
+    println!(
+        "  simulated seconds per wall second: {:.0} (real time x{:.0})",
+        sim_s / wall_s,
+        sim_s / wall_s
+    );
+    println!("  per seed: {:.1}ms", wall_ms as f64 / n.max(1) as f64);
+    Ok(true)
+}
+
+/// `seed hash` lines: compare across builds (debug vs release) and job counts.
+fn cmd_hashes(args: &[String]) -> Result<bool, String> {
+    let flags = Flags { args };
+    flags.check_known(&["--seeds", "--jobs"], &[])?;
+    let seeds = parse_seed_range(flags.value("--seeds")?.ok_or("hashes needs --seeds A..B")?)?;
+    let config = SweepConfig {
+        jobs: flags.number("--jobs")?.map_or(1, |j| j as usize),
+        recheck_every: 0,
+        seeds,
+        template: flags.options(false)?,
+    };
+    for r in sweep(&config, &|_| {}, &|| false) {
+        println!(
+            "{} {} {}",
+            r.seed,
+            hash_hex(r.trace_hash),
+            r.verdict.as_str()
+        );
+    }
+    Ok(true)
 }
 
 /// The commit under test, to pair with a seed (TigerBeetle's seed-plus-commit). Only the
@@ -295,12 +562,25 @@ fn git_head() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Run `f` and measure its wall time in ms.
-// The only wall-clock read in the simulator: it reports how fast a run was for a human
-// and never reaches the world or its trace, so it cannot affect determinism.
+/// The only wall-clock reads in the simulator: how fast a run or sweep was, and a
+/// sweep's time budget. They never reach a world or its trace.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+struct WallClock(std::time::Instant);
+
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+impl WallClock {
+    fn start() -> Self {
+        WallClock(std::time::Instant::now())
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Run `f` and measure its wall time in ms.
 fn timed<R>(f: impl FnOnce() -> R) -> (R, u128) {
-    let start = std::time::Instant::now();
+    let clock = WallClock::start();
     let r = f();
-    (r, start.elapsed().as_millis())
+    (r, u128::from(clock.elapsed_ms()))
 }

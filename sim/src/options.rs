@@ -1,29 +1,101 @@
 //! What a caller chooses about a run; everything else is drawn from the seed.
 
-/// A deliberately broken host, to prove that the checkers can fail. Never on by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use serde::Serialize;
+
+use crate::faults::RateFault;
+
+/// A deliberately broken host, to prove that a checker can fail. Never on by default;
+/// docs/INVARIANTS.md names the invariant each one breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Bug {
-    /// The host acks every delivery as it arrives, before the core has replied.
+    /// The host acks every decide delivery as it arrives, before the core has replied.
     AckOnDelivery,
     /// The host swallows reply publishes but tells the core they were confirmed.
     DropReplies,
+    /// The host swallows DLQ publishes but tells the core they were confirmed, so the
+    /// core terminates messages with no DLQ record.
+    SkipDlq,
+    /// The host publishes every usage event twice, the second time under a fresh
+    /// `Nats-Msg-Id`, so stream dedupe cannot absorb it.
+    DoubleUsage,
+    /// The host tells the core every delivery is the first (`delivered: 1`).
+    IgnoreDelivered,
+    /// The host ignores the server's MAX_DELIVERIES advisories.
+    DropAdvisories,
+    /// The host gives the core a fresh `Router` (an empty answer book) before each decide
+    /// delivery that finds it idle, as if the process restarted between messages while
+    /// keeping its incarnation.
+    ForgetAnswers,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 7] = [
+        Bug::AckOnDelivery,
+        Bug::DropReplies,
+        Bug::SkipDlq,
+        Bug::DoubleUsage,
+        Bug::IgnoreDelivered,
+        Bug::DropAdvisories,
+        Bug::ForgetAnswers,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckOnDelivery => "ack-on-delivery",
+            Bug::DropReplies => "drop-replies",
+            Bug::SkipDlq => "skip-dlq",
+            Bug::DoubleUsage => "double-usage",
+            Bug::IgnoreDelivered => "ignore-delivered",
+            Bug::DropAdvisories => "drop-advisories",
+            Bug::ForgetAnswers => "forget-answers",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// How a run was made smaller than its seed's full draw (by `shrink`, or by hand).
+/// Empty means the full run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Reductions {
+    /// End the chaos phase here instead of at the drawn time (and drop the scheduled
+    /// faults after it).
+    pub chaos_ms: Option<u64>,
+    /// Indices into the drawn fault schedule of the entries removed.
+    pub dropped_faults: Vec<usize>,
+    /// Rate faults switched off.
+    pub rates_off: Vec<RateFault>,
+}
+
+impl Reductions {
+    pub fn is_empty(&self) -> bool {
+        *self == Reductions::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimOptions {
     pub seed: u64,
-    /// How many decide requests the gateway publishes.
+    /// How many decide requests the gateways plan (overload bursts add more).
     pub requests: u64,
     /// Keep the trace lines in the report (the hash is always computed).
     pub keep_trace: bool,
     /// Draw a fault menu from the seed (swarm); `false` runs a healthy world.
     pub faults: bool,
     pub bug: Option<Bug>,
-    /// Fail the run when the server exhausts a message whose final delivery never reached
-    /// the router, leaving it with neither reply nor DLQ record. Off by default until the
-    /// core can be told of `MAX_DELIVERIES` advisories: such messages are then counted
-    /// (`exhausted_unseen`) instead. See docs/SIMULATION.md, "Known gaps".
-    pub strict_exhaustion: bool,
+    /// Allow broker restarts to lose their unsynced tail (acknowledged writes). Off by
+    /// default: it breaks what JetStream promises, and the checkers then only count
+    /// what was lost.
+    pub tail_loss: bool,
+    /// Strict mode: a violation that is an instance of a known open core issue
+    /// (`invariants::known`) fails the run instead of ending it with verdict `known`, and
+    /// two router processes (or two incarnations of one) answering the same request
+    /// differently fails it too (the core's answer book lives in memory, so by default
+    /// idempotency is required per process incarnation only; docs/INVARIANTS.md).
+    pub strict: bool,
+    pub reductions: Reductions,
 }
 
 impl SimOptions {
@@ -36,7 +108,22 @@ impl SimOptions {
             keep_trace: false,
             faults: true,
             bug: None,
-            strict_exhaustion: false,
+            tail_loss: false,
+            strict: false,
+            reductions: Reductions::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bug_names_round_trip() {
+        for b in Bug::ALL {
+            assert_eq!(Bug::parse(b.name()), Some(b));
+        }
+        assert_eq!(Bug::parse("nope"), None);
     }
 }

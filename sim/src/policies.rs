@@ -1,21 +1,45 @@
 //! The simulated world's routing policies, built in code so that the library never touches
-//! the filesystem: tenant `acme` has policy `default`, weighted openai 70 / anthropic 30.
-//! Tenant `globex` deliberately has none, so its requests exercise `policy_not_found`.
+//! the filesystem:
+//! - tenant `acme`, policy `default`: weighted openai 70 / anthropic 30, with breakers fed
+//!   by CAF results;
+//! - tenant `acme`, policy `ext`: the same providers behind the three built-in extensions
+//!   (normalize_text required, pii_guard blocking, mask_pii optional);
+//! - tenant `initech`, policy `default`: one provider and a tight rate limit, so that
+//!   bursts get `rate_limited` replies;
+//! - tenant `globex` deliberately has none: its requests exercise `policy_not_found`.
 
 use beamline_router::policy::{parse_policy, PolicyStore, DEFAULT_POLICY_ID};
 
 pub const TENANT_WITH_POLICY: &str = "acme";
+pub const TENANT_RATE_LIMITED: &str = "initech";
 pub const TENANT_WITHOUT_POLICY: &str = "globex";
+pub const EXT_POLICY: &str = "ext";
+pub const PROVIDERS: [&str; 2] = ["openai", "anthropic"];
 
-const ACME_DEFAULT: &str =
-    r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}]}"#;
+const ACME_DEFAULT: &str = r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}],
+  "circuit_breaker":{"enabled":true,"failure_threshold":5,"success_threshold":2,"timeout_ms":20000,"half_open_max_calls":2}}"#;
+
+const ACME_EXT: &str = r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}],
+  "pre":[{"id":"normalize_text","mode":"required","config":{"lowercase":true}}],
+  "validators":[{"id":"pii_guard","on_fail":"block"}],
+  "post":[{"id":"mask_pii","mode":"optional","config":{"mask_email":true}}]}"#;
+
+const INITECH_DEFAULT: &str = r#"{"providers":[{"name":"openai","weight":100}],
+  "rate_limit":{"enabled":true,"requests_per_second":2,"burst":4}}"#;
 
 pub fn world_policies() -> PolicyStore {
     let mut store = PolicyStore::new();
-    // A fixed document: if it ever stops parsing, the policy DSL changed under the sim.
-    let policy = parse_policy(DEFAULT_POLICY_ID, ACME_DEFAULT)
-        .unwrap_or_else(|e| panic!("the sim's built-in policy no longer parses: {e}"));
-    store.insert(TENANT_WITH_POLICY, policy);
+    for (tenant, id, doc) in [
+        (TENANT_WITH_POLICY, DEFAULT_POLICY_ID, ACME_DEFAULT),
+        (TENANT_WITH_POLICY, EXT_POLICY, ACME_EXT),
+        (TENANT_RATE_LIMITED, DEFAULT_POLICY_ID, INITECH_DEFAULT),
+    ] {
+        // Fixed documents: if one stops parsing, the policy DSL changed under the sim.
+        let policy = parse_policy(id, doc).unwrap_or_else(|e| {
+            panic!("the sim's built-in policy {tenant}/{id} no longer parses: {e}")
+        });
+        store.insert(tenant, policy);
+    }
     store
 }
 
@@ -24,9 +48,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn acme_has_a_default_policy_and_globex_none() {
+    fn the_world_has_its_policies() {
         let store = world_policies();
         assert!(store.get(TENANT_WITH_POLICY, DEFAULT_POLICY_ID).is_some());
+        let ext = store.get(TENANT_WITH_POLICY, EXT_POLICY).unwrap();
+        assert_eq!(ext.pipeline_len(), 3);
+        assert!(store
+            .get(TENANT_RATE_LIMITED, DEFAULT_POLICY_ID)
+            .unwrap()
+            .rate_limit
+            .is_some());
         assert!(store
             .get(TENANT_WITHOUT_POLICY, DEFAULT_POLICY_ID)
             .is_none());

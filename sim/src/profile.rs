@@ -1,23 +1,53 @@
-//! The shape of one run, drawn from its seed in swarm style (TigerBeetle's VOPR): each seed
-//! gets its own consumer settings and its own fault menu (which faults are on, how often,
-//! how bad), so that a sweep explores combinations no single hand-written profile would.
+//! The shape of one run, drawn from its seed in swarm style (TigerBeetle's VOPR): each
+//! seed gets its own topology (router processes, gateways, CAF workers), consumer and
+//! core settings, client behaviour and fault menu (`faults.rs`), so that a sweep explores
+//! combinations no single hand-written profile would.
 
+use beamline_router::core::extensions::{ExtensionRegistry, RETRY_BASE_MS};
 use serde::Serialize;
 
+use crate::faults::Faults;
 use crate::rng::SimRng;
 
 /// Everything a run's world is built from, besides the seed and the options.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Profile {
-    // --- the consumer and the clients ---
+    // --- topology ---
+    pub routers: usize,
+    pub gateways: usize,
+    pub caf_workers: usize,
+    // --- the consumers (shared by the decide and results consumers) ---
     pub ack_wait_ms: u64,
+    /// The consumers' `backoff` list; empty for none. nats-server requires
+    /// `max_deliver > backoff.len()`.
+    pub backoff_ms: Vec<u64>,
     pub max_deliver: u64,
     pub max_ack_pending: usize,
     pub pull_batch: u64,
     pub pull_expires_ms: u64,
-    /// How long the router's client waits for a publish confirmation before reporting
-    /// the publish as failed (async-nats' request timeout).
+    /// How long a client waits for a PubAck before reporting the publish failed.
     pub publish_timeout_ms: u64,
+    // --- the core ---
+    pub nak_backoff_ms: Vec<u64>,
+    pub dlq_retry_ms: u64,
+    pub max_in_flight: usize,
+    pub queue_overload: u64,
+    pub inflight_overload: u64,
+    pub latency_overload_ms: u64,
+    pub retry_after_seconds: u64,
+    /// Retries after a timeout, per built-in extension (normalize_text, pii_guard, mask_pii).
+    pub extension_retry: [u32; 3],
+    // --- the gateway ---
+    /// A request with no reply after this long is sent again (same request_id and
+    /// idempotency_key, new Nats-Msg-Id).
+    pub reply_timeout_ms: u64,
+    pub max_attempts: u64,
+    pub status_poll_ms: u64,
+    // --- CAF ---
+    pub caf_latency_max_ms: u64,
+    /// Whether CAF workers set a `Nats-Msg-Id` on their results.
+    pub caf_msg_id: bool,
+    // --- the run ---
     /// Requests are published within `[0, workload_ms)`.
     pub workload_ms: u64,
     /// Faults stop at `chaos_ms`; then the liveness phase begins.
@@ -25,107 +55,26 @@ pub struct Profile {
     pub faults: Faults,
 }
 
-/// The fault menu. A zero rate or `false` switches a fault off for the whole run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Faults {
-    /// The router's connection to the server drops now and then.
-    pub link_drops: bool,
-    /// Mean time between drops; each uptime is uniform in `[1, 2 * mean]`.
-    pub mean_uptime_ms: u64,
-    pub down_min_ms: u64,
-    pub down_max_ms: u64,
-    /// How late the client notices a drop (ping timeout, read error): until then it sends
-    /// into the void.
-    pub detect_max_ms: u64,
-    /// Chance that the server notices the drop at once and forgets the client's pull
-    /// requests; otherwise (a half-open connection) it keeps delivering into them until
-    /// they expire, and those deliveries are lost but counted.
-    pub server_notices_permille: u64,
-    /// An ack, nak, term or progress sent on a healthy connection is lost anyway.
-    pub ack_loss_permille: u64,
-    /// The server refuses a publish (for a JetStream publish, an error PubAck).
-    pub publish_error_permille: u64,
-    /// A message on the router's link takes `slow_max_ms` at worst instead of a few ms.
-    pub slow_permille: u64,
-    pub slow_max_ms: u64,
-    /// Core BUGGIFY sites may fire in this run (FoundationDB: on in most seeds).
-    pub buggify: bool,
-}
-
-impl Faults {
-    pub fn none() -> Faults {
-        Faults {
-            link_drops: false,
-            mean_uptime_ms: 0,
-            down_min_ms: 0,
-            down_max_ms: 0,
-            detect_max_ms: 0,
-            server_notices_permille: 1000,
-            ack_loss_permille: 0,
-            publish_error_permille: 0,
-            slow_permille: 0,
-            slow_max_ms: 0,
-            buggify: false,
-        }
-    }
-
-    fn draw(rng: &mut SimRng) -> Faults {
-        let link_drops = rng.chance(750);
-        let down_min_ms = rng.between(50, 2_000);
-        Faults {
-            link_drops,
-            mean_uptime_ms: rng.between(3_000, 40_000),
-            down_min_ms,
-            // Now and then an outage outlasts the ack wait, so that redeliveries pile up.
-            down_max_ms: if rng.chance(200) {
-                rng.between(30_000, 60_000)
-            } else {
-                rng.between(down_min_ms, 15_000)
-            },
-            detect_max_ms: rng.between(0, 2_000),
-            server_notices_permille: rng.between(0, 1000),
-            ack_loss_permille: if rng.chance(300) {
-                rng.between(1, 100)
-            } else {
-                0
-            },
-            publish_error_permille: if rng.chance(300) {
-                rng.between(1, 400)
-            } else {
-                0
-            },
-            slow_permille: if rng.chance(300) {
-                rng.between(1, 100)
-            } else {
-                0
-            },
-            slow_max_ms: rng.between(50, 3_000),
-            buggify: rng.chance(800),
-        }
-    }
-
-    /// How many distinct faults are switched on: printed, and handy for coverage counts.
-    pub fn enabled(&self) -> usize {
-        [
-            self.link_drops,
-            self.ack_loss_permille > 0,
-            self.publish_error_permille > 0,
-            self.slow_permille > 0,
-            self.buggify,
-        ]
-        .iter()
-        .filter(|&&on| on)
-        .count()
-    }
-}
-
 impl Profile {
-    /// Draw a profile. With `faults == false`, the world is the same but healthy.
-    pub fn draw(rng: &mut SimRng, faults: bool) -> Profile {
+    /// Draw a profile. With `faults == false`, the world is drawn the same way but healthy.
+    pub fn draw(rng: &mut SimRng, faults: bool, tail_loss: bool) -> Profile {
         let workload_ms = 60_000;
-        Profile {
+        let max_deliver = rng.between(2, 6);
+        let backoff_ms = if rng.chance(300) {
+            let len = rng.between(1, (max_deliver - 1).min(3));
+            let mut list: Vec<u64> = (0..len).map(|_| rng.between(500, 15_000)).collect();
+            list.sort_unstable();
+            list
+        } else {
+            Vec::new()
+        };
+        let mut p = Profile {
+            routers: rng.between(1, 3) as usize,
+            gateways: rng.between(1, 2) as usize,
+            caf_workers: rng.between(1, 2) as usize,
             ack_wait_ms: *rng.pick(&[5_000, 10_000, 30_000]),
-            max_deliver: rng.between(2, 6),
+            backoff_ms,
+            max_deliver,
             max_ack_pending: if rng.chance(300) {
                 rng.between(2, 64) as usize
             } else {
@@ -134,44 +83,180 @@ impl Profile {
             pull_batch: rng.between(1, 32),
             pull_expires_ms: rng.between(1_000, 30_000),
             publish_timeout_ms: rng.between(1_000, 5_000),
+            nak_backoff_ms: {
+                let first = rng.between(200, 2_000);
+                vec![first, first * rng.between(2, 5), first * rng.between(5, 15)]
+            },
+            dlq_retry_ms: rng.between(500, 3_000),
+            max_in_flight: if rng.chance(200) {
+                rng.between(4, 64) as usize
+            } else {
+                256
+            },
+            queue_overload: if rng.chance(300) {
+                rng.between(5, 100)
+            } else {
+                1_000
+            },
+            inflight_overload: if rng.chance(300) {
+                rng.between(3, 50)
+            } else {
+                500
+            },
+            latency_overload_ms: if rng.chance(300) {
+                rng.between(200, 5_000)
+            } else {
+                5_000
+            },
+            retry_after_seconds: rng.between(1, 30),
+            extension_retry: [
+                rng.between(0, 2) as u32,
+                rng.between(0, 2) as u32,
+                rng.between(0, 2) as u32,
+            ],
+            reply_timeout_ms: rng.between(3_000, 20_000),
+            max_attempts: rng.between(1, 4),
+            status_poll_ms: rng.between(2_000, 15_000),
+            caf_latency_max_ms: rng.between(50, 3_000),
+            caf_msg_id: rng.chance(500),
             workload_ms,
             chaos_ms: workload_ms + rng.between(0, 60_000),
-            faults: if faults {
-                Faults::draw(rng)
-            } else {
-                Faults::none()
-            },
+            faults: Faults::none(),
+        };
+        if faults {
+            p.faults = Faults::draw(rng, &p, tail_loss);
+        }
+        p
+    }
+
+    /// The built-in extension registry with this profile's retry counts.
+    pub fn extension_registry(&self) -> ExtensionRegistry {
+        let builtin = ExtensionRegistry::builtin();
+        let mut registry = ExtensionRegistry::default();
+        for (i, id) in crate::topology::EXTENSIONS.iter().enumerate() {
+            if let Some(def) = builtin.get(id) {
+                let mut def = def.clone();
+                def.retry = self.extension_retry[i];
+                registry.insert(def);
+            }
+        }
+        registry
+    }
+
+    /// The ack timeout after the longest backoff step (or `ack_wait`).
+    pub fn longest_ack_timeout_ms(&self) -> u64 {
+        self.backoff_ms
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(self.ack_wait_ms)
+            .max(self.backoff_ms.first().copied().unwrap_or(self.ack_wait_ms))
+    }
+
+    /// The longest a nak of the core can keep a message away, with the server's backoff
+    /// formula (`d - backoff[0] + backoff[min(n, len - 1)]`) applied.
+    pub fn longest_nak_ms(&self) -> u64 {
+        let core = self
+            .nak_backoff_ms
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(self.retry_after_seconds * 1_000);
+        match (self.backoff_ms.first(), self.backoff_ms.iter().max()) {
+            (Some(first), Some(max)) => core.saturating_sub(*first) + max,
+            _ => core,
         }
     }
 
-    /// After the chaos phase, every accepted request must reach its final state within
-    /// this long: each remaining delivery can cost an ack wait, the longest nak delay, a
-    /// publish timeout and a DLQ retry; plus a pull cycle and a margin.
-    pub fn liveness_bound_ms(&self, longest_nak_ms: u64, dlq_retry_ms: u64) -> u64 {
-        let per_delivery =
-            self.ack_wait_ms + longest_nak_ms + self.publish_timeout_ms + dlq_retry_ms;
-        self.max_deliver * per_delivery + self.pull_expires_ms + 30_000
+    /// The longest an extension pipeline can take: each item its timeout times its
+    /// attempts, plus the retry delays.
+    pub fn longest_pipeline_ms(&self) -> u64 {
+        self.extension_registry()
+            .iter()
+            .map(|d| {
+                let attempts = u64::from(d.retry) + 1;
+                let delays: u64 = (0..u64::from(d.retry)).map(|a| RETRY_BASE_MS << a).sum();
+                d.timeout_ms * attempts + delays
+            })
+            .sum()
+    }
+
+    /// After the chaos phase, a message stored by then (or later) must reach its final
+    /// state within this long: each of its `max_deliver` deliveries can cost an ack
+    /// timeout, the longest nak, a publish timeout, a DLQ retry, an extension pipeline and
+    /// a pull cycle; then the server's advisory must be read and the message
+    /// dead-lettered (an ack wait and a pull cycle more); plus a margin.
+    pub fn liveness_bound_ms(&self) -> u64 {
+        let per_delivery = self.longest_ack_timeout_ms()
+            + self.longest_nak_ms()
+            + self.publish_timeout_ms
+            + self.dlq_retry_ms
+            + self.longest_pipeline_ms()
+            + self.pull_expires_ms;
+        let advisory = self.ack_wait_ms + self.pull_expires_ms + self.publish_timeout_ms;
+        self.max_deliver * per_delivery + advisory + 30_000
+    }
+
+    /// How long after the heal the network may still deliver what the chaos phase left
+    /// in it (a slow message holds up those behind it), and clients finish reconnecting.
+    pub fn settle_ms(&self) -> u64 {
+        let f = &self.faults;
+        let slow = if f.slow_permille > 0 {
+            f.slow_max_ms
+        } else {
+            0
+        };
+        let spike = if f.spikes > 0 { f.spike_extra_ms } else { 0 };
+        2_000 + slow.max(spike)
+    }
+
+    /// The hard end of a run: the liveness bound for every gateway attempt that may
+    /// still start after the chaos phase.
+    pub fn hard_end_ms(&self) -> u64 {
+        self.chaos_ms + (self.max_attempts + 1) * (self.liveness_bound_ms() + self.reply_timeout_ms)
     }
 
     /// One line for the CLI.
     pub fn summary(&self) -> String {
-        let f = &self.faults;
         format!(
-            "ack_wait={}ms max_deliver={} max_ack_pending={} batch={} chaos={}ms \
-             faults[drops={} uptime~{}ms down={}..{}ms ack_loss={}‰ pub_err={}‰ slow={}‰ buggify={}]",
+            "routers={} gateways={} caf={} ack_wait={}ms backoff={:?} max_deliver={} max_ack_pending={} batch={} chaos={}ms reply_timeout={}ms attempts={} faults[{}]",
+            self.routers,
+            self.gateways,
+            self.caf_workers,
             self.ack_wait_ms,
+            self.backoff_ms,
             self.max_deliver,
             self.max_ack_pending,
             self.pull_batch,
             self.chaos_ms,
-            f.link_drops,
-            f.mean_uptime_ms,
-            f.down_min_ms,
-            f.down_max_ms,
-            f.ack_loss_permille,
-            f.publish_error_permille,
-            f.slow_permille,
-            f.buggify,
+            self.reply_timeout_ms,
+            self.max_attempts,
+            self.faults.summary(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_respect_the_servers_rules() {
+        for seed in 0..500 {
+            let p = Profile::draw(&mut SimRng::stream(seed, "profile"), true, false);
+            assert!(p.max_deliver > p.backoff_ms.len() as u64, "seed {seed}");
+            assert!(p.chaos_ms >= p.workload_ms);
+            assert!(p.liveness_bound_ms() > p.max_deliver * p.ack_wait_ms.min(500));
+            assert!((1..=3).contains(&p.routers));
+        }
+    }
+
+    #[test]
+    fn the_registry_keeps_the_builtin_subjects() {
+        let p = Profile::draw(&mut SimRng::stream(1, "profile"), false, false);
+        let r = p.extension_registry();
+        assert_eq!(r.len(), 3);
+        assert!(r.get("pii_guard").is_some());
     }
 }

@@ -1,7 +1,6 @@
 //! What a run hands back: the verdict, the first violation, the trace hash (and the trace
 //! itself when asked), and the counters the CLI prints.
 
-use beamline_router::core::Stats;
 use serde::Serialize;
 
 use crate::invariants::Violation;
@@ -11,6 +10,9 @@ use crate::trace::hash_hex;
 pub enum Verdict {
     Pass,
     Fail,
+    /// Failed with an instance of a known open core issue (`invariants::known`); only
+    /// without `--strict`.
+    Known,
 }
 
 impl Verdict {
@@ -18,35 +20,42 @@ impl Verdict {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
+            Verdict::Known => "known",
         }
     }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
-    /// Requests the gateway planned.
+    /// Requests the gateways planned (bursts included).
     pub planned: u64,
-    /// Distinct stream messages stored in the decide stream (accepted requests).
+    /// Distinct decide messages stored (accepted requests and their retries).
     pub accepted: u64,
-    /// Stream messages with at least one reply at the server.
+    /// Decide messages with at least one reply at the server.
     pub answered: u64,
     /// Reply publishes that reached the server, duplicates included.
     pub replies: u64,
     /// Replies beyond the first for a message (identical, or the run failed).
     pub duplicate_replies: u64,
-    /// DLQ records stored (deduped ones excluded).
+    /// Requests answered differently by two processes or incarnations.
+    pub cross_process_divergence: u64,
+    /// DLQ records stored (deduped ones excluded), decide and results.
     pub dlq: u64,
+    /// Decide messages the server exhausted (dead-lettered from its advisory).
+    pub exhausted: u64,
     pub deliveries: u64,
     /// Deliveries with a server delivery count above 1.
     pub redeliveries: u64,
-    /// Fault injections: connection drops, lost acks, refused publishes, slow messages.
+    pub usage_events: u64,
+    /// Fault injections: scheduled faults and per-message ones.
     pub faults: u64,
+    pub crashes: u64,
+    pub broker_restarts: u64,
     pub buggify_fired: u64,
-    /// Messages lost in transit because the connection they were sent on was gone.
+    /// Messages lost in transit because the connection (or process) was gone.
     pub lost_in_transit: u64,
-    /// Messages the server exhausted without the router seeing their final delivery and
-    /// that so ended with neither reply nor DLQ record (a known gap; see invariants).
-    pub exhausted_unseen: u64,
+    pub lost_to_tail: u64,
+    pub checks: u64,
     pub events: u64,
 }
 
@@ -60,10 +69,17 @@ pub struct RunReport {
     /// The trace lines, when the run was asked to keep them.
     pub trace: Option<Vec<String>>,
     pub counters: Counters,
-    pub core_stats: Stats,
-    /// Virtual time at the end of the run.
+    /// Every router incarnation's core counters, summed.
+    pub core_stats: serde_json::Map<String, serde_json::Value>,
+    /// Virtual time at the end of the run, and when the chaos phase ended.
     pub sim_time_ms: u64,
+    pub chaos_ms: u64,
+    pub requests: u64,
     pub profile_summary: String,
+    pub schedule_summary: String,
+    pub schedule_len: usize,
+    /// BUGGIFY sites asked, and whether each was active.
+    pub buggify_sites: Vec<(&'static str, bool)>,
 }
 
 impl RunReport {
@@ -81,5 +97,9 @@ impl RunReport {
             c.redeliveries,
             c.faults
         )
+    }
+
+    pub fn invariant(&self) -> Option<&'static str> {
+        self.violation.as_ref().map(|v| v.invariant)
     }
 }

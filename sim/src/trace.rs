@@ -1,5 +1,13 @@
-//! The run's trace: one compact line per world event, core input and core command, in the
-//! order they happened, plus a 64-bit FNV-1a hash over the serialized lines.
+//! The run's trace: one JSON object per line, in the order things happened, plus a 64-bit
+//! FNV-1a hash over every line. A line is
+//!
+//! ```text
+//! {"t":<virtual ms>,"k":"<kind>","n":"<node>","v":<detail>}
+//! ```
+//!
+//! `n` is the actor the line is about (`nats` for the server, `world` for the loop
+//! itself), `v` is the kind's detail. Every line enters the hash; the lines themselves
+//! are kept only when asked (a sweep needs the hash, a diff or a timeline the lines).
 //!
 //! FNV-1a is written here rather than taken from `std`: `DefaultHasher`'s algorithm is
 //! unspecified and may change between Rust releases, which would make recorded hashes
@@ -44,8 +52,7 @@ impl Default for Fnv1a64 {
     }
 }
 
-/// The ordered record of a run. The hash always covers every line; the lines themselves
-/// are kept only when asked (a sweep needs the hash, a replay or a diff needs the lines).
+/// The ordered record of a run.
 #[derive(Clone, Debug)]
 pub struct Trace {
     hash: Fnv1a64,
@@ -60,14 +67,17 @@ impl Trace {
             hash: Fnv1a64::new(),
             len: 0,
             lines: keep_lines.then(Vec::new),
-            scratch: String::new(),
+            scratch: String::with_capacity(256),
         }
     }
 
-    /// Append `<at> <kind> <detail>`. `detail` is already serialized by the caller.
-    pub fn record(&mut self, at: u64, kind: &str, detail: &str) {
+    /// Append a line whose detail `v` is already JSON text.
+    pub fn raw(&mut self, at: u64, kind: &str, node: &str, detail_json: &str) {
         self.scratch.clear();
-        let _ = write!(self.scratch, "{at} {kind} {detail}");
+        let _ = write!(
+            self.scratch,
+            r#"{{"t":{at},"k":"{kind}","n":"{node}","v":{detail_json}}}"#
+        );
         self.hash.write(self.scratch.as_bytes());
         self.hash.write(b"\n");
         self.len += 1;
@@ -76,11 +86,17 @@ impl Trace {
         }
     }
 
-    /// Append a serde-serializable value as compact JSON.
-    pub fn record_json<T: serde::Serialize>(&mut self, at: u64, kind: &str, value: &T) {
+    /// Append a line whose detail is any serde-serializable value.
+    pub fn record<T: serde::Serialize + ?Sized>(
+        &mut self,
+        at: u64,
+        kind: &str,
+        node: &str,
+        value: &T,
+    ) {
         let detail =
-            serde_json::to_string(value).unwrap_or_else(|e| format!("<unserializable: {e}>"));
-        self.record(at, kind, &detail);
+            serde_json::to_string(value).unwrap_or_else(|e| format!("\"unserializable: {e}\""));
+        self.raw(at, kind, node, &detail);
     }
 
     pub fn hash(&self) -> u64 {
@@ -138,17 +154,29 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_json_objects() {
+        let mut t = Trace::new(true);
+        t.record(5, "core.in", "router-1", &serde_json::json!({"a": 1}));
+        let line = &t.lines().unwrap()[0];
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["t"], 5);
+        assert_eq!(v["k"], "core.in");
+        assert_eq!(v["n"], "router-1");
+        assert_eq!(v["v"]["a"], 1);
+    }
+
+    #[test]
     fn trace_hash_covers_lines_and_order() {
         let mut a = Trace::new(true);
-        a.record(1, "x", "one");
-        a.record(2, "y", "two");
+        a.raw(1, "x", "w", "1");
+        a.raw(2, "y", "w", "2");
         let mut b = Trace::new(false);
-        b.record(1, "x", "one");
-        b.record(2, "y", "two");
+        b.raw(1, "x", "w", "1");
+        b.raw(2, "y", "w", "2");
         assert_eq!(a.hash(), b.hash());
         let mut c = Trace::new(true);
-        c.record(2, "y", "two");
-        c.record(1, "x", "one");
+        c.raw(2, "y", "w", "2");
+        c.raw(1, "x", "w", "1");
         assert_ne!(a.hash(), c.hash());
         let (i, _, _) = first_divergence(a.lines().unwrap(), c.lines().unwrap()).unwrap();
         assert_eq!(i, 0);

@@ -37,7 +37,6 @@ impl Router {
         msg.origin.request_id = result.request_id.clone();
         msg.origin.tenant_id = Some(result.tenant_id.clone());
         let key = result.correlation_key().to_string();
-        msg.origin.result_key = Some(key.clone());
 
         let carrier_busy = |router: &Router, carrier: Option<SeqKey>| {
             carrier.is_some_and(|c| c != seq && router.in_flight.contains_key(&c))
@@ -48,7 +47,9 @@ impl Router {
                 self.stats.results_duplicate += 1;
                 return;
             }
-            // Seen, but its usage event never confirmed: the same event again.
+            // Seen, but its usage event never confirmed: the same event again, carried
+            // (and, once confirmed, settled) by this message.
+            msg.origin.result_key = Some(key.clone());
             let usage = entry.usage.clone();
             if let Some(e) = self.results.get_mut(&key) {
                 e.carrier = Some(seq);
@@ -93,6 +94,9 @@ impl Router {
                 );
             }
         }
+        // Only the carrier of the usage event marks the key settled: a duplicate acked
+        // meanwhile must not, or a failed usage publish would never be retried.
+        msg.origin.result_key = Some(key.clone());
         let usage = self.usage_event(&result, &key, env.now().millis());
         self.results.insert(key, usage.clone(), seq);
         let publish =

@@ -31,7 +31,8 @@ pub struct ConsumerConfig {
     /// At least 1: the server never delivers a message more often than this.
     pub max_deliver: u64,
     pub max_ack_pending: usize,
-    /// Ack-timeout redelivery delays; empty in the v0 world, modelled for later.
+    /// Ack-timeout redelivery delays (`backoff`); when set, `backoff[0]` stands in for
+    /// `ack_wait`.
     pub backoff_ms: Vec<u64>,
     /// Bound on waiting pull requests (nats-server's `max_waiting`, default 512).
     pub max_waiting: usize,
@@ -148,7 +149,13 @@ pub struct Consumer {
     exhausted: BTreeSet<u64>,
     waiting: VecDeque<PullRequest>,
     advisories: Vec<Advisory>,
+    /// Recent acks and terms with what was pending before them, newest last, so that a
+    /// broker crash that loses its unsynced tail can take them back. Bounded.
+    settles: VecDeque<(u64, u64, Pending)>,
 }
+
+/// How many recent settles a consumer remembers for a crash rollback.
+const SETTLE_LOG: usize = 4_096;
 
 fn as_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
@@ -173,6 +180,7 @@ impl Consumer {
             exhausted: BTreeSet::new(),
             waiting: VecDeque::new(),
             advisories: Vec::new(),
+            settles: VecDeque::new(),
         }
     }
 
@@ -199,9 +207,15 @@ impl Consumer {
         true
     }
 
-    /// Forget every waiting pull request: the server noticed the client is gone.
+    /// Forget every waiting pull request: the server restarted.
     pub fn drop_pulls(&mut self) {
         self.waiting.clear();
+    }
+
+    /// Forget the waiting pull requests `of` says belong to a client the server noticed
+    /// is gone.
+    pub fn drop_pulls_of(&mut self, of: impl Fn(u64) -> bool) {
+        self.waiting.retain(|w| !of(w.id));
     }
 
     pub fn waiting_pulls(&self) -> usize {
@@ -318,6 +332,12 @@ impl Consumer {
         let Some(p) = self.pending.get(&stream_seq).copied() else {
             return AckResult::NotPending;
         };
+        if matches!(kind, AckKind::Ack | AckKind::Term) {
+            if self.settles.len() == SETTLE_LOG {
+                self.settles.pop_front();
+            }
+            self.settles.push_back((now, stream_seq, p));
+        }
         match kind {
             AckKind::Ack => {
                 self.pending.remove(&stream_seq);
@@ -359,6 +379,68 @@ impl Consumer {
             }
         }
         AckResult::Applied
+    }
+
+    /// A redelivery storm (a consumer leader change, say): every pending message is due
+    /// for redelivery now, as if all their ack waits ran out at once. Returns how many.
+    pub fn storm(&mut self) -> usize {
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.queued)
+            .map(|(&seq, _)| seq)
+            .collect();
+        for &seq in &due {
+            if let Some(p) = self.pending.get_mut(&seq) {
+                p.queued = true;
+            }
+            self.rdq.push_back(seq);
+        }
+        due.len()
+    }
+
+    /// A broker crash that lost its unsynced tail: acks and terms applied at or after
+    /// `since` are forgotten (the message is pending again, due for redelivery), and the
+    /// stream's lost sequences `lost` are forgotten entirely (never delivered, so that a
+    /// reused sequence is a new message). `last_seq` is the stream's last sequence now.
+    pub fn lose_tail(&mut self, since: u64, lost: &[u64], last_seq: u64) {
+        while let Some(&(at, seq, before)) = self.settles.back() {
+            if at < since {
+                break;
+            }
+            self.settles.pop_back();
+            self.acked.remove(&seq);
+            self.terminated.remove(&seq);
+            self.pending.insert(
+                seq,
+                Pending {
+                    queued: true,
+                    ..before
+                },
+            );
+            self.rdq.push_back(seq);
+        }
+        for seq in lost {
+            self.pending.remove(seq);
+            self.acked.remove(seq);
+            self.terminated.remove(seq);
+            self.exhausted.remove(seq);
+        }
+        self.settles.retain(|(_, seq, _)| !lost.contains(seq));
+        self.next_seq = self.next_seq.min(last_seq + 1);
+    }
+
+    /// Messages in the stream this consumer has not delivered yet (the `pending` figure
+    /// of a delivery's metadata).
+    pub fn num_pending(&self, stream: &Stream) -> u64 {
+        (stream.last_seq() + 1).saturating_sub(self.next_seq)
+    }
+
+    /// Acked, terminated or exhausted: the server is done with it.
+    pub fn is_final(&self, stream_seq: u64) -> bool {
+        self.acked.contains(&stream_seq)
+            || self.terminated.contains(&stream_seq)
+            || self.exhausted.contains(&stream_seq)
     }
 
     pub fn take_advisories(&mut self) -> Vec<Advisory> {
@@ -493,6 +575,29 @@ mod tests {
         assert_eq!(c.next_deadline(), Some(900));
         take_all(&mut c, &s, 900);
         assert_eq!(c.next_deadline(), Some(1_500));
+    }
+
+    #[test]
+    fn a_storm_redelivers_every_pending_message_now() {
+        let s = stream_with(3);
+        let mut c = consumer(|c| c.ack_wait_ms = 30_000);
+        assert_eq!(take_all(&mut c, &s, 0).len(), 3);
+        c.ack(5, 2, AckKind::Ack);
+        assert_eq!(c.storm(), 2);
+        assert_eq!(take_all(&mut c, &s, 10), vec![(1, 2), (3, 2)]);
+    }
+
+    #[test]
+    fn a_lost_tail_takes_back_recent_acks() {
+        let s = stream_with(2);
+        let mut c = consumer(|_| {});
+        take_all(&mut c, &s, 0);
+        c.ack(100, 1, AckKind::Ack);
+        c.ack(2_000, 2, AckKind::Term);
+        c.lose_tail(1_000, &[], 2);
+        assert_eq!(c.state(1), MessageState::Acked);
+        assert_eq!(c.state(2), MessageState::Pending { delivered: 1 });
+        assert_eq!(take_all(&mut c, &s, 2_500), vec![(2, 2)]);
     }
 
     #[test]

@@ -65,6 +65,38 @@ impl JetStream {
         self.consumers.get_mut(durable)
     }
 
+    /// Messages `durable` has not delivered yet (a delivery's `pending` metadata).
+    pub fn num_pending(&self, durable: &str) -> u64 {
+        let Some(consumer) = self.consumers.get(durable) else {
+            return 0;
+        };
+        self.streams
+            .get(consumer.stream_name())
+            .map_or(0, |s| consumer.num_pending(s))
+    }
+
+    /// A broker crash that loses every write since `since` (the unsynced tail): stored
+    /// messages, dedupe entries, acks and terms. Returns (stream, lost sequences).
+    pub fn lose_tail(&mut self, since: u64) -> Vec<(String, Vec<u64>)> {
+        let mut lost_by_stream = Vec::new();
+        for (name, stream) in &mut self.streams {
+            let lost = stream.lose_tail(since);
+            for consumer in self.consumers.values_mut() {
+                if consumer.stream_name() == name {
+                    consumer.lose_tail(since, &lost, stream.last_seq());
+                }
+            }
+            if !lost.is_empty() {
+                lost_by_stream.push((name.clone(), lost));
+            }
+        }
+        lost_by_stream
+    }
+
+    pub fn durables(&self) -> impl Iterator<Item = &str> {
+        self.consumers.keys().map(String::as_str)
+    }
+
     /// The next message `durable` would hand to a waiting pull request now, if any.
     pub fn next_delivery(&mut self, now: u64, durable: &str) -> Option<Delivered> {
         let consumer = self.consumers.get_mut(durable)?;

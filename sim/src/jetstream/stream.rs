@@ -121,6 +121,28 @@ impl Stream {
         }
     }
 
+    /// A broker crash without fsync: every message stored at or after `since` vanishes,
+    /// with its dedupe entry, and the stream's last sequence falls back to the highest
+    /// message kept, so the next publish reuses the lost sequences (as nats-server does
+    /// when it recovers a stream from a truncated file). Returns the lost sequences.
+    pub fn lose_tail(&mut self, since: u64) -> Vec<u64> {
+        let lost: Vec<u64> = self
+            .messages
+            .values()
+            .filter(|m| m.stored_at >= since)
+            .map(|m| m.seq)
+            .collect();
+        for seq in &lost {
+            self.messages.remove(seq);
+        }
+        self.dedupe.retain(|_, (seq, _)| !lost.contains(seq));
+        self.dedupe_order.retain(|(at, _)| *at < since);
+        if !lost.is_empty() {
+            self.last_seq = self.messages.keys().next_back().copied().unwrap_or(0);
+        }
+        lost
+    }
+
     pub fn get(&self, seq: u64) -> Option<&StoredMessage> {
         self.messages.get(&seq)
     }
@@ -169,6 +191,19 @@ mod tests {
         // The window is measured from the first store; at 120 s the id has left it.
         let c = s.publish(120_000, "s.x", &with_id("m1"), b"1 late");
         assert_eq!((c.seq, c.duplicate), (2, false));
+    }
+
+    #[test]
+    fn a_lost_tail_frees_its_sequences_and_msg_ids() {
+        let mut s = stream();
+        s.publish(0, "s.x", &with_id("a"), b"1");
+        s.publish(500, "s.x", &with_id("b"), b"2");
+        s.publish(900, "s.x", &with_id("c"), b"3");
+        assert_eq!(s.lose_tail(500), vec![2, 3]);
+        assert_eq!(s.last_seq(), 1);
+        let again = s.publish(1_000, "s.x", &with_id("b"), b"2 again");
+        assert_eq!((again.seq, again.duplicate), (2, false));
+        assert!(s.publish(1_000, "s.x", &with_id("a"), b"1").duplicate);
     }
 
     #[test]
