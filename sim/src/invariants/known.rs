@@ -48,3 +48,8 @@ pub const ALL: [&str; 5] = [
     DEDUPE_WINDOW,
     DUPLICATE_SETTLES_KEY,
 ];
+
+/// Issues fixed in the core since the simulator found them (concurrent_same_key: a copy
+/// now waits for the claim holder's answer; duplicate_settles_key: only the carrier of
+/// a usage event settles its key). Their seeds stay in `seeds/` as regressions.
+pub const FIXED: [&str; 2] = [CONCURRENT_SAME_KEY, DUPLICATE_SETTLES_KEY];
