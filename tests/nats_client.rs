@@ -8,179 +8,7 @@
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-mod harness {
-    //! A copy of the few helpers this file needs (tests/support belongs to the shell).
-
-    use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub fn nats_server_bin() -> PathBuf {
-        if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-            let bin = PathBuf::from(bin);
-            assert!(
-                bin.is_file(),
-                "NATS_SERVER_BIN={} does not exist",
-                bin.display()
-            );
-            return bin;
-        }
-        let on_path = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nats-server"))
-                .find(|p| {
-                    Command::new(p)
-                        .arg("--version")
-                        .output()
-                        .is_ok_and(|o| o.status.success())
-                })
-        });
-        if let Some(bin) = on_path {
-            return bin;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-nats-server.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run install-nats-server.sh");
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && Path::new(&path).is_file(),
-            "no nats-server: {path:?}"
-        );
-        PathBuf::from(path)
-    }
-
-    fn port_open(port: u16) -> bool {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }
-
-    pub struct NatsServer {
-        pub port: u16,
-        _dir: tempfile::TempDir,
-        child: Child,
-    }
-
-    impl NatsServer {
-        pub fn start() -> NatsServer {
-            let bin = nats_server_bin();
-            eprintln!("using {}", bin.display());
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("free port");
-            let dir = tempfile::tempdir().expect("temp dir");
-            let child = Command::new(&bin)
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(dir.path().join("store"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nats-server");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !port_open(port) {
-                assert!(Instant::now() < deadline, "nats-server did not listen");
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            NatsServer {
-                port,
-                _dir: dir,
-                child,
-            }
-        }
-
-        pub fn url(&self) -> String {
-            format!("nats://127.0.0.1:{}", self.port)
-        }
-    }
-
-    impl Drop for NatsServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// `<dir>/acme/default.json`: openai 70 / anthropic 30.
-    pub fn acme_policies() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("acme")).expect("tenant dir");
-        std::fs::write(
-            dir.path().join("acme/default.json"),
-            r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}]}"#,
-        )
-        .expect("policy file");
-        dir
-    }
-
-    pub struct Router {
-        child: Option<Child>,
-        log_path: PathBuf,
-        _log_dir: tempfile::TempDir,
-    }
-
-    impl Router {
-        /// Start `serve`; with `wait_ready`, return once it logs "router ready".
-        pub fn start(url: &str, policies: &Path, extra: &[&str], wait_ready: bool) -> Router {
-            let log_dir = tempfile::tempdir().expect("temp dir");
-            let log_path = log_dir.path().join("router.log");
-            let log = std::fs::File::create(&log_path).expect("router log");
-            let child = Command::new(env!("CARGO_BIN_EXE_beamline-router"))
-                .arg("serve")
-                .args(["--nats-url", url])
-                .arg("--policies")
-                .arg(policies)
-                .args(extra)
-                .env("RUST_LOG", "info,async_nats=warn")
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start beamline-router");
-            let router = Router {
-                child: Some(child),
-                log_path,
-                _log_dir: log_dir,
-            };
-            if wait_ready {
-                router.wait_ready();
-            }
-            router
-        }
-
-        pub fn wait_ready(&self) {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !self.log().contains("router ready") {
-                assert!(
-                    Instant::now() < deadline,
-                    "router not ready:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        }
-
-        pub fn log(&self) -> String {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&self.log_path) {
-                let _ = f.read_to_string(&mut text);
-            }
-            text
-        }
-    }
-
-    impl Drop for Router {
-        fn drop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
+mod support;
 
 use std::time::Duration;
 
@@ -188,8 +16,8 @@ use beamline_router::client::{
     cli, ClientError, DecideClient, DecideOptions, DecideReply, DecideRequestBuilder,
 };
 use beamline_router::contracts::{DecisionReason, ErrorCode};
-use harness::{acme_policies, NatsServer, Router};
 use serde_json::{json, Map, Value};
+use support::{acme_policies, NatsServer, RouterProcess as Router};
 
 fn payload(n: usize) -> Map<String, Value> {
     match json!({"prompt": format!("hello number {n}")}) {
@@ -206,7 +34,7 @@ fn opts() -> DecideOptions {
 async fn decisions_errors_and_idempotent_replays() {
     let server = NatsServer::start();
     let policies = acme_policies();
-    let router = Router::start(&server.url(), policies.path(), &[], true);
+    let router = Router::start(&server.url(), policies.path(), &[]);
     let nats = async_nats::connect(server.url()).await.unwrap();
     let client = DecideClient::connect(nats).await.unwrap();
 
@@ -288,7 +116,7 @@ async fn retries_reach_a_router_that_starts_late() {
     let server = NatsServer::start();
     let policies = acme_policies();
     // A first router creates the streams and stops; the decide stream keeps what arrives.
-    let first = Router::start(&server.url(), policies.path(), &[], true);
+    let first = Router::start(&server.url(), policies.path(), &[]);
     drop(first);
 
     let nats = async_nats::connect(server.url()).await.unwrap();
@@ -316,8 +144,7 @@ async fn retries_reach_a_router_that_starts_late() {
         (answer, client.stats())
     });
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let router =
-        tokio::task::block_in_place(|| Router::start(&server.url(), policies.path(), &[], true));
+    let router = tokio::task::block_in_place(|| Router::start(&server.url(), policies.path(), &[]));
     let (answer, stats) = call.await.unwrap();
     let answer = answer.unwrap_or_else(|e| panic!("{e}; router log:\n{}", router.log()));
     println!(
@@ -376,7 +203,7 @@ async fn no_stream_is_a_publish_error_and_no_router_a_timeout() {
     // The stream exists but no router consumes it.
     let policies = acme_policies();
     drop(tokio::task::block_in_place(|| {
-        Router::start(&server.url(), policies.path(), &[], true)
+        Router::start(&server.url(), policies.path(), &[])
     }));
     let err = client.decide(request(), &options).await.unwrap_err();
     println!("without a router: {err}");
@@ -390,7 +217,7 @@ async fn no_stream_is_a_publish_error_and_no_router_a_timeout() {
 async fn the_decide_command_prints_the_reply() {
     let server = NatsServer::start();
     let policies = acme_policies();
-    let _router = Router::start(&server.url(), policies.path(), &[], true);
+    let _router = Router::start(&server.url(), policies.path(), &[]);
     let code = cli::decide_command(
         &server.url(),
         "acme",

@@ -16,211 +16,7 @@
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-mod harness {
-    //! A copy of the few helpers this file needs (tests/support belongs to the shell).
-
-    use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub fn nats_server_bin() -> PathBuf {
-        if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-            let bin = PathBuf::from(bin);
-            assert!(
-                bin.is_file(),
-                "NATS_SERVER_BIN={} does not exist",
-                bin.display()
-            );
-            return bin;
-        }
-        let on_path = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nats-server"))
-                .find(|p| {
-                    Command::new(p)
-                        .arg("--version")
-                        .output()
-                        .is_ok_and(|o| o.status.success())
-                })
-        });
-        if let Some(bin) = on_path {
-            return bin;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-nats-server.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run install-nats-server.sh");
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && Path::new(&path).is_file(),
-            "no nats-server: {path:?}"
-        );
-        PathBuf::from(path)
-    }
-
-    fn port_open(port: u16) -> bool {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }
-
-    pub struct NatsServer {
-        pub port: u16,
-        _dir: tempfile::TempDir,
-        child: Child,
-    }
-
-    impl NatsServer {
-        pub fn start() -> NatsServer {
-            let bin = nats_server_bin();
-            eprintln!("using {}", bin.display());
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("free port");
-            let dir = tempfile::tempdir().expect("temp dir");
-            let child = Command::new(&bin)
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(dir.path().join("store"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nats-server");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !port_open(port) {
-                assert!(Instant::now() < deadline, "nats-server did not listen");
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            NatsServer {
-                port,
-                _dir: dir,
-                child,
-            }
-        }
-
-        pub fn url(&self) -> String {
-            format!("nats://127.0.0.1:{}", self.port)
-        }
-    }
-
-    impl Drop for NatsServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// `<dir>/acme/default.json`: openai 70 / anthropic 30.
-    pub fn acme_policies() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("acme")).expect("tenant dir");
-        std::fs::write(
-            dir.path().join("acme/default.json"),
-            r#"{"providers":[{"name":"openai","weight":70},{"name":"anthropic","weight":30}]}"#,
-        )
-        .expect("policy file");
-        dir
-    }
-
-    pub struct Router {
-        child: Option<Child>,
-        log_path: PathBuf,
-        _log_dir: tempfile::TempDir,
-    }
-
-    impl Router {
-        /// Start `serve`; with `wait_ready`, return once it logs "router ready".
-        pub fn start(url: &str, policies: &Path, extra: &[&str], wait_ready: bool) -> Router {
-            let log_dir = tempfile::tempdir().expect("temp dir");
-            let log_path = log_dir.path().join("router.log");
-            let log = std::fs::File::create(&log_path).expect("router log");
-            let child = Command::new(env!("CARGO_BIN_EXE_beamline-router"))
-                .arg("serve")
-                .args(["--nats-url", url])
-                .arg("--policies")
-                .arg(policies)
-                .args(extra)
-                .env(
-                    "RUST_LOG",
-                    "info,async_nats=warn,beamline_router::shell::driver=debug",
-                )
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start beamline-router");
-            let router = Router {
-                child: Some(child),
-                log_path,
-                _log_dir: log_dir,
-            };
-            if wait_ready {
-                router.wait_ready();
-            }
-            router
-        }
-
-        pub fn wait_ready(&self) {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !self.log().contains("router ready") {
-                assert!(
-                    Instant::now() < deadline,
-                    "router not ready:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        }
-
-        /// SIGKILL: no chance to ack, flush or say goodbye. The log is kept.
-        pub fn kill(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        /// SIGTERM, then wait (bounded) for the process to exit by itself.
-        pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
-            let mut child = self.child.take().expect("router already stopped");
-            let ok = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("run kill");
-            assert!(ok.success(), "kill -TERM failed");
-            let deadline = Instant::now() + timeout;
-            loop {
-                if let Some(status) = child.try_wait().expect("wait for router") {
-                    return status;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    panic!("router did not stop within {timeout:?}:\n{}", self.log());
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        }
-
-        pub fn log(&self) -> String {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&self.log_path) {
-                let _ = f.read_to_string(&mut text);
-            }
-            text
-        }
-    }
-
-    impl Drop for Router {
-        fn drop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -230,8 +26,8 @@ use std::time::Duration;
 use beamline_router::client::{DecideClient, DecideOptions, DecideRequestBuilder};
 use bytes::Bytes;
 use futures::StreamExt;
-use harness::{acme_policies, NatsServer, Router};
 use serde_json::{json, Value};
+use support::{acme_policies, NatsServer, RouterProcess as Router};
 use tokio::time::Instant;
 
 const REQUESTS: usize = 600;
@@ -288,8 +84,15 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
         args_b.iter().map(String::as_str).collect(),
     );
     // A creates the streams and the consumer; B finds them and joins the same consumer.
-    let mut a = Router::start(&server.url(), policies.path(), &argv_a, true);
-    let mut b = Router::start(&server.url(), policies.path(), &argv_b, true);
+    // The driver's debug lines name each delivery: they tell which instance took what.
+    let debug = [(
+        "RUST_LOG",
+        "info,async_nats=warn,beamline_router::shell::driver=debug",
+    )];
+    let mut a = Router::spawn(&server.url(), policies.path(), &argv_a, &debug);
+    let mut b = Router::spawn(&server.url(), policies.path(), &argv_b, &debug);
+    a.wait_ready();
+    b.wait_ready();
 
     let nats = async_nats::connect(server.url()).await.unwrap();
     let client = Arc::new(DecideClient::connect(nats.clone()).await.unwrap());

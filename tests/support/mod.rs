@@ -272,6 +272,14 @@ impl RouterProcess {
         }
     }
 
+    /// SIGKILL: no chance to ack, flush or say goodbye. The log is kept.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Send SIGTERM and return at once.
     pub fn terminate(&self) {
         let child = self.child.as_ref().expect("router already stopped");
