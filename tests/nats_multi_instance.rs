@@ -64,6 +64,25 @@ struct WireReply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_work_and_survive_a_sigkill() {
+    two_instances(Answers::PerInstance).await;
+}
+
+/// With `state.backend = "kv"` the instances claim keyed answers in a shared NATS KV
+/// bucket: the survivor's re-decision of a message router-a had already answered finds
+/// router-a's entry and publishes those bytes, so every duplicate on the wire is
+/// byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shared_answers_every_duplicate_is_byte_identical() {
+    two_instances(Answers::Shared).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Answers {
+    PerInstance,
+    Shared,
+}
+
+async fn two_instances(answers_mode: Answers) {
     let server = NatsServer::start();
     let policies = acme_policies();
     let ack_wait = ACK_WAIT_SECS.to_string();
@@ -85,10 +104,19 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
     );
     // A creates the streams and the consumer; B finds them and joins the same consumer.
     // The driver's debug lines name each delivery: they tell which instance took what.
-    let debug = [(
-        "RUST_LOG",
-        "info,async_nats=warn,beamline_router::shell::driver=debug",
-    )];
+    let backend = match answers_mode {
+        Answers::PerInstance => "memory",
+        Answers::Shared => "kv",
+    };
+    let debug = [
+        (
+            "RUST_LOG",
+            "info,async_nats=warn,beamline_router::shell::driver=debug",
+        ),
+        ("BEAMLINE_STATE_BACKEND", backend),
+        // Under half of the short ack_wait, as the config requires.
+        ("BEAMLINE_STATE_KV_TIMEOUT_MS", "1000"),
+    ];
     let mut a = Router::spawn(&server.url(), policies.path(), &argv_a, &debug);
     let mut b = Router::spawn(&server.url(), policies.path(), &argv_b, &debug);
     a.wait_ready();
@@ -223,6 +251,14 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
     let stats = client.stats();
     let stored = decide_stream.info().await.unwrap().state.messages;
 
+    let bucket_entries = match async_nats::jetstream::new(nats.clone())
+        .get_key_value("beamline-router-answers")
+        .await
+    {
+        Ok(bucket) => Some(bucket.status().await.unwrap().values()),
+        Err(_) => None,
+    };
+
     // What the caller's inbox saw.
     let wire = wire.lock().unwrap();
     let mut duplicates = 0;
@@ -298,5 +334,101 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
     assert!(
         divergent_not_explained.is_empty(),
         "different replies for one request outside a cross-instance redelivery: {divergent_not_explained:?}"
+    );
+    if answers_mode == Answers::Shared {
+        assert!(
+            divergent.is_empty(),
+            "answers are shared, yet requests {divergent:?} got different replies"
+        );
+        let entries = bucket_entries.expect("the routers created the answer bucket");
+        println!("answer bucket: {entries} entries");
+        assert!(
+            entries >= REQUESTS as u64,
+            "every keyed answer is claimed in the bucket: {entries} < {REQUESTS}"
+        );
+        let adopted = metric_total(&log_b, "shared_adopted");
+        println!("router-b adopted {adopted:?} answers from the bucket");
+    }
+}
+
+/// A core counter from the final stats line a router logs when it stops, if present.
+fn metric_total(log: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("driver stopped"))?;
+    let rest = &line[line.find(name)? + name.len()..];
+    rest.trim_start_matches(|c: char| !c.is_ascii_digit())
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A gateway's retry that lands on another instance, deterministically: router-a answers
+/// a keyed request and stops; router-b, a fresh process with an empty memory, gets the
+/// same request (same request id and idempotency key) as a new message. router-b's
+/// policy would choose another provider (the file changed in between), so only a shared
+/// answer makes it publish router-a's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_instance_gets_the_first_answer() {
+    let server = NatsServer::start();
+    let policies = tempfile::tempdir().unwrap();
+    let policy = policies.path().join("acme/default.json");
+    std::fs::create_dir(policies.path().join("acme")).unwrap();
+    std::fs::write(&policy, r#"{"providers":[{"name":"openai","weight":100}]}"#).unwrap();
+    let env = [("BEAMLINE_STATE_BACKEND", "kv")];
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let client = DecideClient::connect(nats.clone()).await.unwrap();
+    let options = DecideOptions {
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        ..DecideOptions::default()
+    };
+    let request = || {
+        DecideRequestBuilder::new("acme", "text.generate")
+            .request_id("retry-1")
+            .idempotency_key("order-17")
+            .metadata("user_id", "u-1")
+            .payload(match json!({"prompt": "hello there"}) {
+                Value::Object(m) => m,
+                _ => unreachable!(),
+            })
+    };
+
+    let mut a = Router::spawn(
+        &server.url(),
+        policies.path(),
+        &["--node-id", "router-a"],
+        &env,
+    );
+    a.wait_ready();
+    let first = client.decide_raw(request(), &options).await.unwrap();
+    assert!(first.reply.is_ok(), "{:?}", first.reply);
+    let status = tokio::task::block_in_place(|| a.stop(Duration::from_secs(15)));
+    assert!(status.success());
+    assert!(String::from_utf8_lossy(&first.raw).contains("openai"));
+    std::fs::write(
+        &policy,
+        r#"{"providers":[{"name":"anthropic","weight":100}]}"#,
+    )
+    .unwrap();
+
+    let mut b = Router::spawn(
+        &server.url(),
+        policies.path(),
+        &["--node-id", "router-b"],
+        &env,
+    );
+    b.wait_ready();
+    let again = client.decide_raw(request(), &options).await.unwrap();
+    let status = tokio::task::block_in_place(|| b.stop(Duration::from_secs(15)));
+    let log_b = b.log();
+    assert!(status.success(), "{log_b}");
+    assert_eq!(
+        again.raw, first.raw,
+        "router-b must publish router-a's answer byte for byte"
+    );
+    assert_eq!(
+        metric_total(&log_b, "shared_adopted"),
+        Some(1),
+        "router-b adopted the answer from the bucket:\n{log_b}"
     );
 }

@@ -40,7 +40,7 @@ const USAGE: &str = "usage:
   beamline-sim bench  [--seeds N] [run flags]
   beamline-sim hashes --seeds A..B [--jobs J] [run flags]
 run flags: --requests R --no-faults --tail-loss --strict --bug NAME --chaos-ms MS --drop-faults I,J --rates-off NAME,NAME
-bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers";
+bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers blind-claims";
 
 const RUN_VALUES: [&str; 7] = [
     "--seed",

@@ -26,10 +26,14 @@ pub enum Bug {
     /// delivery that finds it idle, as if the process restarted between messages while
     /// keeping its incarnation.
     ForgetAnswers,
+    /// The server confirms every create in the shared answer bucket without storing it,
+    /// so no process ever sees another's answer (shared answers are on in about half of
+    /// the seeds).
+    BlindClaims,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckOnDelivery,
         Bug::DropReplies,
         Bug::SkipDlq,
@@ -37,6 +41,7 @@ impl Bug {
         Bug::IgnoreDelivered,
         Bug::DropAdvisories,
         Bug::ForgetAnswers,
+        Bug::BlindClaims,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +53,7 @@ impl Bug {
             Bug::IgnoreDelivered => "ignore-delivered",
             Bug::DropAdvisories => "drop-advisories",
             Bug::ForgetAnswers => "forget-answers",
+            Bug::BlindClaims => "blind-claims",
         }
     }
 

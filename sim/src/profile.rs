@@ -47,6 +47,10 @@ pub struct Profile {
     pub caf_latency_max_ms: u64,
     /// Whether CAF workers set a `Nats-Msg-Id` on their results.
     pub caf_msg_id: bool,
+    // --- shared state ---
+    /// The routers claim keyed answers in the shared KV bucket (`core/shared.rs`), so
+    /// idempotency holds across processes, not only within one.
+    pub shared_answers: bool,
     // --- the run ---
     /// Requests are published within `[0, workload_ms)`.
     pub workload_ms: u64,
@@ -122,10 +126,13 @@ impl Profile {
             workload_ms,
             chaos_ms: workload_ms + rng.between(0, 60_000),
             faults: Faults::none(),
+            shared_answers: false,
         };
         if faults {
             p.faults = Faults::draw(rng, &p, tail_loss);
         }
+        // Drawn last, so that adding it changed no other draw of an existing seed.
+        p.shared_answers = rng.chance(500);
         p
     }
 
@@ -220,7 +227,7 @@ impl Profile {
     /// One line for the CLI.
     pub fn summary(&self) -> String {
         format!(
-            "routers={} gateways={} caf={} ack_wait={}ms backoff={:?} max_deliver={} max_ack_pending={} batch={} chaos={}ms reply_timeout={}ms attempts={} faults[{}]",
+            "routers={} gateways={} caf={} ack_wait={}ms backoff={:?} max_deliver={} max_ack_pending={} batch={} chaos={}ms reply_timeout={}ms attempts={} answers={} faults[{}]",
             self.routers,
             self.gateways,
             self.caf_workers,
@@ -232,6 +239,7 @@ impl Profile {
             self.chaos_ms,
             self.reply_timeout_ms,
             self.max_attempts,
+            if self.shared_answers { "kv" } else { "memory" },
             self.faults.summary(),
         )
     }

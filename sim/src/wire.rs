@@ -96,6 +96,14 @@ pub enum Up {
         #[serde(skip)]
         payload: Vec<u8>,
     },
+    /// A create-if-absent in the shared answer bucket (NATS KV `create`; the client's
+    /// follow-up read of an existing entry is folded into the same round trip).
+    KvCreate {
+        id: u64,
+        key: String,
+        #[serde(skip)]
+        value: Vec<u8>,
+    },
     /// `STREAM.MSG.GET`: read one message of a stream by sequence.
     DirectGet {
         id: u64,
@@ -109,6 +117,14 @@ pub enum Up {
 pub enum ReplyOutcome {
     Reply(#[serde(skip)] Vec<u8>),
     NoResponders,
+}
+
+/// How a `KvCreate` ended, at the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum KvReply {
+    Created,
+    Exists(#[serde(skip)] Vec<u8>),
+    Refused(String),
 }
 
 /// A message read back from a stream.
@@ -152,6 +168,10 @@ pub enum Down {
         id: u64,
         msg: Option<GotMessage>,
     },
+    Kv {
+        id: u64,
+        reply: KvReply,
+    },
 }
 
 fn delivered_brief<S: serde::Serializer>(d: &Delivered, s: S) -> Result<S::Ok, S::Error> {
@@ -172,6 +192,7 @@ impl Up {
             Up::Publish { subject, .. } => format!("pub {subject}"),
             Up::Request { subject, .. } => format!("req {subject}"),
             Up::Respond { .. } => "respond".to_string(),
+            Up::KvCreate { key, .. } => format!("kv create {key}"),
             Up::DirectGet { seq, .. } => format!("get #{seq}"),
         }
     }
@@ -192,6 +213,11 @@ impl Down {
             } => "no responders".to_string(),
             Down::Reply { .. } => "reply".to_string(),
             Down::Got { .. } => "got".to_string(),
+            Down::Kv { reply, .. } => match reply {
+                KvReply::Created => "kv created".to_string(),
+                KvReply::Exists(_) => "kv exists".to_string(),
+                KvReply::Refused(_) => "kv refused".to_string(),
+            },
         }
     }
 }

@@ -99,6 +99,7 @@ fn every_deliberate_bug_is_caught_by_its_invariant() {
         (Bug::IgnoreDelivered, "nak_at_last_delivery"),
         (Bug::DropAdvisories, "exhausted_not_dead_lettered"),
         (Bug::ForgetAnswers, "second_assignment|replies_differ"),
+        (Bug::BlindClaims, "replies_differ_across_processes"),
     ];
     for (bug, invariants) in cases {
         let report = first_failure(

@@ -57,6 +57,10 @@ pub struct RouterConfig {
     pub backpressure: BackpressureConfig,
     pub assignment: AssignmentConfig,
     pub extensions: ExtensionRegistry,
+    /// Claim keyed answers in the shared bucket (`Command::KvCreate`) before publishing
+    /// them, so that several instances answer a key alike (`shared.rs`). Off: the answer
+    /// book in memory is the only record, which is enough for one instance.
+    pub shared_idempotency: bool,
     /// Admin requests must carry this token; `None` refuses every admin request.
     pub admin_token: Option<String>,
 }
@@ -91,6 +95,7 @@ impl Default for RouterConfig {
             backpressure: BackpressureConfig::default(),
             assignment: AssignmentConfig::default(),
             extensions: ExtensionRegistry::builtin(),
+            shared_idempotency: false,
             admin_token: None,
         }
     }

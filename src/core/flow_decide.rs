@@ -15,9 +15,10 @@ use super::env::{Env, Time};
 use super::extensions::{
     AfterCall, CallResult, ExtensionGate, OnFailure, Pipeline, PipelineItem, Stage, Step,
 };
-use super::io::{Command, Delivery, Headers, RequestOutcome};
+use super::io::{Command, Delivery, Headers, KvOutcome, RequestOutcome};
 use super::reply;
 use super::router::{header, InFlight, Purpose, Router, TimerPurpose, Work};
+use super::shared::{self, SharedAnswer};
 use crate::contracts::subjects::HEADER_REPLY_TO;
 
 /// A decide request between intake and its reply.
@@ -227,7 +228,7 @@ impl Router {
                         .on_result(&self.config.extensions, &mut gate, result),
                 )
             }
-            Work::Publishing | Work::AwaitingClaim { .. } => None,
+            Work::Publishing | Work::AwaitingClaim { .. } | Work::Claiming(_) => None,
         };
         match outcome {
             Some(Ok(AfterCall::RetryAfter(delay))) => {
@@ -485,8 +486,8 @@ impl Router {
         }
     }
 
-    /// Record the answer (before publishing: whatever happens to the publish, this is
-    /// the answer), then publish the reply and the assignment.
+    /// The answer is decided. With a shared bucket and an idempotency key, claim it
+    /// there first (`shared.rs`); otherwise record and publish it now.
     #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
@@ -505,6 +506,99 @@ impl Router {
         } else {
             self.stats.replies_error += 1;
         }
+        let answer = SharedAnswer {
+            reply: body,
+            assignment,
+        };
+        match claim {
+            Some(claim) if self.config.shared_idempotency => {
+                let id = self.next_id();
+                self.kv_claims.insert(id, seq);
+                self.stats.shared_claims += 1;
+                env.execute(Command::KvCreate {
+                    id,
+                    key: shared::bucket_key(&claim.0, &claim.1),
+                    value: answer.encode(),
+                });
+                msg.work = Work::Claiming(Box::new(PendingAnswer {
+                    reply_to,
+                    claim,
+                    answer,
+                }));
+            }
+            claim => self.publish_answer(seq, msg, reply_to, claim, answer, env),
+        }
+    }
+
+    /// The shared bucket said whose answer the key has: publish that one. If it could
+    /// not say, nothing is published and the server redelivers the message (a later
+    /// delivery claims again and finds whatever this attempt may have stored).
+    pub(super) fn on_kv_done(&mut self, id: u64, outcome: KvOutcome, env: &mut impl Env) {
+        let Some(seq) = self.kv_claims.remove(&id) else {
+            return;
+        };
+        let Some(mut msg) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        let Work::Claiming(pending) = std::mem::replace(&mut msg.work, Work::Publishing) else {
+            self.in_flight.insert(seq, msg);
+            return;
+        };
+        let PendingAnswer {
+            reply_to,
+            claim,
+            answer,
+        } = *pending;
+        let chosen = match outcome {
+            KvOutcome::Created => Some(answer),
+            // Whoever wrote it (another instance, or an earlier delivery of this message
+            // whose claim timed out after all), the stored answer is the answer.
+            KvOutcome::Exists { value } => match SharedAnswer::decode(&value) {
+                Some(theirs) => {
+                    self.stats.shared_adopted += 1;
+                    self.stats.idempotent_replays += 1;
+                    Some(theirs)
+                }
+                None => {
+                    // Written by a version that does not share our format: answering
+                    // ourselves beats refusing the key until the entry expires.
+                    self.stats.shared_unreadable += 1;
+                    Some(answer)
+                }
+            },
+            KvOutcome::Failed { .. } => {
+                self.stats.shared_failures += 1;
+                msg.failed = true;
+                None
+            }
+        };
+        match chosen {
+            Some(answer) => {
+                self.publish_answer(seq, &mut msg, reply_to, Some(claim), answer, env);
+            }
+            // Waiters for this key have no answer either: they are given back too.
+            None => self.release_claim(seq, &claim, env),
+        }
+        self.in_flight.insert(seq, msg);
+        self.keep_alive(seq, env);
+        self.maybe_resolve(seq, env);
+    }
+
+    /// Record the answer (before publishing: whatever happens to the publish, this is
+    /// the answer), then publish the reply and the assignment.
+    fn publish_answer(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        reply_to: String,
+        claim: Option<(String, String)>,
+        answer: SharedAnswer,
+        env: &mut impl Env,
+    ) {
+        let SharedAnswer {
+            reply: body,
+            assignment,
+        } = answer;
         self.answers.record_reply(
             seq.1,
             claim.clone(),
@@ -527,6 +621,14 @@ impl Router {
             self.send(seq, msg, publish, Purpose::Assignment, env);
         }
     }
+}
+
+/// A decided answer waiting for the shared bucket's verdict.
+#[derive(Debug)]
+pub(crate) struct PendingAnswer {
+    reply_to: String,
+    claim: (String, String),
+    answer: SharedAnswer,
 }
 
 /// The extension breakers, as the pipeline sees them.

@@ -104,6 +104,27 @@ pub enum Input {
     /// delivery (lost on the wire), so it dead-letters the message unless it already
     /// settled it.
     Exhausted(Exhausted),
+    /// How a `Command::KvCreate` ended.
+    KvDone {
+        id: RequestId,
+        outcome: KvOutcome,
+    },
+}
+
+/// How a create-if-absent in the shared answer bucket ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum KvOutcome {
+    /// The entry did not exist; ours is stored.
+    Created,
+    /// The entry existed (another instance, or an earlier attempt of ours whose outcome
+    /// was lost): its current value.
+    Exists {
+        #[serde(serialize_with = "serialize_lossy")]
+        value: Vec<u8>,
+    },
+    /// The bucket did not answer in time or refused: the create may or may not have
+    /// happened.
+    Failed { reason: String },
 }
 
 /// A message the server will not deliver again, as read back from its stream.
@@ -173,6 +194,15 @@ pub enum Command {
         #[serde(serialize_with = "serialize_lossy")]
         payload: Vec<u8>,
         timeout_ms: u64,
+    },
+    /// Create `key` with `value` in the shared answer bucket unless it exists (NATS KV
+    /// `create`); the outcome comes back as `Input::KvDone`. The shell enforces its own
+    /// timeout and reports it as `KvOutcome::Failed`.
+    KvCreate {
+        id: RequestId,
+        key: String,
+        #[serde(serialize_with = "serialize_lossy")]
+        value: Vec<u8>,
     },
     /// The answer to an inbound request.
     Respond {

@@ -20,12 +20,14 @@ pub mod provider_stats;
 pub mod rate_limit;
 mod reply;
 mod router;
+pub mod shared;
 pub mod sticky;
 
 pub use config::RouterConfig;
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{
     Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, InboundId, InboundRequest,
-    Input, Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome, TimerKey,
+    Input, KvOutcome, Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome,
+    TimerKey,
 };
 pub use router::{Router, Stats, TableSizes};

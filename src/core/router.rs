@@ -70,6 +70,15 @@ pub struct Stats {
     /// Messages the server gave up on whose last delivery never reached us: dead-lettered
     /// from the `MAX_DELIVERIES` advisory.
     pub exhausted_unseen: u64,
+    /// Keyed answers claimed in the shared bucket (creates sent).
+    pub shared_claims: u64,
+    /// Answers found in the shared bucket: another instance (or an earlier delivery)
+    /// had claimed the key first, and its bytes were published instead of ours.
+    pub shared_adopted: u64,
+    /// Claims the bucket did not confirm (timeout, refusal): the message was given back.
+    pub shared_failures: u64,
+    /// Bucket values this version could not read; our own answer was published.
+    pub shared_unreadable: u64,
 }
 
 /// Which consumer a message came from.
@@ -104,6 +113,9 @@ pub(super) enum Work {
     /// Another message with the same (tenant, idempotency key) is being decided: wait
     /// for its answer and reply with the same bytes.
     AwaitingClaim { reply_to: String },
+    /// Waiting for the shared bucket to say whose answer this key has
+    /// (`Command::KvCreate`); nothing is published before it does.
+    Claiming(Box<super::flow_decide::PendingAnswer>),
     /// Publishes sent (or none needed); the fate follows their outcomes.
     Publishing,
 }
@@ -172,6 +184,8 @@ pub struct Router {
     pub(super) in_flight: BTreeMap<SeqKey, InFlight>,
     pub(super) publishes: BTreeMap<PublishId, SeqKey>,
     pub(super) requests: BTreeMap<RequestId, SeqKey>,
+    /// Shared-bucket creates in flight -> the message whose answer they claim.
+    pub(super) kv_claims: BTreeMap<RequestId, SeqKey>,
     /// (tenant, idempotency key) being decided (through the extension pipeline) -> the
     /// message deciding it and the messages waiting for its answer.
     pub(super) claims: BTreeMap<(String, String), (SeqKey, Vec<SeqKey>)>,
@@ -209,6 +223,7 @@ impl Router {
             in_flight: BTreeMap::new(),
             publishes: BTreeMap::new(),
             requests: BTreeMap::new(),
+            kv_claims: BTreeMap::new(),
             claims: BTreeMap::new(),
             timers: BTreeMap::new(),
             next_id: 1,
@@ -232,6 +247,7 @@ impl Router {
             Input::Connection(ConnectionEvent::Up) => self.connected = true,
             Input::ConsumerPending { pending } => self.backpressure.set_pending(pending, env.now()),
             Input::Exhausted(message) => self.on_exhausted(message, env),
+            Input::KvDone { id, outcome } => self.on_kv_done(id, outcome, env),
         }
     }
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::contracts::{DecideResponse, ErrorResponse, ExecAssignment, UsageEvent};
 use crate::core::env::{RecordingEnv, Time};
-use crate::core::io::{InboundRequest, RequestOutcome};
+use crate::core::io::{InboundRequest, KvOutcome, RequestOutcome};
 use crate::policy::parse_policy;
 use serde_json::{json, Value};
 
@@ -628,4 +628,191 @@ fn a_copy_arriving_while_the_pipeline_runs_waits_for_the_same_answer() {
         vec![Command::Ack { delivery: 1 }, Command::Ack { delivery: 2 }]
     );
     assert_eq!(r.stats().replies_ok, 1);
+}
+
+// --- answers shared between instances (`shared.rs`) ---
+
+fn shared_router() -> Router {
+    router_with(WEIGHTED, |c| c.shared_idempotency = true)
+}
+
+fn keyed(id: &str, key: &str) -> Value {
+    let mut body = request(id);
+    body["idempotency_key"] = json!(key);
+    body
+}
+
+/// The single `KvCreate` among `cmds`: (id, key, value).
+fn kv_create_of(cmds: &[Command]) -> (u64, String, Vec<u8>) {
+    let creates: Vec<_> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::KvCreate { id, key, value } => Some((*id, key.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates.len(), 1, "{cmds:?}");
+    creates.into_iter().next().unwrap()
+}
+
+fn kv_done(id: u64, outcome: KvOutcome) -> Input {
+    Input::KvDone { id, outcome }
+}
+
+#[test]
+fn a_shared_claim_publishes_nothing_until_the_bucket_answers() {
+    let mut r = shared_router();
+    let mut env = env();
+    r.handle(decide(1, 1, keyed("r-1", "k-1")), &mut env);
+    let cmds = env.take();
+    assert!(publishes(&cmds).is_empty(), "{cmds:?}");
+    let (id, key, value) = kv_create_of(&cmds);
+    assert_eq!(key, crate::core::shared::bucket_key("acme", "k-1"));
+    let claimed = crate::core::shared::SharedAnswer::decode(&value).expect("readable");
+    r.handle(kv_done(id, KvOutcome::Created), &mut env);
+    let cmds = env.take();
+    let ps = publishes(&cmds);
+    assert_eq!(ps.len(), 1);
+    assert_eq!(
+        ps[0].payload, claimed.reply,
+        "the claimed bytes are published"
+    );
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 1 }]
+    );
+    assert_eq!(r.stats().shared_claims, 1);
+}
+
+#[test]
+fn an_answer_already_in_the_bucket_is_published_instead_of_ours() {
+    // Instance A answers first, with an assignment.
+    let mut a = shared_router();
+    let mut env_a = env();
+    let mut body = keyed("r-1", "k-1");
+    body["push_assignment"] = json!(true);
+    a.handle(decide(1, 1, body.clone()), &mut env_a);
+    let (_, key_a, value_a) = kv_create_of(&env_a.take());
+    let theirs = crate::core::shared::SharedAnswer::decode(&value_a).unwrap();
+    let their_assignment = theirs.assignment.clone().expect("decided with the reply");
+
+    // Instance B gets the gateway's retry, decides (differently: its own entropy), and
+    // finds A's entry.
+    let mut b = shared_router();
+    let mut env_b = RecordingEnv::new(Time(1_000_500), {
+        let mut x = 99u64;
+        Box::new(move || {
+            x = x.wrapping_mul(2862933555777941757).wrapping_add(3037000493);
+            x
+        }) as Box<dyn FnMut() -> u64>
+    });
+    b.handle(decide(7, 40, body.clone()), &mut env_b);
+    let (id_b, key_b, value_b) = kv_create_of(&env_b.take());
+    assert_eq!(key_a, key_b, "same tenant and key, same bucket entry");
+    assert_ne!(value_a, value_b, "B's own decision differs");
+    b.handle(
+        kv_done(
+            id_b,
+            KvOutcome::Exists {
+                value: value_a.clone(),
+            },
+        ),
+        &mut env_b,
+    );
+    let cmds = env_b.take();
+    let ps = publishes(&cmds);
+    assert_eq!(ps.len(), 2, "{cmds:?}");
+    assert_eq!(ps[0].payload, theirs.reply, "A's reply, byte for byte");
+    assert_eq!(
+        ps[1].msg_id.as_deref(),
+        Some(their_assignment.msg_id.as_str())
+    );
+    assert_eq!(ps[1].payload, their_assignment.payload);
+    assert_eq!(
+        confirm_all(&mut b, &mut env_b, &cmds),
+        vec![Command::Ack { delivery: 7 }]
+    );
+    assert_eq!(b.stats().shared_adopted, 1);
+
+    // A third copy on B is answered from B's book: no second claim, same bytes.
+    b.handle(decide(8, 41, body), &mut env_b);
+    let cmds = env_b.take();
+    assert!(cmds.iter().all(|c| !matches!(c, Command::KvCreate { .. })));
+    assert_eq!(publishes(&cmds)[0].payload, theirs.reply);
+}
+
+#[test]
+fn a_failed_claim_gives_the_message_back_then_dead_letters_on_the_last_delivery() {
+    let mut r = shared_router();
+    let mut env = env();
+    r.handle(decide(1, 1, keyed("r-1", "k-1")), &mut env);
+    let (id, _, _) = kv_create_of(&env.take());
+    r.handle(
+        kv_done(
+            id,
+            KvOutcome::Failed {
+                reason: "timeout".into(),
+            },
+        ),
+        &mut env,
+    );
+    let cmds = env.take();
+    assert!(publishes(&cmds).is_empty(), "nothing unclaimed goes out");
+    assert!(
+        matches!(cmds.as_slice(), [Command::Nak { delivery: 1, .. }]),
+        "{cmds:?}"
+    );
+    assert_eq!(r.stats().shared_failures, 1);
+
+    // The last delivery (max_deliver = 3) fails its claim too: a DLQ record, then term.
+    let Input::Delivery(mut last) = decide(2, 1, keyed("r-1", "k-1")) else {
+        unreachable!()
+    };
+    last.delivered = 3;
+    r.handle(Input::Delivery(last), &mut env);
+    let (id, _, _) = kv_create_of(&env.take());
+    r.handle(
+        kv_done(
+            id,
+            KvOutcome::Failed {
+                reason: "no responders".into(),
+            },
+        ),
+        &mut env,
+    );
+    let cmds = env.take();
+    let ps = publishes(&cmds);
+    assert_eq!(ps.len(), 1, "{cmds:?}");
+    assert_eq!(ps[0].subject, "beamline.router.v1.decide.dlq");
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Term { delivery: 2 }]
+    );
+}
+
+#[test]
+fn requests_without_a_key_are_not_claimed() {
+    let mut r = shared_router();
+    let mut env = env();
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    let cmds = env.take();
+    assert!(cmds.iter().all(|c| !matches!(c, Command::KvCreate { .. })));
+    assert_eq!(publishes(&cmds).len(), 1);
+}
+
+#[test]
+fn a_copy_arriving_during_the_claim_waits_for_its_verdict() {
+    let mut r = shared_router();
+    let mut env = env();
+    r.handle(decide(1, 1, keyed("r-1", "k-1")), &mut env);
+    let (id, _, value) = kv_create_of(&env.take());
+    r.handle(decide(2, 2, keyed("r-1", "k-1")), &mut env);
+    assert!(env.take().is_empty(), "the copy waits for the claim");
+    r.handle(kv_done(id, KvOutcome::Created), &mut env);
+    let ps = publishes(&env.take());
+    let mine = crate::core::shared::SharedAnswer::decode(&value)
+        .unwrap()
+        .reply;
+    assert_eq!(ps.len(), 2);
+    assert!(ps.iter().all(|p| p.payload == mine));
 }

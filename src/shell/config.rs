@@ -122,6 +122,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("backpressure", "inflight_overload", Kind::Int),
     ("backpressure", "retry_after_seconds", Kind::Int),
     ("backpressure", "latency_window", Kind::Int),
+    ("state", "backend", Kind::Str),
+    ("state", "kv_bucket", Kind::Str),
+    ("state", "kv_replicas", Kind::Int),
+    ("state", "kv_timeout_ms", Kind::Int),
     ("metrics", "listen", Kind::Str),
     ("log", "format", Kind::Str),
     ("log", "level", Kind::Str),
@@ -144,6 +148,7 @@ pub struct Settings {
     pub router: RouterSettings,
     pub assignment: AssignmentSettings,
     pub backpressure: BackpressureSettings,
+    pub state: StateSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
@@ -420,6 +425,36 @@ impl Default for BackpressureSettings {
             retry_after_seconds: b.retry_after_seconds,
             latency_window: b.latency_window as u64,
         }
+    }
+}
+
+/// Where idempotency answers live: `memory` (one instance) or `kv`, a NATS KV bucket
+/// shared by every instance (`core/shared.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSettings {
+    pub backend: String,
+    pub kv_bucket: String,
+    pub kv_replicas: u64,
+    /// A create the bucket has not confirmed in this time counts as failed (ambiguous):
+    /// the message is given back and claimed again on redelivery.
+    pub kv_timeout_ms: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            backend: "memory".into(),
+            kv_bucket: "beamline-router-answers".into(),
+            kv_replicas: 1,
+            kv_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl StateSettings {
+    pub fn shared(&self) -> bool {
+        self.backend == "kv"
     }
 }
 
@@ -795,6 +830,31 @@ impl Settings {
                 "must be host:port with an IP address (e.g. 0.0.0.0:9464), or empty to disable",
             ));
         }
+        let st = &self.state;
+        if !["memory", "kv"].contains(&st.backend.as_str()) {
+            return Err(err(
+                "state.backend",
+                format!("{:?}", st.backend),
+                "must be \"memory\" or \"kv\"",
+            ));
+        }
+        name("state.kv_bucket", &st.kv_bucket)?;
+        if !(1..=5).contains(&st.kv_replicas) {
+            return Err(err("state.kv_replicas", st.kv_replicas, "must be 1 to 5"));
+        }
+        positive("state.kv_timeout_ms", st.kv_timeout_ms)?;
+        if st.shared() {
+            let ack_wait = self.decide.ack_wait_ms;
+            if st.kv_timeout_ms >= ack_wait / 2 {
+                return Err(err(
+                    "state.kv_timeout_ms",
+                    st.kv_timeout_ms,
+                    format!(
+                        "must be under half of decide.ack_wait_ms ({ack_wait}), or a claim outlives the delivery"
+                    ),
+                ));
+            }
+        }
         if !["json", "pretty"].contains(&self.log.format.as_str()) {
             return Err(err(
                 "log.format",
@@ -889,6 +949,7 @@ impl Settings {
             },
             extensions: self.extension_registry()?,
             admin_token: self.router.admin_token.clone(),
+            shared_idempotency: self.state.shared(),
             ..RouterConfig::default()
         })
     }
@@ -1078,6 +1139,17 @@ mod tests {
         let e = refusal("[subjects]\nresult = \"beamline.router.v1.decide\"\n");
         assert_eq!(e.key, "subjects.result");
         assert_eq!(e.rule, "must differ from subjects.decide");
+
+        let e = refusal("[state]\nbackend = \"redis\"\n");
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("state.backend", "\"redis\"")
+        );
+        let e = refusal("[state]\nbackend = \"kv\"\nkv_timeout_ms = 20000\n");
+        assert_eq!(e.key, "state.kv_timeout_ms");
+        assert!(e.rule.contains("half of decide.ack_wait_ms"), "{e}");
+        let e = refusal("[state]\nkv_replicas = 7\n");
+        assert_eq!(e.key, "state.kv_replicas");
 
         let e = refusal("[streams]\nusage = \"USAGE.X\"\n");
         assert_eq!(e.key, "streams.usage");

@@ -102,8 +102,26 @@ pub async fn serve_until(
     let (_, decide_consumer, max_deliver) = consumers[0].clone();
     let ack_wait = decide_consumer.cached_info().config.ack_wait;
 
+    let answer_bucket = if settings.state.shared() {
+        let store = nats::ensure_answer_bucket(&js, &settings).await?;
+        tracing::info!(bucket = %settings.state.kv_bucket, "answers shared through NATS KV");
+        Some(store)
+    } else {
+        None
+    };
+
     let router = Router::new(settings.router_config(max_deliver, ack_wait)?, policies);
     let (inputs_tx, inputs_rx) = mpsc::channel(INPUTS_BOUND);
+    let mut publisher = Publisher::new(
+        client.clone(),
+        js.clone(),
+        settings.publish_timeout(),
+        inputs_tx.clone(),
+    );
+    if let Some(store) = answer_bucket {
+        publisher = publisher
+            .with_answer_bucket(store, Duration::from_millis(settings.state.kv_timeout_ms));
+    }
     let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_BOUND);
     let outbox = tokio::spawn(run_outbox(client.clone(), outbox_rx));
     let inbound = nats::subscribe_inbound(&client).await?;
@@ -135,7 +153,7 @@ pub async fn serve_until(
         deliveries: HandleTable::new(usize::try_from(held_bound * 4).unwrap_or(usize::MAX)),
         inbound_requests: HandleTable::new(INBOUND_BOUND),
         timers: Timers::default(),
-        publisher: Publisher::new(client.clone(), js, settings.publish_timeout(), inputs_tx),
+        publisher,
         outbox: outbox_tx,
         io_in_flight: 0,
         outbox_dropped: 0,
@@ -273,7 +291,7 @@ impl Driver {
                 () = sleep_until_opt(drain_until), if drain_until.is_some() => {}
                 Some(event) = connection_events.recv() => self.feed(Input::Connection(event)),
                 Some(input) = inputs.recv() => {
-                    if matches!(input, Input::PublishDone { .. } | Input::RequestDone { .. }) {
+                    if matches!(input, Input::PublishDone { .. } | Input::RequestDone { .. } | Input::KvDone { .. }) {
                         self.io_in_flight = self.io_in_flight.saturating_sub(1);
                     }
                     self.feed(input);
@@ -384,6 +402,10 @@ impl Driver {
                 self.io_in_flight += 1;
                 self.publisher
                     .spawn_request(id, subject, headers, payload, timeout_ms);
+            }
+            Command::KvCreate { id, key, value } => {
+                self.io_in_flight += 1;
+                self.publisher.spawn_kv_create(id, key, value);
             }
             Command::Respond { id, payload } => match self.inbound_requests.take(id) {
                 Some(subject) => self.send_out(Outgoing::Respond {

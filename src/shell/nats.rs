@@ -235,6 +235,33 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> any
     Ok(())
 }
 
+/// Open the shared answer bucket (`state.backend = "kv"`), creating it if missing. Its
+/// `max_age` is the idempotency TTL, so an answer is replayable exactly as long as the
+/// in-memory book would keep it; one revision per key is enough (entries are only ever
+/// created, never updated).
+pub async fn ensure_answer_bucket(
+    js: &jetstream::Context,
+    settings: &super::config::Settings,
+) -> anyhow::Result<jetstream::kv::Store> {
+    let st = &settings.state;
+    let config = jetstream::kv::Config {
+        bucket: st.kv_bucket.clone(),
+        description: "Beamline Router: answers by (tenant, idempotency key)".into(),
+        history: 1,
+        max_age: std::time::Duration::from_millis(settings.router.idempotency_ttl_ms),
+        storage: stream::StorageType::File,
+        num_replicas: usize::try_from(st.kv_replicas).unwrap_or(1),
+        ..Default::default()
+    };
+    match js.get_key_value(&st.kv_bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(config)
+            .await
+            .with_context(|| format!("cannot create the answer bucket {}", st.kv_bucket)),
+    }
+}
+
 /// Create a durable pull consumer if it is missing, and return it with the `max_deliver`
 /// the server actually enforces (the core must use that one).
 ///

@@ -11,15 +11,18 @@
 //!   the stream's duplicate window drops.
 //! - `Request` (extension calls): the reply, `Timeout` after the core's `timeout_ms`, or
 //!   `Failed` (no responders, connection trouble).
+//! - `KvCreate` (shared answers): `Created`, `Exists` with the value already there, or
+//!   `Failed` (timeout, no bucket, connection trouble); a failure is ambiguous, and the
+//!   core treats it so.
 
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
 use tokio::sync::mpsc;
 
 use super::headers::header_map_of;
 use crate::core::{
-    Headers, Input, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
+    Headers, Input, KvOutcome, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
 };
 
 #[derive(Clone)]
@@ -28,6 +31,8 @@ pub struct Publisher {
     jetstream: jetstream::Context,
     timeout: Duration,
     inputs: mpsc::Sender<Input>,
+    /// The shared answer bucket, when `state.backend = "kv"`.
+    answers: Option<(kv::Store, Duration)>,
 }
 
 impl Publisher {
@@ -42,6 +47,56 @@ impl Publisher {
             jetstream,
             timeout,
             inputs,
+            answers: None,
+        }
+    }
+
+    /// Execute `KvCreate` against `store`, giving each create `timeout`.
+    pub fn with_answer_bucket(mut self, store: kv::Store, timeout: Duration) -> Self {
+        self.answers = Some((store, timeout));
+        self
+    }
+
+    /// Start a create-if-absent in the shared answer bucket and return at once.
+    pub fn spawn_kv_create(&self, id: RequestId, key: String, value: Vec<u8>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = this.kv_create(&key, value).await;
+            if let KvOutcome::Failed { reason } = &outcome {
+                tracing::warn!(claim = id, %reason, "shared answer claim failed");
+            }
+            let _ = this.inputs.send(Input::KvDone { id, outcome }).await;
+        });
+    }
+
+    async fn kv_create(&self, key: &str, value: Vec<u8>) -> KvOutcome {
+        let Some((store, timeout)) = &self.answers else {
+            return KvOutcome::Failed {
+                reason: "no shared answer bucket configured".to_string(),
+            };
+        };
+        let attempt = async {
+            match store.create(key, value.into()).await {
+                Ok(_) => Ok(KvOutcome::Created),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match store.get(key).await {
+                        Ok(Some(value)) => Ok(KvOutcome::Exists {
+                            value: value.to_vec(),
+                        }),
+                        // Expired or purged between the two calls: claim again later.
+                        Ok(None) => Err("entry vanished after the create refused".to_string()),
+                        Err(e) => Err(format!("kv get: {e}")),
+                    }
+                }
+                Err(e) => Err(format!("kv create: {e}")),
+            }
+        };
+        match tokio::time::timeout(*timeout, attempt).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(reason)) => KvOutcome::Failed { reason },
+            Err(_) => KvOutcome::Failed {
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            },
         }
     }
 

@@ -38,6 +38,10 @@ pub enum ActorTimer {
     RequestTimeout {
         id: u64,
     },
+    /// A shared-bucket create with no answer in time (the shell's `kv_timeout_ms`).
+    KvTimeout {
+        id: u64,
+    },
     // --- gateways ---
     GwStart {
         request: usize,

@@ -598,7 +598,9 @@ impl Checker {
         }
         if let Some(other) = other {
             self.counters.cross_process_divergence += 1;
-            if self.strict_idempotency {
+            // Shared answers promise this for keyed requests; without them only
+            // `--strict` asks it (the book is per process).
+            if self.strict_idempotency || (self.shared_answers && r.has_key) {
                 self.fail(
                     at,
                     "replies_differ_across_processes",

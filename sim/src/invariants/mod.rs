@@ -127,6 +127,9 @@ pub struct CheckCounters {
 pub struct Checker {
     pub(crate) max_deliver: u64,
     pub(crate) strict_idempotency: bool,
+    /// The routers share answers through the KV bucket: keyed requests must then be
+    /// answered alike by every process, strict or not.
+    pub(crate) shared_answers: bool,
     pub(crate) chaos_end: u64,
     /// How long after the heal the network takes to drain what the chaos left in it.
     pub(crate) settle_ms: u64,
@@ -171,6 +174,7 @@ impl Checker {
         Checker {
             max_deliver,
             strict_idempotency,
+            shared_answers: false,
             chaos_end,
             settle_ms: 1_000,
             decide: BTreeMap::new(),
@@ -195,6 +199,11 @@ impl Checker {
             counters: CheckCounters::default(),
             violation: None,
         }
+    }
+
+    /// Require cross-process idempotency of keyed requests (answers shared via KV).
+    pub fn require_shared_answers(&mut self) {
+        self.shared_answers = true;
     }
 
     pub fn violation(&self) -> Option<&Violation> {

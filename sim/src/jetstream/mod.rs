@@ -7,11 +7,13 @@
 //! deadline and for deliveries, and feeds it acks; that keeps it unit-testable on its own.
 
 mod consumer;
+mod kv;
 mod stream;
 
 pub use consumer::{
     AckKind, AckResult, Advisory, Consumer, ConsumerConfig, Delivered, MessageState,
 };
+pub use kv::{KvBucket, KvCreate};
 pub use stream::{PubAck, StoredMessage, Stream, StreamConfig};
 
 use std::collections::BTreeMap;

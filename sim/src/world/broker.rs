@@ -9,9 +9,9 @@ use serde_json::json;
 
 use super::{Event, World, MAX_DELIVERIES_PREFIX};
 use crate::invariants::Attr;
-use crate::jetstream::{AckKind, AckResult, Advisory};
+use crate::jetstream::{AckKind, AckResult, Advisory, KvCreate};
 use crate::net::NodeId;
-use crate::wire::{Cons, Down, GotMessage, Up};
+use crate::wire::{Cons, Down, GotMessage, KvReply, Up};
 
 impl World {
     pub(super) fn at_broker(&mut self, from: NodeId, epoch: u64, sent: u64, msg: Up) {
@@ -51,6 +51,7 @@ impl World {
                 payload,
             } => self.route_request(from, id, subject, headers, payload),
             Up::Respond { to, id, payload } => self.route_response(from, to, id, payload),
+            Up::KvCreate { id, key, value } => self.on_kv_create(from, id, key, value),
             Up::DirectGet { id, stream, seq } => {
                 let msg = self
                     .js
@@ -64,6 +65,30 @@ impl World {
                 self.send_down(from, Down::Got { id, msg });
             }
         }
+    }
+
+    /// A create in the shared answer bucket. The server may refuse it like any publish
+    /// (the `publish_error` fault); a refusal is a definite "not stored".
+    fn on_kv_create(&mut self, from: NodeId, id: u64, key: String, value: Vec<u8>) {
+        let refuse = self.profile.faults.publish_error_permille;
+        let reply = if self.in_chaos() && refuse > 0 && self.faults_rng.chance(refuse) {
+            self.count_fault();
+            KvReply::Refused("injected: server refused the create".to_string())
+        } else if self.options.bug == Some(crate::options::Bug::BlindClaims) {
+            KvReply::Created
+        } else {
+            match self.kv.create(self.now, &key, &value) {
+                KvCreate::Created => KvReply::Created,
+                KvCreate::Exists(value) => KvReply::Exists(value),
+            }
+        };
+        self.trace.record(
+            self.now,
+            "kv.create",
+            "nats",
+            &json!({"from": self.topo.name(from), "id": id, "key": key, "reply": reply}),
+        );
+        self.send_down(from, Down::Kv { id, reply });
     }
 
     fn on_ack(&mut self, from: NodeId, cons: Cons, seq: u64, kind: AckKind) {

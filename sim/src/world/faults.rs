@@ -159,11 +159,12 @@ impl World {
                 .now
                 .saturating_sub(self.profile.faults.sync_interval_ms);
             let lost = self.js.lose_tail(since);
+            let kv_lost = self.kv.lose_tail(since);
             self.trace.record(
                 self.now,
                 "fault.tail-lost",
                 "nats",
-                &json!({"since": since, "lost": lost}),
+                &json!({"since": since, "lost": lost, "kv_lost": kv_lost}),
             );
             for (stream, seqs) in &lost {
                 self.checker.on_tail_lost(stream, seqs);

@@ -37,7 +37,7 @@ use crate::buggify::Buggify;
 use crate::faults::Schedule;
 use crate::host::RouterHost;
 use crate::invariants::{Checker, Proc};
-use crate::jetstream::{ConsumerConfig, JetStream, StreamConfig};
+use crate::jetstream::{ConsumerConfig, JetStream, KvBucket, StreamConfig};
 use crate::net::{Net, NodeId};
 use crate::options::SimOptions;
 use crate::profile::Profile;
@@ -135,6 +135,8 @@ pub struct World {
     hard_end_ms: u64,
     queue: EventQueue<Event>,
     js: JetStream,
+    /// The shared answer bucket (used when `profile.shared_answers`).
+    kv: KvBucket,
     net: Net,
     nodes: Vec<NodeState>,
     routers: Vec<RouterProc>,
@@ -256,6 +258,9 @@ impl World {
             topo.len()
         ];
         let mut checker = Checker::new(profile.max_deliver, options.strict, profile.chaos_ms);
+        if profile.shared_answers {
+            checker.require_shared_answers();
+        }
         checker.set_settle(profile.settle_ms());
         World {
             checker,
@@ -269,6 +274,7 @@ impl World {
             hard_end_ms,
             queue: EventQueue::new(QUEUE_CAPACITY),
             js,
+            kv: KvBucket::new(core_config.idempotency_ttl_ms),
             net: Net::new(topo.len(), SimRng::stream(seed, "net")),
             nodes,
             routers,
@@ -524,6 +530,7 @@ fn core_config(profile: &Profile) -> RouterConfig {
         max_in_flight: profile.max_in_flight,
         extensions: profile.extension_registry(),
         admin_token: Some(ADMIN_TOKEN.to_string()),
+        shared_idempotency: profile.shared_answers,
         ..RouterConfig::default()
     };
     c.backpressure.queue_overload = profile.queue_overload;

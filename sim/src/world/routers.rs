@@ -4,7 +4,8 @@
 
 use beamline_router::contracts::subjects;
 use beamline_router::core::{
-    Command, ConnectionEvent, Exhausted, Input, PublishKind, PublishOutcome, RequestOutcome,
+    Command, ConnectionEvent, Exhausted, Input, KvOutcome, PublishKind, PublishOutcome,
+    RequestOutcome,
 };
 use serde_json::json;
 
@@ -17,7 +18,10 @@ use crate::net::NodeId;
 use crate::options::Bug;
 use crate::policies::world_policies;
 use crate::rng::SimRng;
-use crate::wire::{Cons, Down, ReplyOutcome, Up};
+use crate::wire::{Cons, Down, KvReply, ReplyOutcome, Up};
+
+/// How long a router waits for the shared bucket (the shell's `state.kv_timeout_ms`).
+const KV_TIMEOUT_MS: u64 = 2_000;
 
 impl World {
     /// Build router `r`'s process (a new incarnation) and connect it.
@@ -199,6 +203,18 @@ impl World {
                         payload,
                     },
                 );
+            }
+            Command::KvCreate { id, key, value } => {
+                if !host.track_request(id) {
+                    self.checker.fail(
+                        now,
+                        "request_id_reused",
+                        format!("kv create id {id} reused while in flight"),
+                    );
+                    return;
+                }
+                self.timer(node, now + KV_TIMEOUT_MS, ActorTimer::KvTimeout { id });
+                self.send_up(node, Up::KvCreate { id, key, value });
             }
             Command::Respond { id, payload } => match host.take_inbound(id) {
                 Some((to, request)) => self.send_up(
@@ -412,6 +428,20 @@ impl World {
                 self.feed(r, Input::Inbound(inbound));
             }
             Down::Got { id, msg } => self.on_got(r, id, msg),
+            Down::Kv { id, reply } => {
+                if self.routers[r]
+                    .host
+                    .as_mut()
+                    .is_some_and(|h| h.settle_request(id))
+                {
+                    let outcome = match reply {
+                        KvReply::Created => KvOutcome::Created,
+                        KvReply::Exists(value) => KvOutcome::Exists { value },
+                        KvReply::Refused(reason) => KvOutcome::Failed { reason },
+                    };
+                    self.feed(r, Input::KvDone { id, outcome });
+                }
+            }
         }
     }
 
@@ -605,6 +635,17 @@ impl World {
                     Input::RequestDone {
                         id,
                         outcome: RequestOutcome::Timeout,
+                    },
+                );
+            }
+            ActorTimer::KvTimeout { id } if host.settle_request(id) => {
+                self.feed(
+                    r,
+                    Input::KvDone {
+                        id,
+                        outcome: KvOutcome::Failed {
+                            reason: "timeout".to_string(),
+                        },
                     },
                 );
             }
