@@ -30,4 +30,4 @@ pub use io::{
     Input, KvOutcome, Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome,
     TimerKey,
 };
-pub use router::{Router, Stats, TableSizes};
+pub use router::{BreakerViews, Router, Stats, TableSizes};

@@ -289,6 +289,15 @@ impl Router {
         }
     }
 
+    /// Every provider breaker and every extension breaker (tenant `""`), as the next call
+    /// would meet them, for gauges. Bounded by `max_breakers` and the registry.
+    pub fn breaker_views(&self, now: Time) -> BreakerViews {
+        BreakerViews {
+            providers: self.breakers.snapshot(now),
+            extensions: self.extension_breakers.snapshot(now),
+        }
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected
     }
@@ -724,6 +733,13 @@ pub struct TableSizes {
     pub rate_buckets: usize,
     pub sticky_sessions: usize,
     pub latency_samples: usize,
+}
+
+/// The breakers, for gauges (`Router::breaker_views`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BreakerViews {
+    pub providers: Vec<super::breaker::BreakerView>,
+    pub extensions: Vec<super::breaker::BreakerView>,
 }
 
 /// Stream sequences are per stream; the answer book keys settled fates by stream too.

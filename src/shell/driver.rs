@@ -35,7 +35,7 @@ use super::nats::{self, ConsumerSpec, Topology};
 use super::publisher::Publisher;
 use super::timers::Timers;
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACEPARENT, HEADER_TRACE_ID};
-use crate::core::{Command, ConnectionEvent, Delivery, InboundRequest, Input, Router};
+use crate::core::{Clock, Command, ConnectionEvent, Delivery, InboundRequest, Input, Router};
 use crate::policy;
 
 /// Everything `serve` needs: the validated settings.
@@ -346,6 +346,8 @@ impl Driver {
     }
 
     fn publish_metrics(&self) {
+        self.metrics
+            .publish_breakers(self.router.breaker_views(self.env.now()));
         self.metrics.publish(
             self.router.stats(),
             self.router.table_sizes(),

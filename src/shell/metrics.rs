@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::core::{Stats, TableSizes};
+use crate::core::{BreakerViews, Stats, TableSizes};
 
 /// What the driver knows and the core does not: its own queues.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +34,7 @@ struct Snapshot {
     stats: Stats,
     tables: TableSizes,
     shell: ShellCounters,
+    breakers: BreakerViews,
 }
 
 #[derive(Default)]
@@ -85,11 +86,15 @@ impl Metrics {
 
     pub fn publish(&self, stats: &Stats, tables: TableSizes, shell: ShellCounters) {
         if let Ok(mut s) = self.0.snapshot.lock() {
-            *s = Snapshot {
-                stats: stats.clone(),
-                tables,
-                shell,
-            };
+            s.stats = stats.clone();
+            s.tables = tables;
+            s.shell = shell;
+        }
+    }
+
+    pub fn publish_breakers(&self, breakers: BreakerViews) {
+        if let Ok(mut s) = self.0.snapshot.lock() {
+            s.breakers = breakers;
         }
     }
 
@@ -256,6 +261,7 @@ impl Metrics {
                 "router_consumer_deliveries_total{{consumer=\"{role}\"}} {n}"
             );
         }
+        render_breakers(&mut out, &snap.breakers);
         header(&mut out, "router_build_info", "gauge", "Build information.");
         let _ = writeln!(
             out,
@@ -355,6 +361,67 @@ async fn answer(mut socket: TcpStream, metrics: Metrics) -> std::io::Result<()> 
     socket.shutdown().await
 }
 
+/// One gauge per breaker (0 closed, 1 open, 2 half-open; upstream's
+/// `router_circuit_breaker_state`), and how many breakers are in each state.
+fn render_breakers(out: &mut String, b: &BreakerViews) {
+    use crate::core::breaker::BreakerState;
+    header(
+        out,
+        "router_circuit_breaker_state",
+        "gauge",
+        "Provider breaker state per (tenant, provider): 0 closed, 1 open, 2 half-open.",
+    );
+    for v in &b.providers {
+        let _ = writeln!(
+            out,
+            "router_circuit_breaker_state{{tenant_id=\"{}\",provider_id=\"{}\"}} {}",
+            label(&v.tenant_id),
+            label(&v.provider_id),
+            v.state.gauge()
+        );
+    }
+    header(
+        out,
+        "router_circuit_breakers",
+        "gauge",
+        "Provider breakers by state.",
+    );
+    for state in [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ] {
+        let n = b.providers.iter().filter(|v| v.state == state).count();
+        let _ = writeln!(
+            out,
+            "router_circuit_breakers{{state=\"{}\"}} {n}",
+            state.as_str()
+        );
+    }
+    header(
+        out,
+        "router_extension_breaker_state",
+        "gauge",
+        "Extension breaker state: 0 closed, 1 open, 2 half-open.",
+    );
+    for v in &b.extensions {
+        let _ = writeln!(
+            out,
+            "router_extension_breaker_state{{extension_id=\"{}\"}} {}",
+            label(&v.provider_id),
+            v.state.gauge()
+        );
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +443,42 @@ mod tests {
         assert!(m.render().contains("router_nats_reconnects_total 1"));
         m.set_shutting_down();
         assert!(!m.ready());
+    }
+
+    #[test]
+    fn every_breaker_has_its_gauge() {
+        use crate::core::breaker::{BreakerState, BreakerView};
+        let view = |tenant: &str, provider: &str, state| BreakerView {
+            tenant_id: tenant.into(),
+            provider_id: provider.into(),
+            state,
+            failure_count: 0,
+            window_requests: 0,
+            window_failures: 0,
+            probes_in_flight: 0,
+            remaining_open_ms: 0,
+        };
+        let m = Metrics::default();
+        m.publish_breakers(BreakerViews {
+            providers: vec![
+                view("acme", "openai", BreakerState::Open),
+                view("acme", "anthropic", BreakerState::Closed),
+                view("ev\"il", "x", BreakerState::HalfOpen),
+            ],
+            extensions: vec![view("", "pii_guard", BreakerState::Open)],
+        });
+        let text = m.render();
+        for line in [
+            "router_circuit_breaker_state{tenant_id=\"acme\",provider_id=\"openai\"} 1",
+            "router_circuit_breaker_state{tenant_id=\"acme\",provider_id=\"anthropic\"} 0",
+            "router_circuit_breaker_state{tenant_id=\"ev\\\"il\",provider_id=\"x\"} 2",
+            "router_circuit_breakers{state=\"open\"} 1",
+            "router_circuit_breakers{state=\"closed\"} 1",
+            "router_circuit_breakers{state=\"half_open\"} 1",
+            "router_extension_breaker_state{extension_id=\"pii_guard\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
     }
 
     #[test]
