@@ -160,6 +160,18 @@ impl Profile {
             .max(self.backoff_ms.first().copied().unwrap_or(self.ack_wait_ms))
     }
 
+    /// The duplicate window of the streams the routers write (assignments, usage, DLQ),
+    /// as the production shell derives it (`Settings::output_duplicate_window`): twice
+    /// the longest redelivery span, `max_deliver` x (longest ack timeout + longest nak),
+    /// and never less than the intake window.
+    pub fn output_duplicate_window_ms(&self) -> u64 {
+        let span = self
+            .max_deliver
+            .saturating_mul(self.longest_ack_timeout_ms() + self.longest_nak_ms());
+        span.saturating_mul(2)
+            .max(crate::world::DUPLICATE_WINDOW_MS)
+    }
+
     /// The longest a nak of the core can keep a message away, with the server's backoff
     /// formula (`d - backoff[0] + backoff[min(n, len - 1)]`) applied.
     pub fn longest_nak_ms(&self) -> u64 {

@@ -122,6 +122,16 @@ impl AnswerBook {
         self.bound_seqs();
     }
 
+    /// The assignment decided for decide message `seq` is stored (its PubAck came): a
+    /// later replay of the message publishes only the reply. Replaying it would lean on
+    /// the stream's duplicate window, which a long redelivery span outlasts
+    /// (`seeds/15.seed`, the simulator's `dedupe_window`).
+    pub fn assignment_stored(&mut self, seq: u64) {
+        if let Some(entry) = self.by_seq.get_mut(&(0, seq)) {
+            entry.assignment = None;
+        }
+    }
+
     pub fn settle(&mut self, key: SeqKey, fate: Fate) {
         self.by_seq.entry(key).or_default().fate = Some(fate);
         self.bound_seqs();

@@ -3,7 +3,8 @@
 //! Three overload signals, each compared with its threshold (strictly greater is
 //! overloaded):
 //! - `pending`: messages waiting in the JetStream consumer, as last reported by the shell;
-//! - `latency_p95_ms`: the 95th percentile of the last `latency_window` processing times;
+//! - `latency_p95_ms`: the 95th percentile of the last `latency_window` processing times
+//!   that are younger than `latency_max_age_ms`;
 //! - `inflight`: messages the router holds right now, passed in by the caller.
 //!
 //! Two or more overloaded signals make the status `Active` (the gateway answers 429 with
@@ -15,6 +16,13 @@
 //! gateway already caches it for 5 s and opens its own breaker only after more than
 //! three consecutive `active` answers, and a p95 over 1000 samples moves slowly. A second
 //! smoothing layer here would only delay recovery.
+//!
+//! Samples age out. While the status is `Active` every decide message is nak'ed unparsed,
+//! so no new sample is recorded: without an age limit a p95 above the threshold would be
+//! frozen, and with a second overloaded signal (a deep queue) the router would stay
+//! active until every queued message was exhausted (the simulator's `backpressure_latch`,
+//! `seeds/391.seed`). With the limit the p95 falls back to 0 once the slow samples are
+//! `latency_max_age_ms` old, the level drops, messages are taken again and measured anew.
 //!
 //! The p95 is exact (nearest rank: the value at rank ceil(0.95 n) in ascending order).
 //! Beside the ring of samples the module keeps a count per distinct value in a BTreeMap,
@@ -37,6 +45,8 @@ pub struct BackpressureConfig {
     pub retry_after_seconds: u64,
     /// Processing-time samples the p95 is taken over (at least 1).
     pub latency_window: usize,
+    /// Samples older than this no longer count (at least 1).
+    pub latency_max_age_ms: u64,
 }
 
 impl Default for BackpressureConfig {
@@ -47,6 +57,7 @@ impl Default for BackpressureConfig {
             inflight_overload: 500,
             retry_after_seconds: 30,
             latency_window: 1_000,
+            latency_max_age_ms: 60_000,
         }
     }
 }
@@ -84,8 +95,9 @@ pub struct BackpressureStatus {
 #[derive(Clone, Debug)]
 pub struct Backpressure {
     cfg: BackpressureConfig,
-    /// The last `latency_window` processing times, oldest first.
-    samples: VecDeque<u64>,
+    /// The last `latency_window` processing times with when they were taken, oldest
+    /// first.
+    samples: VecDeque<(Time, u64)>,
     /// The same samples as value -> how many times it occurs.
     counts: BTreeMap<u64, u32>,
     pending: u64,
@@ -97,6 +109,7 @@ impl Backpressure {
         let cfg = BackpressureConfig {
             retry_after_seconds: cfg.retry_after_seconds.max(1),
             latency_window: cfg.latency_window.max(1),
+            latency_max_age_ms: cfg.latency_max_age_ms.max(1),
             ..cfg
         };
         Backpressure {
@@ -118,15 +131,28 @@ impl Backpressure {
         self.samples.len()
     }
 
-    /// One message's processing time; the oldest sample leaves once the window is full.
-    pub fn record_latency(&mut self, ms: u64) {
+    /// One message's processing time, taken `at`; the oldest sample leaves once the
+    /// window is full.
+    pub fn record_latency(&mut self, ms: u64, at: Time) {
         if self.samples.len() == self.cfg.latency_window {
-            if let Some(oldest) = self.samples.pop_front() {
+            if let Some((_, oldest)) = self.samples.pop_front() {
                 self.forget(oldest);
             }
         }
-        self.samples.push_back(ms);
+        self.samples.push_back((at, ms));
         *self.counts.entry(ms).or_insert(0) += 1;
+    }
+
+    /// Drop the samples `latency_max_age_ms` old or older. Cheap when there is nothing
+    /// to drop: the router calls it on every input.
+    pub fn expire(&mut self, now: Time) {
+        while let Some(&(at, ms)) = self.samples.front() {
+            if now.millis().saturating_sub(at.millis()) < self.cfg.latency_max_age_ms {
+                break;
+            }
+            self.samples.pop_front();
+            self.forget(ms);
+        }
     }
 
     /// The consumer's pending count, as the shell last read it from the server.
@@ -226,7 +252,7 @@ mod tests {
         assert_eq!(b.status(501).level, Level::Warning);
 
         let mut b = bp();
-        b.record_latency(5_001);
+        b.record_latency(5_001, Time(0));
         assert_eq!(b.status(0).level, Level::Warning);
         assert_eq!(b.status(0).latency_p95_ms, 5_001);
     }
@@ -237,7 +263,7 @@ mod tests {
         b.set_pending(1_200, Time(0));
         assert_eq!(b.status(501).level, Level::Active);
         for _ in 0..10 {
-            b.record_latency(5_500);
+            b.record_latency(5_500, Time(0));
         }
         assert_eq!(b.status(0).level, Level::Active);
         assert_eq!(b.status(501).level, Level::Active);
@@ -250,31 +276,31 @@ mod tests {
     fn p95_is_nearest_rank() {
         let mut b = bp();
         for ms in 1..=100 {
-            b.record_latency(ms);
+            b.record_latency(ms, Time(0));
         }
         assert_eq!(b.latency_p95_ms(), 95);
 
         let mut b = bp();
         for ms in (1..=20).rev() {
-            b.record_latency(ms * 10);
+            b.record_latency(ms * 10, Time(0));
         }
         assert_eq!(b.latency_p95_ms(), 190, "rank ceil(19) = 19");
 
         let mut b = bp();
-        b.record_latency(7);
+        b.record_latency(7, Time(0));
         assert_eq!(b.latency_p95_ms(), 7);
 
         // 21 samples: rank ceil(19.95) = 20, the second largest.
         let mut b = bp();
         for ms in 1..=21 {
-            b.record_latency(ms);
+            b.record_latency(ms, Time(0));
         }
         assert_eq!(b.latency_p95_ms(), 20);
 
         // Duplicates: 90 fast, 10 slow -> rank 95 is slow.
         let mut b = bp();
         for i in 0..100 {
-            b.record_latency(if i % 10 == 0 { 9_000 } else { 10 });
+            b.record_latency(if i % 10 == 0 { 9_000 } else { 10 }, Time(0));
         }
         assert_eq!(b.latency_p95_ms(), 9_000);
     }
@@ -286,11 +312,11 @@ mod tests {
             ..BackpressureConfig::default()
         });
         for ms in [9_000, 9_000, 9_000] {
-            b.record_latency(ms);
+            b.record_latency(ms, Time(0));
         }
         assert_eq!(b.status(0).level, Level::Warning);
         for ms in [1, 2, 3] {
-            b.record_latency(ms);
+            b.record_latency(ms, Time(0));
         }
         assert_eq!(b.latency_samples(), 3);
         assert_eq!(b.latency_p95_ms(), 3);
@@ -308,9 +334,30 @@ mod tests {
         assert_eq!(b.config().latency_window, 1);
         assert_eq!(b.status(0).retry_after_seconds, 1);
         let mut b = b;
-        b.record_latency(4);
-        b.record_latency(8);
+        b.record_latency(4, Time(0));
+        b.record_latency(8, Time(0));
         assert_eq!((b.latency_samples(), b.latency_p95_ms()), (1, 8));
+    }
+
+    #[test]
+    fn old_samples_stop_counting() {
+        let mut b = bp();
+        b.set_pending(1_200, Time(0));
+        for _ in 0..10 {
+            b.record_latency(9_000, Time(1_000));
+        }
+        assert_eq!(b.status(0).level, Level::Active);
+        b.expire(Time(60_999));
+        assert_eq!(b.status(0).level, Level::Active, "not yet a minute old");
+        b.expire(Time(61_000));
+        let s = b.status(0);
+        assert_eq!((s.level, s.latency_p95_ms), (Level::Warning, 0));
+        assert_eq!(b.latency_samples(), 0);
+        assert!(b.counts.is_empty());
+        b.record_latency(10, Time(61_000));
+        b.record_latency(20, Time(90_000));
+        b.expire(Time(121_000));
+        assert_eq!((b.latency_samples(), b.latency_p95_ms()), (1, 20));
     }
 
     #[test]
@@ -329,7 +376,7 @@ mod tests {
         ) {
             let mut b = Backpressure::new(BackpressureConfig { latency_window: window, ..BackpressureConfig::default() });
             for (i, &ms) in samples.iter().enumerate() {
-                b.record_latency(ms);
+                b.record_latency(ms, Time(0));
                 let start = (i + 1).saturating_sub(window);
                 let mut last: Vec<u64> = samples[start..=i].to_vec();
                 last.sort_unstable();

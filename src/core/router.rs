@@ -234,6 +234,7 @@ impl Router {
 
     pub fn handle(&mut self, input: Input, env: &mut impl Env) {
         self.housekeeping(env.now());
+        self.backpressure.expire(env.now());
         match input {
             Input::Delivery(d) => self.on_delivery(d, env),
             Input::PublishDone { id, outcome } => self.on_publish_done(id, outcome, env),
@@ -473,7 +474,12 @@ impl Router {
                 msg.dlq_confirmed = true;
                 self.stats.dlq_records += 1;
             }
-            (Purpose::Assignment, true) => self.stats.assignments_published += 1,
+            (Purpose::Assignment, true) => {
+                self.stats.assignments_published += 1;
+                if msg.source == Source::Decide {
+                    self.answers.assignment_stored(seq.1);
+                }
+            }
             (Purpose::Usage, true) => self.stats.usage_emitted += 1,
             (Purpose::Dlq, false) => {}
             (_, false) => msg.failed = true,
@@ -578,7 +584,7 @@ impl Router {
             Next::Settle(fate) => {
                 if msg.source == Source::Decide {
                     let elapsed = env.now().millis().saturating_sub(msg.received_at.millis());
-                    self.backpressure.record_latency(elapsed);
+                    self.backpressure.record_latency(elapsed, env.now());
                 }
                 self.answers.settle(seq, fate);
                 if let (Some(key), Fate::Ack) = (&msg.origin.result_key, fate) {

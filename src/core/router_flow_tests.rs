@@ -816,3 +816,50 @@ fn a_copy_arriving_during_the_claim_waits_for_its_verdict() {
     assert_eq!(ps.len(), 2);
     assert!(ps.iter().all(|p| p.payload == mine));
 }
+
+#[test]
+fn a_replay_does_not_publish_an_assignment_already_stored() {
+    let mut r = router_with(WEIGHTED, |_| {});
+    let mut env = env();
+    let mut body = request("r-1");
+    body["push_assignment"] = json!(true);
+    r.handle(decide(1, 1, body.clone()), &mut env);
+    let ps = publishes(&env.take());
+    assert_eq!(ps.len(), 2);
+    // The reply publish fails, the assignment is stored.
+    r.handle(
+        Input::PublishDone {
+            id: ps[0].id,
+            outcome: PublishOutcome::Failed {
+                reason: "timeout".into(),
+            },
+        },
+        &mut env,
+    );
+    r.handle(
+        Input::PublishDone {
+            id: ps[1].id,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    assert!(matches!(
+        env.take().as_slice(),
+        [Command::Nak { delivery: 1, .. }]
+    ));
+    // The redelivery (long after: past any duplicate window) replays the reply only.
+    let Input::Delivery(mut again) = decide(2, 1, body) else {
+        unreachable!()
+    };
+    again.delivered = 2;
+    env.now = Time(env.now.0 + 600_000);
+    r.handle(Input::Delivery(again), &mut env);
+    let cmds = env.take();
+    let replayed = publishes(&cmds);
+    assert_eq!(replayed.len(), 1, "{cmds:?}");
+    assert_eq!(replayed[0].payload, ps[0].payload);
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 2 }]
+    );
+}

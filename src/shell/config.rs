@@ -85,6 +85,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("streams", "assignments", Kind::Str),
     ("streams", "dlq", Kind::Str),
     ("streams", "duplicate_window_ms", Kind::Int),
+    ("streams", "output_duplicate_window_ms", Kind::Int),
     ("decide", "consumer", Kind::Str),
     ("decide", "max_deliver", Kind::Int),
     ("decide", "ack_wait_ms", Kind::Int),
@@ -122,6 +123,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("backpressure", "inflight_overload", Kind::Int),
     ("backpressure", "retry_after_seconds", Kind::Int),
     ("backpressure", "latency_window", Kind::Int),
+    ("backpressure", "latency_max_age_ms", Kind::Int),
     ("state", "backend", Kind::Str),
     ("state", "kv_bucket", Kind::Str),
     ("state", "kv_replicas", Kind::Int),
@@ -243,6 +245,9 @@ pub struct StreamSettings {
     pub assignments: String,
     pub dlq: String,
     pub duplicate_window_ms: u64,
+    /// The duplicate window of the streams the router writes (assignments, usage, DLQ);
+    /// 0 derives it from the consumers (`Settings::output_duplicate_window`).
+    pub output_duplicate_window_ms: u64,
 }
 
 impl Default for StreamSettings {
@@ -255,6 +260,7 @@ impl Default for StreamSettings {
             assignments: "BEAMLINE_ASSIGNMENTS".into(),
             dlq: "BEAMLINE_DLQ".into(),
             duplicate_window_ms: 120_000,
+            output_duplicate_window_ms: 0,
         }
     }
 }
@@ -413,6 +419,7 @@ pub struct BackpressureSettings {
     pub inflight_overload: u64,
     pub retry_after_seconds: u64,
     pub latency_window: u64,
+    pub latency_max_age_ms: u64,
 }
 
 impl Default for BackpressureSettings {
@@ -424,6 +431,7 @@ impl Default for BackpressureSettings {
             inflight_overload: b.inflight_overload,
             retry_after_seconds: b.retry_after_seconds,
             latency_window: b.latency_window as u64,
+            latency_max_age_ms: b.latency_max_age_ms,
         }
     }
 }
@@ -822,6 +830,7 @@ impl Settings {
         positive("backpressure.inflight_overload", b.inflight_overload)?;
         positive("backpressure.retry_after_seconds", b.retry_after_seconds)?;
         positive("backpressure.latency_window", b.latency_window)?;
+        positive("backpressure.latency_max_age_ms", b.latency_max_age_ms)?;
 
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(err(
@@ -897,6 +906,39 @@ impl Settings {
         Duration::from_millis(self.nats.publish_timeout_ms)
     }
 
+    /// The duplicate window of the assignment, usage and DLQ streams. A message the core
+    /// published (an assignment, a usage event, a DLQ record) is published again with the
+    /// same `Nats-Msg-Id` when its PubAck was lost and the message that caused it comes
+    /// back; that can be as late as `max_deliver` deliveries, each after `ack_wait` plus
+    /// the longest nak delay. Twice the longest such span of the decide and results
+    /// consumers, and never less than `duplicate_window_ms`, unless set explicitly.
+    pub fn output_duplicate_window(&self) -> Duration {
+        let st = &self.streams;
+        if st.output_duplicate_window_ms > 0 {
+            return Duration::from_millis(st.output_duplicate_window_ms);
+        }
+        let longest_nak = RouterConfig::default()
+            .nak_backoff_ms
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .max(self.backpressure.retry_after_seconds.saturating_mul(1_000));
+        let span = |c: ConsumerSettings| {
+            let step = c
+                .backoff_ms
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+                .max(c.ack_wait_ms)
+                .saturating_add(longest_nak);
+            c.max_deliver.saturating_mul(step)
+        };
+        let longest =
+            span(self.decide.consumer_settings()).max(span(self.results.consumer_settings()));
+        Duration::from_millis(longest.saturating_mul(2).max(st.duplicate_window_ms))
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.router.shutdown_grace_ms)
     }
@@ -936,6 +978,7 @@ impl Settings {
                 inflight_overload: b.inflight_overload,
                 retry_after_seconds: b.retry_after_seconds,
                 latency_window: usize::try_from(b.latency_window).unwrap_or(usize::MAX),
+                latency_max_age_ms: b.latency_max_age_ms,
             },
             assignment: AssignmentConfig {
                 enabled: a.enabled,
@@ -1074,6 +1117,23 @@ mod tests {
         let mut s = Settings::load(Some(&path), no_env).unwrap();
         s.router.policies_dir = Some(std::env::temp_dir());
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn output_streams_dedupe_over_the_longest_redelivery_span() {
+        let s = settings("").unwrap();
+        // results: 10 deliveries x (ack_wait 30 s + longest nak 30 s), twice.
+        assert_eq!(s.output_duplicate_window(), Duration::from_secs(1_200));
+        let s = settings("[results]\nmax_deliver = 2\n[decide]\nmax_deliver = 2\n").unwrap();
+        assert_eq!(s.output_duplicate_window(), Duration::from_secs(240));
+        let s = settings("[streams]\noutput_duplicate_window_ms = 5000\n").unwrap();
+        assert_eq!(s.output_duplicate_window(), Duration::from_secs(5));
+        let topology = crate::shell::nats::Topology::from_settings(&settings("").unwrap());
+        let window = |name: &str| topology.streams.iter().find(|t| t.0 == name).unwrap().3;
+        assert_eq!(window("BEAMLINE_DECIDE"), Duration::from_secs(120));
+        assert_eq!(window("BEAMLINE_ASSIGNMENTS"), Duration::from_secs(1_200));
+        assert_eq!(window("BEAMLINE_USAGE"), Duration::from_secs(1_200));
+        assert_eq!(window("BEAMLINE_DLQ"), Duration::from_secs(1_200));
     }
 
     #[test]

@@ -26,11 +26,10 @@ pub struct ConsumerSpec {
 /// Where requests come in and dead letters go, and how the consumers are configured.
 #[derive(Clone, Debug)]
 pub struct Topology {
-    /// `(stream, subjects, max_age)` of every stream the router needs.
-    pub streams: Vec<(String, Vec<String>, Duration)>,
+    /// `(stream, subjects, max_age, duplicate_window)` of every stream the router needs.
+    pub streams: Vec<(String, Vec<String>, Duration, Duration)>,
     /// The decide consumer first.
     pub consumers: Vec<ConsumerSpec>,
-    pub duplicate_window: Duration,
 }
 
 /// Decide requests, results and acks are worth nothing after a day; keeping them that
@@ -43,14 +42,34 @@ impl Topology {
     pub fn from_settings(s: &Settings) -> Topology {
         let sub = &s.subjects;
         let st = &s.streams;
+        // Gateways' publish retries land in the intake streams within seconds; the
+        // router's own retries can come much later (`Settings::output_duplicate_window`).
+        let intake = Duration::from_millis(st.duplicate_window_ms);
+        let output = s.output_duplicate_window();
         let mut streams = vec![
-            (st.decide.clone(), vec![sub.decide.clone()], INTAKE_MAX_AGE),
-            (st.results.clone(), vec![sub.result.clone()], INTAKE_MAX_AGE),
-            (st.usage.clone(), vec![sub.usage.clone()], KEEP_MAX_AGE),
+            (
+                st.decide.clone(),
+                vec![sub.decide.clone()],
+                INTAKE_MAX_AGE,
+                intake,
+            ),
+            (
+                st.results.clone(),
+                vec![sub.result.clone()],
+                INTAKE_MAX_AGE,
+                intake,
+            ),
+            (
+                st.usage.clone(),
+                vec![sub.usage.clone()],
+                KEEP_MAX_AGE,
+                output,
+            ),
             (
                 st.assignments.clone(),
                 vec![sub.assignment.clone()],
                 INTAKE_MAX_AGE,
+                output,
             ),
         ];
         let mut dlq_subjects = vec![sub.decide_dlq.clone(), sub.result_dlq()];
@@ -73,6 +92,7 @@ impl Topology {
                 st.acks.clone(),
                 vec![sub.assignment_ack.clone()],
                 INTAKE_MAX_AGE,
+                intake,
             ));
             dlq_subjects.push(sub.ack_dlq());
             consumers.push(ConsumerSpec {
@@ -82,12 +102,8 @@ impl Topology {
                 settings: s.acks.consumer_settings(),
             });
         }
-        streams.push((st.dlq.clone(), dlq_subjects, KEEP_MAX_AGE));
-        Topology {
-            streams,
-            consumers,
-            duplicate_window: Duration::from_millis(s.streams.duplicate_window_ms),
-        }
+        streams.push((st.dlq.clone(), dlq_subjects, KEEP_MAX_AGE, output));
+        Topology { streams, consumers }
     }
 }
 
@@ -211,7 +227,7 @@ pub async fn connect(
 
 /// Create every stream the router reads or publishes to, if missing.
 pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
-    for (name, subjects, max_age) in &topology.streams {
+    for (name, subjects, max_age, duplicate_window) in &topology.streams {
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: name.clone(),
@@ -219,7 +235,7 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> any
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 max_age: *max_age,
-                duplicate_window: topology.duplicate_window,
+                duplicate_window: *duplicate_window,
                 ..Default::default()
             })
             .await

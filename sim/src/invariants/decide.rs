@@ -650,7 +650,7 @@ impl Checker {
                     cons.durable()
                 ),
             );
-            if at >= first_at + crate::world::DUPLICATE_WINDOW_MS {
+            if at >= first_at + self.output_window_ms {
                 self.classify(super::known::DEDUPE_WINDOW);
             }
         }

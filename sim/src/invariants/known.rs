@@ -51,5 +51,13 @@ pub const ALL: [&str; 5] = [
 
 /// Issues fixed in the core since the simulator found them (concurrent_same_key: a copy
 /// now waits for the claim holder's answer; duplicate_settles_key: only the carrier of
-/// a usage event settles its key). Their seeds stay in `seeds/` as regressions.
-pub const FIXED: [&str; 2] = [CONCURRENT_SAME_KEY, DUPLICATE_SETTLES_KEY];
+/// a usage event settles its key; backpressure_latch: latency samples age out after
+/// `latency_max_age_ms`; dedupe_window: the streams the router writes dedupe over twice
+/// the longest redelivery span, and a replay skips an assignment already stored). Their
+/// seeds stay in `seeds/` as regressions.
+pub const FIXED: [&str; 4] = [
+    CONCURRENT_SAME_KEY,
+    DUPLICATE_SETTLES_KEY,
+    BACKPRESSURE_LATCH,
+    DEDUPE_WINDOW,
+];

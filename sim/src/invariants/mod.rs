@@ -130,6 +130,8 @@ pub struct Checker {
     /// The routers share answers through the KV bucket: keyed requests must then be
     /// answered alike by every process, strict or not.
     pub(crate) shared_answers: bool,
+    /// The duplicate window of the assignment, usage and DLQ streams.
+    pub(crate) output_window_ms: u64,
     pub(crate) chaos_end: u64,
     /// How long after the heal the network takes to drain what the chaos left in it.
     pub(crate) settle_ms: u64,
@@ -175,6 +177,7 @@ impl Checker {
             max_deliver,
             strict_idempotency,
             shared_answers: false,
+            output_window_ms: crate::world::DUPLICATE_WINDOW_MS,
             chaos_end,
             settle_ms: 1_000,
             decide: BTreeMap::new(),

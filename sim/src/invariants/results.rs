@@ -42,7 +42,7 @@ impl Checker {
                     a.assignment_id, a.request_id
                 ),
             );
-            if at >= first_at + crate::world::DUPLICATE_WINDOW_MS {
+            if at >= first_at + self.output_window_ms {
                 self.classify(super::known::DEDUPE_WINDOW);
             }
         }
@@ -84,7 +84,7 @@ impl Checker {
                     "usage_duplicate",
                     format!("{} consumed twice: usage seqs {first} and {seq}, the first stored at {first_at}ms", event.usage_id),
                 );
-                if at >= first_at + crate::world::DUPLICATE_WINDOW_MS {
+                if at >= first_at + self.output_window_ms {
                     self.classify(super::known::DEDUPE_WINDOW);
                 }
                 return;

@@ -48,7 +48,7 @@ use crate::topology::Topology;
 use crate::trace::Trace;
 use crate::wire::{Cons, Down, Up};
 
-/// nats-server's default duplicate window.
+/// nats-server's default duplicate window: the intake streams' (decide, results).
 pub const DUPLICATE_WINDOW_MS: u64 = 120_000;
 /// The subject prefix of the server's MAX_DELIVERIES advisories.
 pub const MAX_DELIVERIES_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
@@ -261,6 +261,7 @@ impl World {
         if profile.shared_answers {
             checker.require_shared_answers();
         }
+        checker.output_window_ms = profile.output_duplicate_window_ms();
         checker.set_settle(profile.settle_ms());
         World {
             checker,
@@ -561,10 +562,16 @@ fn build_jetstream(profile: &Profile) -> JetStream {
         ),
     ];
     for (name, subjects) in streams {
+        // The streams the routers write dedupe over their longest redelivery span.
+        let output = matches!(name, "ASSIGN" | "USAGE" | "DECIDE_DLQ" | "RESULTS_DLQ");
         js.add_stream(StreamConfig {
             name: name.to_string(),
             subjects,
-            duplicate_window_ms: DUPLICATE_WINDOW_MS,
+            duplicate_window_ms: if output {
+                profile.output_duplicate_window_ms()
+            } else {
+                DUPLICATE_WINDOW_MS
+            },
         });
     }
     for cons in Cons::ALL {
