@@ -200,6 +200,52 @@ fn a_token_is_sent() {
     );
 }
 
+/// NKey auth: the server knows the user's public key only; the router signs the
+/// server's nonce with the seed from `nats.nkey_seed_file`. Keys are made here.
+#[test]
+fn an_nkey_signs_the_nonce_and_a_foreign_key_is_refused() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}\n",
+        user.public_key()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let seed_file = |name: &str, kp: &nkeys::KeyPair| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, kp.seed().unwrap()).unwrap();
+        path.display().to_string()
+    };
+    let good_seed = seed_file("router.nk", &user);
+    let policies = acme_policies();
+    let mut good = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_NATS_NKEY_SEED_FILE", good_seed.as_str())],
+    );
+    good.wait_ready();
+    assert!(
+        good.stop(Duration::from_secs(15)).success(),
+        "{}",
+        good.log()
+    );
+
+    let foreign_seed = seed_file("other.nk", &nkeys::KeyPair::new_user());
+    let mut bad = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_NATS_NKEY_SEED_FILE", foreign_seed.as_str())],
+    );
+    let status = bad.wait_exit(Duration::from_secs(20));
+    println!(
+        "foreign nkey: {}",
+        bad.log().lines().last().unwrap_or_default()
+    );
+    assert!(!status.success(), "{}", bad.log());
+    assert!(!bad.log().contains("router ready"), "{}", bad.log());
+}
+
 #[test]
 fn check_config_names_key_value_and_rule() {
     let dir = tempfile::tempdir().unwrap();
