@@ -10,7 +10,8 @@
 //! Shutdown (SIGINT or SIGTERM): stop pulling and listening, keep serving outcomes and
 //! timers until the core holds nothing and no publish or request is pending or the
 //! grace period ends, then let the outbox finish, flush and return. Messages the pull
-//! had buffered but the core never saw are redelivered by JetStream after `ack_wait`.
+//! had buffered but the core never saw are nak'ed at once (`hand_back_buffered`); those
+//! of a pull still in flight are redelivered by JetStream after `ack_wait`.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKin
 use async_nats::Subject;
 use bytes::Bytes;
 use futures::stream::SelectAll;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -283,6 +284,10 @@ impl Driver {
                         "shutdown requested: no more pulls, finishing in-flight work"
                     );
                     self.metrics.set_shutting_down();
+                    let handed_back = self.hand_back_buffered(&mut messages);
+                    if handed_back > 0 {
+                        tracing::info!(handed_back, "buffered deliveries the core never saw nak'ed for another instance");
+                    }
                     messages = SelectAll::new();
                     resubscribe.iter_mut().for_each(|r| *r = None);
                     inbound = None;
@@ -440,6 +445,23 @@ impl Driver {
             self.outbox_dropped += 1;
             tracing::warn!("outbox full; dropping a settle or response");
         }
+    }
+
+    /// Deliveries the pull had already buffered but the loop never read: nak them
+    /// without delay, so that another instance gets them now rather than after
+    /// `ack_wait`. Only what is ready at once; a pull still in flight is not waited for.
+    fn hand_back_buffered(&mut self, messages: &mut SelectAll<Feed>) -> usize {
+        let mut handed_back = 0;
+        while let Some(Some((_, Some(Ok(message))))) = messages.next().now_or_never() {
+            if let Some(subject) = message.message.reply {
+                self.send_out(Outgoing::Settle {
+                    subject,
+                    kind: AckKind::Nak(None),
+                });
+                handed_back += 1;
+            }
+        }
+        handed_back
     }
 
     fn on_message(&mut self, index: usize, message: jetstream::Message) {
