@@ -34,6 +34,7 @@ pub mod profile;
 pub mod queue;
 pub mod report;
 pub mod rng;
+pub mod scenario;
 pub mod seedfile;
 pub mod shrink;
 pub mod sweep;
