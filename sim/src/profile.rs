@@ -219,8 +219,11 @@ impl Profile {
 
     /// The hard end of a run: the liveness bound for every gateway attempt that may
     /// still start after the chaos phase.
+    /// (A scenario may end the chaos phase before the workload; then the bound runs from
+    /// the end of the workload.)
     pub fn hard_end_ms(&self) -> u64 {
-        self.chaos_ms + (self.max_attempts + 1) * (self.liveness_bound_ms() + self.reply_timeout_ms)
+        self.chaos_ms.max(self.workload_ms)
+            + (self.max_attempts + 1) * (self.liveness_bound_ms() + self.reply_timeout_ms)
     }
 
     /// One line for the CLI.

@@ -76,8 +76,10 @@ pub struct Observations {
     pub decisions: BTreeMap<String, u64>,
     /// First replies that were errors, by `error.code`.
     pub errors: BTreeMap<String, u64>,
-    /// When the first `circuit_breaker_fallback` decision reached a gateway.
-    pub first_cb_fallback_ms: Option<u64>,
+    /// When the first reply showing an open breaker reached a gateway: a
+    /// `circuit_breaker_fallback` decision, or `decision_failed` (every provider's breaker
+    /// open: the world's policies have no fallback provider).
+    pub first_breaker_effect_ms: Option<u64>,
     /// When the last first-reply reached a gateway.
     pub last_reply_ms: u64,
     /// The compact decision/fault log (one line per first reply and per scheduled

@@ -39,7 +39,7 @@ pub const DERIVED: [&str; 15] = [
     "reply_latency_p95_ms",
     "reply_latency_p99_ms",
     "reply_latency_max_ms",
-    "first_cb_fallback_ms",
+    "first_breaker_effect_ms",
     "last_reply_ms",
     "redelivery_permille",
     "sim_time_ms",
@@ -234,7 +234,7 @@ pub fn measure(metric: &str, report: &RunReport) -> Option<f64> {
         "reply_latency_p95_ms" => quantile(&latencies, 950),
         "reply_latency_p99_ms" => quantile(&latencies, 990),
         "reply_latency_max_ms" => latencies.last().map(|&x| x as f64),
-        "first_cb_fallback_ms" => o.first_cb_fallback_ms.map(|x| x as f64),
+        "first_breaker_effect_ms" => o.first_breaker_effect_ms.map(|x| x as f64),
         "last_reply_ms" => counter(o.last_reply_ms),
         "redelivery_permille" => {
             (c.deliveries > 0).then(|| (c.redeliveries * 1000 / c.deliveries) as f64)

@@ -233,14 +233,6 @@ impl Scenario {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
-        if let (Some(c), Some(d)) = (w.chaos_ms, w.duration_ms) {
-            if c < d {
-                return Err(invalid(
-                    "workload.chaos_ms",
-                    format!("{c} is before the end of the workload ({d})"),
-                ));
-            }
-        }
         let kinds = [w.valid, w.ext, w.limited, w.no_policy, w.invalid];
         if kinds.iter().any(Option::is_some)
             && kinds.iter().map(|k| k.unwrap_or(0)).sum::<u64>() == 0
@@ -291,7 +283,8 @@ impl Scenario {
             }
         };
         // Timed faults must fall in the chaos phase, which ends at chaos_ms (or at the end
-        // of the workload, or no earlier than 60 s when drawn).
+        // of the workload, or no earlier than 60 s when drawn). The chaos phase may end
+        // before the workload does: the rest of the traffic then meets a healed world.
         let chaos_floor = w.chaos_ms.or(w.duration_ms).unwrap_or(60_000);
         let mut timed = Vec::new();
         for (i, a) in parsed.faults.at.iter().enumerate() {

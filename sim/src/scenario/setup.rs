@@ -147,6 +147,7 @@ impl WorldSetup for Scenario {
         set!(m.server_notices_permille, f.server_notices_permille);
         set!(m.ack_loss_permille, f.ack_loss_permille);
         set!(m.publish_error_permille, f.publish_error_permille);
+        set!(m.publish_error_routers_only, f.publish_error_routers_only);
         set!(m.slow_permille, f.slow_permille);
         set!(m.slow_max_ms, f.slow_max_ms);
         set!(m.reply_loss_permille, f.reply_loss_permille);

@@ -116,6 +116,7 @@ pub struct FaultsSpec {
     pub server_notices_permille: Option<u64>,
     pub ack_loss_permille: Option<u64>,
     pub publish_error_permille: Option<u64>,
+    pub publish_error_routers_only: Option<bool>,
     pub slow_permille: Option<u64>,
     pub slow_max_ms: Option<u64>,
     pub reply_loss_permille: Option<u64>,

@@ -35,8 +35,8 @@ impl World {
                 .as_str()
                 .unwrap_or("?")
                 .to_string();
-            if reason == "circuit_breaker_fallback" && self.obs.first_cb_fallback_ms.is_none() {
-                self.obs.first_cb_fallback_ms = Some(self.now);
+            if reason == "circuit_breaker_fallback" {
+                self.obs.first_breaker_effect_ms.get_or_insert(self.now);
             }
             let line = format!(
                 "-> {} ({}, p={})",
@@ -51,6 +51,9 @@ impl World {
                 .as_str()
                 .unwrap_or("unparsable")
                 .to_string();
+            if code == "decision_failed" {
+                self.obs.first_breaker_effect_ms.get_or_insert(self.now);
+            }
             let line = format!("-> error {code}");
             *self.obs.errors.entry(code).or_default() += 1;
             line
