@@ -64,7 +64,10 @@ fn the_catalogue_covers_every_family_and_every_status_page_case() {
         .copied()
         .filter(|c| !covered.contains(c))
         .collect();
-    assert!(missing.is_empty(), "status-page cases no scenario covers: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "status-page cases no scenario covers: {missing:?}"
+    );
     let names: BTreeSet<&str> = all.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names.len(), all.len(), "duplicate scenario names");
 }
@@ -84,7 +87,11 @@ fn every_scenario_passes_on_its_seeds() {
             }
         }
     }
-    assert!(failures.is_empty(), "scenarios not as expected:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "scenarios not as expected:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -94,13 +101,19 @@ fn broken_hosts_fail_the_scenarios_that_name_them() {
     for s in catalogue() {
         for &bug in &s.catches_bugs {
             checked += 1;
-            let caught = s.seeds.iter().any(|&seed| !s.run(seed, Some(bug), false).passed);
+            let caught = s
+                .seeds
+                .iter()
+                .any(|&seed| !s.run(seed, Some(bug), false).passed);
             if !caught {
                 missed.push(format!("{} --bug {}", s.name, bug.name()));
             }
         }
     }
-    assert!(checked >= 10, "only {checked} (scenario, bug) pairs declared");
+    assert!(
+        checked >= 10,
+        "only {checked} (scenario, bug) pairs declared"
+    );
     assert!(missed.is_empty(), "bugs not caught: {missed:?}");
 }
 
@@ -123,10 +136,17 @@ fn an_impossible_threshold_fails_a_catalogue_scenario() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let path = dir.join("dlq_validation_audit.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let impossible = text.replace("value = 40\nwhy = \"DLQ published once", "value = 41\nwhy = \"DLQ published once");
+    let impossible = text.replace(
+        "value = 40\nwhy = \"DLQ published once",
+        "value = 41\nwhy = \"DLQ published once",
+    );
     assert_ne!(text, impossible);
     let s = Scenario::parse("impossible", "impossible.toml", &impossible).unwrap();
     let run = s.run(s.seeds[0], None, false);
     assert!(!run.passed && run.verdict_ok, "{}", run.verdict_line());
-    assert!(run.verdict_line().contains("dlq=40 ==41 FAIL"), "{}", run.verdict_line());
+    assert!(
+        run.verdict_line().contains("dlq=40 ==41 FAIL"),
+        "{}",
+        run.verdict_line()
+    );
 }

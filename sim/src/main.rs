@@ -685,6 +685,14 @@ fn cmd_run_scenario(flags: &Flags) -> Result<bool, String> {
     let keep = flags.switch("--log") || trace_file.is_some() || twice;
     let world = World::with_setup(s.options(seed, bug, false), &s);
     println!("scenario: {} ({}) {}", s.name, s.family(), s.file.title);
+    println!(
+        "invariants: all checked; this scenario is about: {}",
+        if s.file.invariants.is_empty() {
+            "-".to_string()
+        } else {
+            s.file.invariants.join(", ")
+        }
+    );
     println!("profile: {}", world.profile().summary());
     println!(
         "schedule: {} faults: {}",

@@ -47,6 +47,43 @@ pub const FAMILIES: [&str; 14] = [
     "headers",
 ];
 
+/// Invariant names a scenario may name in `invariants` (docs/INVARIANTS.md; the checkers
+/// in `invariants/`, the world and `sweep.rs` raise them).
+pub const INVARIANTS: [&str; 32] = [
+    "ack_before_reply_confirmed",
+    "ack_before_assignment_confirmed",
+    "ack_before_usage_confirmed",
+    "term_before_dlq_confirmed",
+    "nak_at_last_delivery",
+    "backpressure_side_effect",
+    "max_deliver_exceeded",
+    "delivered_after_final",
+    "replies_differ",
+    "replies_differ_across_processes",
+    "second_assignment",
+    "assignment_duplicate",
+    "assignment_wrong",
+    "usage_duplicate",
+    "usage_wrong",
+    "reply_wrong",
+    "reply_misrouted",
+    "dlq_record_malformed",
+    "duplicate_dlq_record",
+    "msg_id_unstable",
+    "status_inconsistent",
+    "admin_auth",
+    "failure_after_heal",
+    "stuck",
+    "unanswered",
+    "invalid_not_dead_lettered",
+    "exhausted_not_dead_lettered",
+    "eternal_in_flight",
+    "result_without_usage",
+    "event_storm",
+    "panic",
+    "nondeterminism",
+];
+
 /// The seeds a scenario is tested on when its file names none.
 pub const DEFAULT_SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -193,6 +230,14 @@ impl Scenario {
                 ))
             }
         };
+        for (i, name) in parsed.invariants.iter().enumerate() {
+            if !INVARIANTS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("invariants[{i}]"),
+                    format!("{name:?} is not an invariant (docs/INVARIANTS.md)"),
+                ));
+            }
+        }
         let seeds = parsed.seeds.clone().unwrap_or(DEFAULT_SEEDS.to_vec());
         if seeds.is_empty() {
             return Err(invalid("seeds", "empty".into()));

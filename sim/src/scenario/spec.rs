@@ -29,6 +29,10 @@ pub struct ScenarioFile {
     pub status: Option<String>,
     #[serde(default)]
     pub known_issue: Option<String>,
+    /// The invariants this scenario is about (documentation, checked to be real names):
+    /// every invariant is checked in every run regardless.
+    #[serde(default)]
+    pub invariants: Vec<String>,
     /// Deliberately broken hosts (`--bug NAME`) that must make this scenario fail on
     /// at least one of its seeds.
     #[serde(default)]

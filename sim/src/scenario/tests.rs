@@ -139,3 +139,26 @@ fn timed_faults_land_in_the_schedule_and_the_log() {
         "{log:?}"
     );
 }
+
+#[test]
+fn named_invariants_are_real_checker_names() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut sources = String::new();
+    for dir in ["invariants", "world"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            sources.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        }
+    }
+    sources.push_str(&std::fs::read_to_string(root.join("sweep.rs")).unwrap());
+    for name in INVARIANTS {
+        assert!(
+            sources.contains(&format!("\"{name}\"")),
+            "no checker raises {name}"
+        );
+    }
+    let e = parse(&format!("invariants = [\"stuck\", \"stuk\"]\n{SMALL}")).unwrap_err();
+    assert!(
+        matches!(&e, ScenarioError::Invalid { key, .. } if key == "invariants[1]"),
+        "{e}"
+    );
+}
