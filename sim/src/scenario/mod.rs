@@ -89,7 +89,8 @@ pub const DEFAULT_SEEDS: [u64; 3] = [1, 2, 3];
 
 /// The scenario directory of this checkout (`scenarios/` at the repository root).
 pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+    let sim = Path::new(env!("CARGO_MANIFEST_DIR"));
+    sim.parent().unwrap_or(sim).join("scenarios")
 }
 
 /// A scenario that cannot be used, naming the file and, where there is one, the key.
