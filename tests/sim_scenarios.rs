@@ -73,6 +73,22 @@ fn the_catalogue_covers_every_family_and_every_status_page_case() {
 }
 
 #[test]
+fn docs_scenarios_names_every_scenario() {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/SCENARIOS.md"))
+            .expect("docs/SCENARIOS.md");
+    let missing: Vec<String> = catalogue()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| !page.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/SCENARIOS.md does not name {missing:?}: run scripts/scenarios-doc.py"
+    );
+}
+
+#[test]
 fn every_scenario_passes_on_its_seeds() {
     let mut failures = Vec::new();
     for s in catalogue() {

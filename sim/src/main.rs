@@ -10,7 +10,7 @@
 //! beamline-sim bench  [--seeds N] [run flags]
 //! beamline-sim hashes --seeds A..B [--jobs J] [run flags]
 //! beamline-sim scenarios [--dir DIR]
-//! beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--check-determinism] [--dir DIR]
+//! beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--timeline FILE.html] [--check-determinism] [--dir DIR]
 //! beamline-sim sweep  --scenario NAME --seeds A..B [--jobs J] [--bug NAME] [--dir DIR]
 //!
 //! run flags: --requests R --no-faults --tail-loss --strict --bug NAME
@@ -44,7 +44,7 @@ const USAGE: &str = "usage:
   beamline-sim bench  [--seeds N] [run flags]
   beamline-sim hashes --seeds A..B [--jobs J] [run flags]
   beamline-sim scenarios [--dir DIR]
-  beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--check-determinism] [--dir DIR]
+  beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--timeline FILE.html] [--check-determinism] [--dir DIR]
   beamline-sim sweep  --scenario NAME --seeds A..B [--jobs J] [--bug NAME] [--dir DIR]
 run flags: --requests R --no-faults --tail-loss --strict --bug NAME --chaos-ms MS --drop-faults I,J --rates-off NAME,NAME
 bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers";
@@ -674,15 +674,23 @@ fn print_scenario_run(run: &ScenarioRun, wall_ms: u128) {
 fn cmd_run_scenario(flags: &Flags) -> Result<bool, String> {
     only_flags(
         flags,
-        &["--scenario", "--seed", "--bug", "--dir", "--trace"],
+        &[
+            "--scenario",
+            "--seed",
+            "--bug",
+            "--dir",
+            "--trace",
+            "--timeline",
+        ],
         &["--log", "--check-determinism"],
     )?;
     let s = load_scenario(flags)?;
     let seed = flags.number("--seed")?.ok_or("needs --seed N")?;
     let bug = bug_flag(flags)?;
     let trace_file = flags.value("--trace")?;
+    let timeline_file = flags.value("--timeline")?;
     let twice = flags.switch("--check-determinism");
-    let keep = flags.switch("--log") || trace_file.is_some() || twice;
+    let keep = flags.switch("--log") || trace_file.is_some() || timeline_file.is_some() || twice;
     let world = World::with_setup(s.options(seed, bug, false), &s);
     println!("scenario: {} ({}) {}", s.name, s.family(), s.file.title);
     println!(
@@ -711,6 +719,22 @@ fn cmd_run_scenario(flags: &Flags) -> Result<bool, String> {
         text.push('\n');
         std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
         println!("trace: {} lines written to {path}", lines.len());
+    }
+    if let (Some(path), Some(lines)) = (timeline_file, &run.report.trace) {
+        let html = render(
+            lines,
+            &TimelineOptions {
+                window: None,
+                focus_seq: None,
+                title: format!(
+                    "beamline-sim scenario {} seed {seed} ({})",
+                    s.name,
+                    if run.passed { "pass" } else { "fail" }
+                ),
+            },
+        );
+        std::fs::write(path, html).map_err(|e| format!("{path}: {e}"))?;
+        println!("timeline: written to {path}");
     }
     let mut deterministic = true;
     if twice {
