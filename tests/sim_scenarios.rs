@@ -166,3 +166,17 @@ fn an_impossible_threshold_fails_a_catalogue_scenario() {
         run.verdict_line()
     );
 }
+
+#[test]
+fn the_format_example_in_scenarios_readme_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let example = readme
+        .split("```toml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```toml block in scenarios/README.md");
+    let s = Scenario::parse("example", "scenarios/README.md", example)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.family(), "connection_loss");
+}
