@@ -49,6 +49,11 @@ pub struct Faults {
     // --- per message ---
     pub ack_loss_permille: u64,
     pub publish_error_permille: u64,
+    /// Refuse only the router processes' publishes (replies, DLQ records, assignments,
+    /// usage events), not the gateways' or CAF workers'. Never drawn (the swarm refuses
+    /// everyone's); a scenario sets it to aim publish failures at the router's side effects.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub publish_error_routers_only: bool,
     pub slow_permille: u64,
     pub slow_max_ms: u64,
     /// A core message routed between clients (a reply, an extension call or answer, a
@@ -164,6 +169,7 @@ impl Faults {
             server_notices_permille: 1000,
             ack_loss_permille: 0,
             publish_error_permille: 0,
+            publish_error_routers_only: false,
             slow_permille: 0,
             slow_max_ms: 0,
             reply_loss_permille: 0,
@@ -213,6 +219,7 @@ impl Faults {
             server_notices_permille: rng.between(0, 1000),
             ack_loss_permille: maybe(rng, 300, 1, 100),
             publish_error_permille: maybe(rng, 300, 1, 400),
+            publish_error_routers_only: false,
             slow_permille: maybe(rng, 300, 1, 100),
             slow_max_ms: rng.between(50, 3_000),
             reply_loss_permille: maybe(rng, 250, 1, 200),

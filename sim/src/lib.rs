@@ -20,6 +20,8 @@
 //! - [`trace`], [`timeline`]: the JSON-lines trace and its hash; the HTML timeline.
 //! - [`sweep`], [`seedfile`], [`shrink`]: many seeds at once, the failing-seed file, and
 //!   making a failing run smaller.
+//! - [`scenario`]: named fault scenarios (`scenarios/*.toml`) over a seed's draw, and
+//!   their expectations.
 
 pub mod actors;
 pub mod buggify;
@@ -34,6 +36,7 @@ pub mod profile;
 pub mod queue;
 pub mod report;
 pub mod rng;
+pub mod scenario;
 pub mod seedfile;
 pub mod shrink;
 pub mod sweep;

@@ -9,6 +9,9 @@
 //! beamline-sim shrink --seed N | --seed-file FILE [run flags] [--max-runs N] [--seeds-dir DIR]
 //! beamline-sim bench  [--seeds N] [run flags]
 //! beamline-sim hashes --seeds A..B [--jobs J] [run flags]
+//! beamline-sim scenarios [--dir DIR]
+//! beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--timeline FILE.html] [--check-determinism] [--dir DIR]
+//! beamline-sim sweep  --scenario NAME --seeds A..B [--jobs J] [--bug NAME] [--dir DIR]
 //!
 //! run flags: --requests R --no-faults --tail-loss --strict --bug NAME
 //!            --chaos-ms MS --drop-faults I,J,.. --rates-off NAME,..
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use beamline_sim::invariants::known;
+use beamline_sim::scenario::{self, Scenario, ScenarioRun};
 use beamline_sim::seedfile::{parse_indices, parse_rates, SeedFile};
 use beamline_sim::shrink::shrink;
 use beamline_sim::sweep::{parse_duration_ms, parse_seed_range, run_caught, sweep, SweepConfig};
@@ -39,6 +43,9 @@ const USAGE: &str = "usage:
   beamline-sim shrink --seed N | --seed-file FILE [run flags] [--max-runs N] [--seeds-dir DIR]
   beamline-sim bench  [--seeds N] [run flags]
   beamline-sim hashes --seeds A..B [--jobs J] [run flags]
+  beamline-sim scenarios [--dir DIR]
+  beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--timeline FILE.html] [--check-determinism] [--dir DIR]
+  beamline-sim sweep  --scenario NAME --seeds A..B [--jobs J] [--bug NAME] [--dir DIR]
 run flags: --requests R --no-faults --tail-loss --strict --bug NAME --chaos-ms MS --drop-faults I,J --rates-off NAME,NAME
 bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers blind-claims";
 
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
         Some("shrink") => cmd_shrink(rest),
         Some("bench") => cmd_bench(rest),
         Some("hashes") => cmd_hashes(rest),
+        Some("scenarios") => cmd_scenarios(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(true)
@@ -161,6 +169,9 @@ impl<'a> Flags<'a> {
 
 fn cmd_run(args: &[String]) -> Result<bool, String> {
     let flags = Flags { args };
+    if flags.value("--scenario")?.is_some() {
+        return cmd_run_scenario(&flags);
+    }
     flags.check_known(
         &["--trace", "--timeline", "--window", "--focus"],
         &["--check-determinism", "--twice", "--shrink"],
@@ -287,6 +298,9 @@ fn print_report(report: &RunReport, wall_ms: u128) {
 
 fn cmd_sweep(args: &[String]) -> Result<bool, String> {
     let flags = Flags { args };
+    if flags.value("--scenario")?.is_some() {
+        return cmd_sweep_scenario(&flags);
+    }
     flags.check_known(
         &[
             "--seeds",
@@ -588,4 +602,223 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, u128) {
     let clock = WallClock::start();
     let r = f();
     (r, u128::from(clock.elapsed_ms()))
+}
+
+/// Only these flags (each with a value, or a switch), for the scenario commands.
+fn only_flags(flags: &Flags, with_value: &[&str], switches: &[&str]) -> Result<(), String> {
+    let mut i = 0;
+    while i < flags.args.len() {
+        let a = flags.args[i].as_str();
+        if with_value.contains(&a) {
+            i += 2;
+        } else if switches.contains(&a) {
+            i += 1;
+        } else {
+            return Err(format!("unexpected argument {a}\n{USAGE}"));
+        }
+    }
+    Ok(())
+}
+
+fn scenario_dir(flags: &Flags) -> Result<std::path::PathBuf, String> {
+    Ok(flags
+        .value("--dir")?
+        .map_or_else(scenario::default_dir, std::path::PathBuf::from))
+}
+
+fn load_scenario(flags: &Flags) -> Result<Scenario, String> {
+    let name = flags.value("--scenario")?.ok_or("needs --scenario NAME")?;
+    scenario::find(&scenario_dir(flags)?, name).map_err(|e| e.to_string())
+}
+
+fn bug_flag(flags: &Flags) -> Result<Option<Bug>, String> {
+    flags
+        .value("--bug")?
+        .map(|name| Bug::parse(name).ok_or_else(|| format!("unknown bug {name}\n{USAGE}")))
+        .transpose()
+}
+
+/// `beamline-sim scenarios`: one line per scenario.
+fn cmd_scenarios(args: &[String]) -> Result<bool, String> {
+    let flags = Flags { args };
+    only_flags(&flags, &["--dir"], &[])?;
+    let all = scenario::load_dir(&scenario_dir(&flags)?).map_err(|e| e.to_string())?;
+    for s in &all {
+        println!(
+            "{:<36} {:<18} seeds={:?} covers={}  {}",
+            s.name,
+            s.family(),
+            s.seeds,
+            s.covers().len(),
+            s.file.title
+        );
+    }
+    let families: std::collections::BTreeSet<&str> = all.iter().map(|s| s.family()).collect();
+    println!("scenarios={} families={}", all.len(), families.len());
+    Ok(true)
+}
+
+fn print_scenario_run(run: &ScenarioRun, wall_ms: u128) {
+    print_report(&run.report, wall_ms);
+    for c in &run.checks {
+        let why = c
+            .expectation
+            .why
+            .as_deref()
+            .map(|w| format!("  ({w})"))
+            .unwrap_or_default();
+        println!("expect: {c}{why}");
+    }
+}
+
+fn cmd_run_scenario(flags: &Flags) -> Result<bool, String> {
+    only_flags(
+        flags,
+        &[
+            "--scenario",
+            "--seed",
+            "--bug",
+            "--dir",
+            "--trace",
+            "--timeline",
+        ],
+        &["--log", "--check-determinism"],
+    )?;
+    let s = load_scenario(flags)?;
+    let seed = flags.number("--seed")?.ok_or("needs --seed N")?;
+    let bug = bug_flag(flags)?;
+    let trace_file = flags.value("--trace")?;
+    let timeline_file = flags.value("--timeline")?;
+    let twice = flags.switch("--check-determinism");
+    let keep = flags.switch("--log") || trace_file.is_some() || timeline_file.is_some() || twice;
+    let world = World::with_setup(s.options(seed, bug, false), &s);
+    println!("scenario: {} ({}) {}", s.name, s.family(), s.file.title);
+    println!(
+        "invariants: all checked; this scenario is about: {}",
+        if s.file.invariants.is_empty() {
+            "-".to_string()
+        } else {
+            s.file.invariants.join(", ")
+        }
+    );
+    println!("profile: {}", world.profile().summary());
+    println!(
+        "schedule: {} faults: {}",
+        world.schedule().len(),
+        world.schedule().summary()
+    );
+    let (run, wall_ms) = timed(|| s.run(seed, bug, keep));
+    if flags.switch("--log") {
+        for line in &run.report.observations.log {
+            println!("log: {line}");
+        }
+    }
+    print_scenario_run(&run, wall_ms);
+    if let (Some(path), Some(lines)) = (trace_file, &run.report.trace) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
+        println!("trace: {} lines written to {path}", lines.len());
+    }
+    if let (Some(path), Some(lines)) = (timeline_file, &run.report.trace) {
+        let html = render(
+            lines,
+            &TimelineOptions {
+                window: None,
+                focus_seq: None,
+                title: format!(
+                    "beamline-sim scenario {} seed {seed} ({})",
+                    s.name,
+                    if run.passed { "pass" } else { "fail" }
+                ),
+            },
+        );
+        std::fs::write(path, html).map_err(|e| format!("{path}: {e}"))?;
+        println!("timeline: written to {path}");
+    }
+    let mut deterministic = true;
+    if twice {
+        let again = s.run(seed, bug, true);
+        let (a, b) = (
+            run.report.trace.as_deref().unwrap_or_default(),
+            again.report.trace.as_deref().unwrap_or_default(),
+        );
+        match first_divergence(a, b) {
+            None => println!(
+                "determinism: second run identical ({} lines, hash {})",
+                a.len(),
+                hash_hex(again.report.trace_hash)
+            ),
+            Some((i, x, y)) => {
+                deterministic = false;
+                println!(
+                    "determinism: FIRST DIFFERING EVENT at line {i}\n  run 1: {}\n  run 2: {}",
+                    x.unwrap_or("<end>"),
+                    y.unwrap_or("<end>")
+                );
+            }
+        }
+    }
+    println!("{}", run.verdict_line());
+    Ok(run.passed && deterministic)
+}
+
+fn cmd_sweep_scenario(flags: &Flags) -> Result<bool, String> {
+    only_flags(
+        flags,
+        &["--scenario", "--seeds", "--jobs", "--bug", "--dir"],
+        &[],
+    )?;
+    let s = load_scenario(flags)?;
+    let seeds = parse_seed_range(flags.value("--seeds")?.ok_or("sweep needs --seeds A..B")?)?;
+    let bug = bug_flag(flags)?;
+    let jobs = flags.number("--jobs")?.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |j| j as usize,
+    );
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(u64, bool, String)>> = Mutex::new(Vec::new());
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&seed) = seeds.get(i) else {
+            break;
+        };
+        let run = s.run(seed, bug, false);
+        if !run.passed {
+            println!("FAIL {}", run.verdict_line());
+        }
+        results.lock().unwrap_or_else(|p| p.into_inner()).push((
+            seed,
+            run.passed,
+            run.verdict_line(),
+        ));
+    };
+    let ((), wall_ms) = timed(|| {
+        if jobs <= 1 {
+            worker();
+        } else {
+            // Whole seeds per thread, sharing nothing but the work counter (as `sweep`).
+            #[allow(clippy::disallowed_methods)]
+            std::thread::scope(|scope| {
+                for _ in 0..jobs {
+                    scope.spawn(worker);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let passed = results.iter().filter(|r| r.1).count();
+    println!(
+        "scenario={} wall={}ms jobs={}",
+        s.name,
+        wall_ms,
+        jobs.max(1)
+    );
+    println!(
+        "seeds={} passed={} failed={}",
+        results.len(),
+        passed,
+        results.len() - passed
+    );
+    Ok(passed == results.len())
 }

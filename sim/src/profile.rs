@@ -6,6 +6,7 @@
 use beamline_router::core::extensions::{ExtensionRegistry, RETRY_BASE_MS};
 use serde::Serialize;
 
+use crate::actors::gateway::WorkloadMix;
 use crate::faults::Faults;
 use crate::rng::SimRng;
 
@@ -47,6 +48,10 @@ pub struct Profile {
     pub caf_latency_max_ms: u64,
     /// Whether CAF workers set a `Nats-Msg-Id` on their results.
     pub caf_msg_id: bool,
+    /// What the requests are made of. Always the swarm's default when drawn; only a
+    /// scenario changes it (and then it enters the trace's profile line).
+    #[serde(skip_serializing_if = "WorkloadMix::is_default")]
+    pub mix: WorkloadMix,
     // --- shared state ---
     /// The routers claim keyed answers in the shared KV bucket (`core/shared.rs`), so
     /// idempotency holds across processes, not only within one.
@@ -123,6 +128,7 @@ impl Profile {
             status_poll_ms: rng.between(2_000, 15_000),
             caf_latency_max_ms: rng.between(50, 3_000),
             caf_msg_id: rng.chance(500),
+            mix: WorkloadMix::default(),
             workload_ms,
             chaos_ms: workload_ms + rng.between(0, 60_000),
             faults: Faults::none(),
@@ -232,8 +238,11 @@ impl Profile {
 
     /// The hard end of a run: the liveness bound for every gateway attempt that may
     /// still start after the chaos phase.
+    /// (A scenario may end the chaos phase before the workload; then the bound runs from
+    /// the end of the workload.)
     pub fn hard_end_ms(&self) -> u64 {
-        self.chaos_ms + (self.max_attempts + 1) * (self.liveness_bound_ms() + self.reply_timeout_ms)
+        self.chaos_ms.max(self.workload_ms)
+            + (self.max_attempts + 1) * (self.liveness_bound_ms() + self.reply_timeout_ms)
     }
 
     /// One line for the CLI.

@@ -1,6 +1,8 @@
 //! What a run hands back: the verdict, the first violation, the trace hash (and the trace
 //! itself when asked), and the counters the CLI prints.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::invariants::Violation;
@@ -59,6 +61,32 @@ pub struct Counters {
     pub events: u64,
 }
 
+/// What the gateways saw, for scenario expectations (`crate::scenario`): measured from
+/// the replies that reached them, in virtual time. Cheap enough to collect on every run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observations {
+    /// Per replied request (bursts included): its first reply's arrival at the gateway
+    /// minus the time the request was planned to be published, in request order.
+    pub reply_latency_ms: Vec<u64>,
+    /// Requests with at least one reply at their gateway.
+    pub requests_replied: u64,
+    /// Gateway attempts started (a request's first attempt counts too).
+    pub attempts: u64,
+    /// First replies that were decisions, by `decision.reason`.
+    pub decisions: BTreeMap<String, u64>,
+    /// First replies that were errors, by `error.code`.
+    pub errors: BTreeMap<String, u64>,
+    /// When the first reply showing an open breaker reached a gateway: a
+    /// `circuit_breaker_fallback` decision, or `decision_failed` (every provider's breaker
+    /// open: the world's policies have no fallback provider).
+    pub first_breaker_effect_ms: Option<u64>,
+    /// When the last first-reply reached a gateway.
+    pub last_reply_ms: u64,
+    /// The compact decision/fault log (one line per first reply and per scheduled
+    /// fault), only when the run keeps its trace.
+    pub log: Vec<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct RunReport {
     pub seed: u64,
@@ -80,6 +108,7 @@ pub struct RunReport {
     pub schedule_len: usize,
     /// BUGGIFY sites asked, and whether each was active.
     pub buggify_sites: Vec<(&'static str, bool)>,
+    pub observations: Observations,
 }
 
 impl RunReport {

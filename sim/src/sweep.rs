@@ -43,7 +43,7 @@ pub fn run_caught(options: &SimOptions) -> RunReport {
 }
 
 /// A report for a run that could not finish.
-fn failed_report(options: &SimOptions, invariant: &'static str, message: String) -> RunReport {
+pub fn failed_report(options: &SimOptions, invariant: &'static str, message: String) -> RunReport {
     RunReport {
         seed: options.seed,
         verdict: Verdict::Fail,
@@ -66,6 +66,7 @@ fn failed_report(options: &SimOptions, invariant: &'static str, message: String)
         schedule_summary: String::new(),
         schedule_len: 0,
         buggify_sites: Vec::new(),
+        observations: Default::default(),
     }
 }
 

@@ -201,3 +201,64 @@ fn debug_and_release_builds_give_the_same_hashes() {
     assert_eq!(mine, theirs, "hashes differ between debug and release");
     assert_eq!(mine.lines().count(), 12);
 }
+
+#[test]
+fn scenarios_run_sweep_and_list_from_the_cli() {
+    let (ok, out) = sim(&["scenarios"]);
+    assert!(ok, "{out}");
+    assert!(last_line(&out).starts_with("scenarios="), "{out}");
+    assert!(out.contains("dlq_validation_audit"), "{out}");
+
+    let args = ["run", "--scenario", "dlq_validation_audit", "--seed", "1"];
+    let (ok, out) = sim(&args);
+    assert!(ok, "{out}");
+    let line = last_line(&out);
+    assert!(
+        line.starts_with("scenario=dlq_validation_audit seed=1 outcome=pass verdict=pass"),
+        "{out}"
+    );
+    assert!(line.contains("| dlq=40 ==40 ok"), "{out}");
+    let (_, again) = sim(&args);
+    assert_eq!(line, last_line(&again), "same scenario seed, same line");
+
+    let (ok, out) = sim(&[
+        "run",
+        "--scenario",
+        "dlq_validation_audit",
+        "--seed",
+        "1",
+        "--bug",
+        "skip-dlq",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        last_line(&out).contains("outcome=fail verdict=fail"),
+        "{out}"
+    );
+
+    let (ok, out) = sim(&[
+        "sweep",
+        "--scenario",
+        "dlq_validation_audit",
+        "--seeds",
+        "1..4",
+        "--jobs",
+        "2",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(last_line(&out), "seeds=3 passed=3 failed=0");
+    let (ok, out) = sim(&[
+        "sweep",
+        "--scenario",
+        "dlq_validation_audit",
+        "--seeds",
+        "1..3",
+        "--bug",
+        "skip-dlq",
+    ]);
+    assert!(!ok, "{out}");
+    assert_eq!(last_line(&out), "seeds=2 passed=0 failed=2");
+
+    let (ok, _) = sim(&["run", "--scenario", "no_such_scenario", "--seed", "1"]);
+    assert!(!ok);
+}

@@ -112,6 +112,54 @@ pub struct GatewayConfig {
     pub max_attempts: u64,
     pub publish_timeout_ms: u64,
     pub status_poll_ms: u64,
+    pub mix: WorkloadMix,
+}
+
+/// What the gateways' requests are made of. The weights of the five request kinds are
+/// relative (the default sums to 100: 55 valid, 17 with the extension policy, 8
+/// rate-limited, 8 without a policy, 12 refused at intake); the `*_permille` fields are
+/// the share of eligible requests that carry an `idempotency_key` (valid kinds), ask for
+/// an assignment (`acme` kinds), hold PII text (extension policy) or a `trace_id` header
+/// (valid kinds). The default is the swarm's workload; a scenario may set any of it
+/// (`scenarios/*.toml`, `[workload]`). With the default, the draws are exactly those of
+/// the swarm, so existing seeds keep their traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkloadMix {
+    pub valid: u64,
+    pub ext: u64,
+    pub limited: u64,
+    pub no_policy: u64,
+    pub invalid: u64,
+    pub idempotency_permille: u64,
+    pub assignment_permille: u64,
+    pub pii_permille: u64,
+    pub trace_header_permille: u64,
+}
+
+impl Default for WorkloadMix {
+    fn default() -> Self {
+        WorkloadMix {
+            valid: 55,
+            ext: 17,
+            limited: 8,
+            no_policy: 8,
+            invalid: 12,
+            idempotency_permille: 900,
+            assignment_permille: 500,
+            pii_permille: 300,
+            trace_header_permille: 300,
+        }
+    }
+}
+
+impl WorkloadMix {
+    pub fn is_default(&self) -> bool {
+        *self == WorkloadMix::default()
+    }
+
+    fn total(&self) -> u64 {
+        self.valid + self.ext + self.limited + self.no_policy + self.invalid
+    }
 }
 
 #[derive(Debug)]
@@ -156,16 +204,24 @@ impl Workload {
 
     fn add(&mut self, rng: &mut SimRng, gateway: usize, publish_at: u64) -> usize {
         let index = self.requests.len();
-        let kind = match rng.below(100) {
-            0..=54 => RequestKind::Valid,
-            55..=71 => RequestKind::ValidExt,
-            72..=79 => RequestKind::Limited,
-            80..=87 => RequestKind::NoPolicy,
-            _ => RequestKind::Invalid(*rng.pick(&[
+        let mix = self.config.mix;
+        // One draw in [0, total) split by the cumulative weights (the default mix draws
+        // exactly as the swarm always has: below(100), 55/17/8/8/12).
+        let x = rng.below(mix.total().max(1));
+        let kind = if x < mix.valid {
+            RequestKind::Valid
+        } else if x < mix.valid + mix.ext {
+            RequestKind::ValidExt
+        } else if x < mix.valid + mix.ext + mix.limited {
+            RequestKind::Limited
+        } else if x < mix.valid + mix.ext + mix.limited + mix.no_policy {
+            RequestKind::NoPolicy
+        } else {
+            RequestKind::Invalid(*rng.pick(&[
                 Invalid::BadJson,
                 Invalid::MissingTenant,
                 Invalid::WrongVersion,
-            ])),
+            ]))
         };
         let valid = !matches!(kind, RequestKind::Invalid(_));
         let request = PlannedRequest {
@@ -180,11 +236,12 @@ impl Workload {
                 RequestKind::Invalid(Invalid::MissingTenant) => None,
                 RequestKind::Invalid(_) => Some(TENANT_WITH_POLICY),
             },
-            has_key: valid && rng.chance(900),
+            has_key: valid && rng.chance(mix.idempotency_permille),
             push_assignment: matches!(kind, RequestKind::Valid | RequestKind::ValidExt)
-                && rng.chance(500),
-            pii: kind == RequestKind::ValidExt && rng.chance(300),
-            trace_header: (valid && rng.chance(300)).then(|| format!("hdr-trace-{index}")),
+                && rng.chance(mix.assignment_permille),
+            pii: kind == RequestKind::ValidExt && rng.chance(mix.pii_permille),
+            trace_header: (valid && rng.chance(mix.trace_header_permille))
+                .then(|| format!("hdr-trace-{index}")),
             payload: Vec::new(),
             publish_at,
         };
@@ -231,6 +288,11 @@ impl Workload {
 
     pub fn replied(&self, index: usize) -> bool {
         self.states[index].replied
+    }
+
+    /// Attempts started, over all requests (a retry is a new attempt).
+    pub fn attempts_total(&self) -> u64 {
+        self.states.iter().map(|s| s.attempt).sum()
     }
 
     /// Every request is replied to or out of attempts.
@@ -445,6 +507,7 @@ mod tests {
             max_attempts: 3,
             publish_timeout_ms: 1_000,
             status_poll_ms: 5_000,
+            mix: WorkloadMix::default(),
         }
     }
 

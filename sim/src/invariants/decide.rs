@@ -847,6 +847,7 @@ mod tests {
                 max_attempts: 1,
                 publish_timeout_ms: 1,
                 status_poll_ms: 1,
+                mix: Default::default(),
             },
         )
     }

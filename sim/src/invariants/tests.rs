@@ -29,6 +29,7 @@ fn workload() -> Workload {
             max_attempts: 1,
             publish_timeout_ms: 1,
             status_poll_ms: 1,
+            mix: Default::default(),
         },
     )
 }

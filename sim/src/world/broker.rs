@@ -118,8 +118,13 @@ impl World {
         payload: Vec<u8>,
         js: bool,
     ) {
-        let refuse = self.profile.faults.publish_error_permille;
         let router = self.router_index(from);
+        let f = &self.profile.faults;
+        let refuse = if f.publish_error_routers_only && router.is_none() {
+            0
+        } else {
+            f.publish_error_permille
+        };
         let error = if self.in_chaos() && refuse > 0 && self.faults_rng.chance(refuse) {
             self.count_fault();
             self.trace.record(

@@ -22,8 +22,15 @@ impl World {
                 Down::PubAck { id, error } => {
                     self.workload.on_puback(id, error.is_some(), now, &mut out);
                 }
-                Down::Msg { subject, .. } => {
+                Down::Msg {
+                    subject, payload, ..
+                } => {
+                    let first = crate::actors::gateway::parse_inbox(&subject)
+                        .is_some_and(|(i, _)| i < self.workload.len() && !self.workload.replied(i));
                     if let Some((request, attempt)) = self.workload.on_reply(&subject) {
+                        if first {
+                            self.observe_first_reply(to, request, attempt, &payload);
+                        }
                         self.trace.record(
                             now,
                             "gw.reply",

@@ -28,6 +28,7 @@ impl World {
             "world",
             &json!({"index": index, "fault": fault.kind}),
         );
+        self.observe_fault(&fault.kind);
         match fault.kind {
             FaultKind::LinkDrop {
                 node,
@@ -214,6 +215,7 @@ impl World {
         self.chaos_over = true;
         self.trace
             .record(self.now, "world.chaos-end", "world", &json!({}));
+        self.observe_heal();
         self.net.heal();
         for e in &mut self.exts {
             e.heal();

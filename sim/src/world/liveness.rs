@@ -74,7 +74,9 @@ impl World {
             .filter_map(|(r, p)| p.host.as_ref().map(|h| (r, h.router().in_flight())))
             .filter(|&(_, n)| n > 0)
             .collect();
-        let heal_deadline = self.profile.chaos_ms + self.bound_ms;
+        // (A scenario may end the chaos phase before the workload: new traffic keeps a
+        // process busy until the workload is over, so the bound runs from the later.)
+        let heal_deadline = self.profile.chaos_ms.max(self.profile.workload_ms) + self.bound_ms;
         if let (Some(&(r, n)), true) = (holding.first(), self.now > heal_deadline) {
             self.checker.fail(
                 self.now,

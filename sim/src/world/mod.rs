@@ -19,6 +19,7 @@ mod clients;
 mod faults;
 mod liveness;
 mod net_io;
+mod observe;
 mod routers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,7 +43,7 @@ use crate::net::{Net, NodeId};
 use crate::options::SimOptions;
 use crate::profile::Profile;
 use crate::queue::EventQueue;
-use crate::report::{Counters, RunReport, Verdict};
+use crate::report::{Counters, Observations, RunReport, Verdict};
 use crate::rng::SimRng;
 use crate::topology::Topology;
 use crate::trace::Trace;
@@ -52,6 +53,15 @@ use crate::wire::{Cons, Down, Up};
 pub const DUPLICATE_WINDOW_MS: u64 = 120_000;
 /// The subject prefix of the server's MAX_DELIVERIES advisories.
 pub const MAX_DELIVERIES_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
+/// A caller's changes to what a seed draws: `crate::scenario` pins settings, the
+/// workload and the fault menu, and adds timed faults. The world applies `profile`
+/// right after drawing the profile (before anything is built from it) and `schedule`
+/// right after drawing the schedule; it keeps the schedule in time order.
+pub trait WorldSetup {
+    fn profile(&self, profile: &mut Profile);
+    fn schedule(&self, topo: &Topology, profile: &Profile, schedule: &mut Schedule);
+}
+
 /// A run that schedules more events than this at once is an event storm: fail loudly.
 const QUEUE_CAPACITY: usize = 2_000_000;
 /// The liveness phase checks for quiet and deadlines this often.
@@ -166,22 +176,41 @@ pub struct World {
     backpressure_after_heal: bool,
     /// Core counters of crashed incarnations.
     crashed_stats: serde_json::Map<String, serde_json::Value>,
+    /// What the gateways saw (for scenario expectations).
+    obs: Observations,
     ended: bool,
 }
 
 impl World {
     pub fn new(options: SimOptions) -> World {
+        World::build(options, None)
+    }
+
+    /// A world whose drawn profile and schedule `setup` changes (a scenario).
+    pub fn with_setup(options: SimOptions, setup: &dyn WorldSetup) -> World {
+        World::build(options, Some(setup))
+    }
+
+    fn build(options: SimOptions, setup: Option<&dyn WorldSetup>) -> World {
         let seed = options.seed;
         let mut profile = Profile::draw(
             &mut SimRng::stream(seed, "profile"),
             options.faults,
             options.tail_loss,
         );
+        if let Some(setup) = setup {
+            setup.profile(&mut profile);
+        }
         for &kind in &options.reductions.rates_off {
             profile.faults.disable(kind);
         }
         let topo = Topology::new(profile.routers, profile.gateways, profile.caf_workers);
         let mut schedule = Schedule::draw(&mut SimRng::stream(seed, "schedule"), &profile, &topo);
+        if let Some(setup) = setup {
+            setup.schedule(&topo, &profile, &mut schedule);
+            // Stable: drawn entries stay before added ones at equal times.
+            schedule.entries.sort_by_key(|e| e.at);
+        }
         if let Some(chaos) = options.reductions.chaos_ms {
             profile.chaos_ms = profile.chaos_ms.min(chaos.max(1));
         }
@@ -202,6 +231,7 @@ impl World {
                 max_attempts: profile.max_attempts,
                 publish_timeout_ms: profile.publish_timeout_ms,
                 status_poll_ms: profile.status_poll_ms,
+                mix: profile.mix,
             },
         );
         let mut skew = SimRng::stream(seed, "skew");
@@ -298,6 +328,7 @@ impl World {
             core_config,
             crashed_stats: serde_json::Map::new(),
             backpressure_after_heal: false,
+            obs: Observations::default(),
             ended: false,
             schedule,
             topo,
@@ -479,6 +510,7 @@ impl World {
         self.counters.lost_to_tail = c.lost_to_tail;
         self.counters.checks = c.checks;
         self.counters.planned = self.workload.len() as u64;
+        self.obs.attempts = self.workload.attempts_total();
         self.classify_known();
         let violation = self.checker.violation().cloned();
         if let Some(v) = &violation {
@@ -509,6 +541,7 @@ impl World {
             requests: self.options.requests,
             buggify_sites: self.buggify.sites(),
             counters: self.counters,
+            observations: std::mem::take(&mut self.obs),
             trace: self.trace.into_lines(),
         }
     }
