@@ -7,7 +7,9 @@
 //!   `ack_wait_eff` is `backoff[0]` when a backoff list is set. With a backoff list this
 //!   makes the effective delay `d - backoff[0] + backoff[min(n, len - 1)]`, which is what
 //!   nats-server 2.9.10 was measured to do (dst-research 3.2). A nak without delay queues
-//!   the message for redelivery at once.
+//!   the message for redelivery at once. A nak with delay of a message already due for
+//!   redelivery (its ack wait ran out while no pull was waiting) takes it off the
+//!   redelivery queue: the delay governs (measured by `tests/jetstream_conformance.rs`).
 //! - `+WPI` (in progress) sets the timestamp to now: the deadline moves out by one ack_wait.
 //! - The delivery count is the server's. When a queued message would be delivered for the
 //!   `max_deliver + 1`-th time it is dropped from pending instead, and a `MAX_DELIVERIES`
@@ -356,18 +358,23 @@ impl Consumer {
                     stream_seq,
                     deliveries: p.delivered,
                 });
-                if p.queued {
-                    return AckResult::Applied; // already due for redelivery
-                }
                 let rewound =
                     as_i64(now) - as_i64(self.config.effective_ack_wait()) + as_i64(delay_ms);
-                if let Some(entry) = self.pending.get_mut(&stream_seq) {
-                    if delay_ms == 0 {
-                        entry.queued = true;
-                        self.rdq.push_back(stream_seq);
-                    } else {
+                if delay_ms > 0 {
+                    // The delay governs even a message already due for redelivery: the
+                    // server takes it off the redelivery queue (`processNak`).
+                    if p.queued {
+                        self.rdq.retain(|&seq| seq != stream_seq);
+                    }
+                    if let Some(entry) = self.pending.get_mut(&stream_seq) {
+                        entry.queued = false;
                         entry.timestamp = rewound;
                     }
+                } else if !p.queued {
+                    if let Some(entry) = self.pending.get_mut(&stream_seq) {
+                        entry.queued = true;
+                    }
+                    self.rdq.push_back(stream_seq);
                 }
             }
             AckKind::Progress => {
@@ -560,6 +567,26 @@ mod tests {
             assert_eq!(take_all(&mut c, &s, now).len(), 1);
         }
         assert_eq!(gaps, vec![250, 550, 850]);
+    }
+
+    #[test]
+    fn a_nak_delay_holds_back_a_message_already_due() {
+        // nats-server 2.15.1 (tests/jetstream_conformance.rs, nak_delay_when_due): the ack
+        // wait ran out while no pull was waiting; a nak with delay then takes the message
+        // off the redelivery queue, and it comes back after the delay, not at once.
+        let s = stream_with(2);
+        let mut c = consumer(|c| c.ack_wait_ms = 800);
+        assert_eq!(take_all(&mut c, &s, 0), vec![(1, 1), (2, 1)]);
+        c.check_pending(1_100); // both due, no pull waiting
+        c.ack(1_100, 1, AckKind::Nak { delay_ms: 500 });
+        assert_eq!(take_all(&mut c, &s, 1_100), vec![(2, 2)]);
+        assert_eq!(c.next_deadline(), Some(1_600));
+        assert_eq!(take_all(&mut c, &s, 1_599), vec![]);
+        assert_eq!(take_all(&mut c, &s, 1_600), vec![(1, 2)]);
+        // A nak without delay of a message already due changes nothing.
+        c.check_pending(10_000);
+        c.ack(10_000, 1, AckKind::Nak { delay_ms: 0 });
+        assert_eq!(take_all(&mut c, &s, 10_000), vec![(1, 3), (2, 3)]);
     }
 
     #[test]

@@ -1,0 +1,1161 @@
+//! Conformance of the simulated JetStream (`beamline_sim::jetstream`) with a real
+//! nats-server (the pinned one, see `tests/support`).
+//!
+//! Each script below is a small sequence of client actions (publish, fetch, ack, nak,
+//! nak with delay, in progress, term, wait, server restart) on one stream and one durable
+//! pull consumer. Two executors run it: one against the real server in wall-clock time,
+//! one against the model in virtual time, driven the way the simulated world drives it
+//! (`sim/src/world/broker.rs`: wake the consumer at its next deadline, hand out what can
+//! go, publish advisories). Each produces a normalized log, `(ms since start, event)`,
+//! and the two logs must agree: the same events in the same order (publishes and their
+//! PubAcks, deliveries with the server's delivery count, MAX_DELIVERIES / MSG_TERMINATED
+//! / MSG_NAKED advisories), and each event at the same time within a tolerance
+//! (`TOLERANCE_MS` or `TOLERANCE_FRACTION` of the time since the previous event,
+//! whichever is larger), measured from the previous event so that the few milliseconds
+//! every real round trip costs do not add up over a script.
+//!
+//! A difference fails the test with both logs side by side. When they differ, the model
+//! is wrong (or the difference is one `docs/SIMULATION.md` "Conformance" lists and the
+//! test encodes).
+//!
+//! The scripts run concurrently, each on its own stream and consumer: all but the restart
+//! script share one server; the restart script has its own.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use beamline_router::contracts::subjects::HEADER_MSG_ID;
+use beamline_sim::jetstream::{AckKind, Advisory, ConsumerConfig, JetStream, StreamConfig};
+use futures::{FutureExt, StreamExt};
+use support::NatsServer;
+
+/// Timing tolerance: an event may come this much earlier or later, relative to the
+/// previous event, than the model says...
+const TOLERANCE_MS: u64 = 150;
+/// ...or this fraction of the time since the previous event, if that is more.
+const TOLERANCE_FRACTION: f64 = 0.2;
+/// After a server restart, nats-server recovers the timestamps of pending messages from
+/// its store at whole-second resolution (the file store downsamples them), so the first
+/// redelivery of a message after a restart may come up to this much earlier than the
+/// model, which keeps them to the millisecond, says. See docs/SIMULATION.md,
+/// "Conformance".
+const RESTART_EARLY_MS: u64 = 1_000;
+/// Both executors let this much time pass after the last step, so that late deliveries
+/// and advisories are seen.
+const SETTLE_MS: u64 = 400;
+
+// ---------------------------------------------------------------------------------------
+// The script language
+// ---------------------------------------------------------------------------------------
+
+/// What the script does with a delivered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Ack,
+    /// `-NAK`: redeliver now.
+    Nak,
+    /// `-NAK {"delay": ..}`.
+    NakDelay(u64),
+    /// `+WPI`.
+    InProgress,
+    Term,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Publish a message, with a `Nats-Msg-Id` if given.
+    Publish(Option<&'static str>),
+    /// One pull request for up to `batch` messages, waiting at most `expires_ms`; the step
+    /// ends when the batch is full or the request has expired.
+    Fetch {
+        batch: u64,
+        expires_ms: u64,
+    },
+    /// Settle the latest delivery of a stream sequence.
+    Settle(u64, Fate),
+    Wait(u64),
+    /// Stop the server and start it again on the same port and store. The downtime is
+    /// not counted: the normalized clock stands still while the server is down.
+    Restart,
+}
+
+struct Script {
+    name: &'static str,
+    ack_wait_ms: u64,
+    max_deliver: u64,
+    backoff_ms: &'static [u64],
+    max_ack_pending: u64,
+    steps: Vec<Step>,
+}
+
+impl Script {
+    fn new(name: &'static str, steps: Vec<Step>) -> Script {
+        Script {
+            name,
+            ack_wait_ms: 1_000,
+            max_deliver: 5,
+            backoff_ms: &[],
+            max_ack_pending: 1_000,
+            steps,
+        }
+    }
+
+    fn max_ack_pending(mut self, n: u64) -> Script {
+        self.max_ack_pending = n;
+        self
+    }
+
+    fn ack_wait(mut self, ms: u64) -> Script {
+        self.ack_wait_ms = ms;
+        self
+    }
+
+    fn max_deliver(mut self, n: u64) -> Script {
+        self.max_deliver = n;
+        self
+    }
+
+    fn backoff(mut self, ms: &'static [u64]) -> Script {
+        self.backoff_ms = ms;
+        self
+    }
+
+    fn stream(&self) -> String {
+        format!("CONF_{}", self.name.to_uppercase())
+    }
+
+    fn subject(&self) -> String {
+        format!("conf.{}", self.name)
+    }
+}
+
+fn publish() -> Step {
+    Step::Publish(None)
+}
+fn publish_id(id: &'static str) -> Step {
+    Step::Publish(Some(id))
+}
+fn fetch(batch: u64, expires_ms: u64) -> Step {
+    Step::Fetch { batch, expires_ms }
+}
+fn ack(seq: u64) -> Step {
+    Step::Settle(seq, Fate::Ack)
+}
+fn nak(seq: u64) -> Step {
+    Step::Settle(seq, Fate::Nak)
+}
+fn nak_delay(seq: u64, ms: u64) -> Step {
+    Step::Settle(seq, Fate::NakDelay(ms))
+}
+fn in_progress(seq: u64) -> Step {
+    Step::Settle(seq, Fate::InProgress)
+}
+fn term(seq: u64) -> Step {
+    Step::Settle(seq, Fate::Term)
+}
+fn wait(ms: u64) -> Step {
+    Step::Wait(ms)
+}
+
+/// The sequences both sides must agree on. Expiries and waits keep every expected event
+/// well away (300 ms or more) from the end of a pull or of the script.
+fn scripts() -> Vec<Script> {
+    vec![
+        // Acked messages are never redelivered.
+        Script::new(
+            "ack",
+            vec![
+                publish(),
+                publish(),
+                fetch(2, 500),
+                ack(1),
+                ack(2),
+                fetch(1, 1_600),
+            ],
+        ),
+        // A nak without delay: redelivered at once, the count going up.
+        Script::new(
+            "nak",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak(1),
+                fetch(1, 1_000),
+                nak(1),
+                fetch(1, 1_000),
+                ack(1),
+                fetch(1, 600),
+            ],
+        )
+        .ack_wait(2_000),
+        // A nak with delay: redelivered after the delay, not after ack_wait.
+        Script::new(
+            "nak_delay",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak_delay(1, 400),
+                fetch(1, 1_500),
+                nak_delay(1, 700),
+                fetch(1, 1_500),
+                ack(1),
+            ],
+        )
+        .ack_wait(2_000),
+        // A backoff list: a plain nak, then naks with delay (dst-research 3.2: the delay
+        // becomes d - backoff[0] + backoff[min(n, len - 1)]).
+        Script::new(
+            "nak_backoff",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak(1),
+                fetch(1, 1_800),
+                nak_delay(1, 300),
+                fetch(1, 1_800),
+                nak_delay(1, 300),
+                fetch(1, 1_800),
+                ack(1),
+            ],
+        )
+        .max_deliver(6)
+        .backoff(&[400, 800, 1_200]),
+        // No ack: redelivered after ack_wait, again and again.
+        Script::new(
+            "ack_wait",
+            vec![
+                publish(),
+                fetch(1, 500),
+                fetch(1, 1_500),
+                fetch(1, 1_500),
+                ack(1),
+            ],
+        ),
+        // With a backoff list, the backoff governs ack-timeout redeliveries.
+        Script::new(
+            "ack_wait_backoff",
+            vec![
+                publish(),
+                fetch(1, 500),
+                fetch(1, 1_000),
+                fetch(1, 1_400),
+                fetch(1, 1_900),
+                fetch(1, 1_900),
+                ack(1),
+            ],
+        )
+        .backoff(&[400, 900, 1_400]),
+        // +WPI restarts the ack_wait timer.
+        Script::new(
+            "in_progress",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(600),
+                in_progress(1),
+                fetch(1, 1_500),
+                wait(300),
+                in_progress(1),
+                wait(300),
+                in_progress(1),
+                fetch(1, 1_500),
+                ack(1),
+            ],
+        ),
+        // Term: never redelivered; a MSG_TERMINATED advisory with the delivery count.
+        Script::new(
+            "term",
+            vec![
+                publish(),
+                publish(),
+                fetch(2, 500),
+                nak(1),
+                fetch(1, 500),
+                term(1),
+                term(2),
+                fetch(1, 1_600),
+            ],
+        ),
+        // max_deliver reached by naks: no more deliveries; MAX_DELIVERIES.
+        Script::new(
+            "max_deliver_nak",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak(1),
+                fetch(1, 500),
+                nak(1),
+                fetch(1, 500),
+                nak(1),
+                fetch(1, 1_500),
+            ],
+        )
+        .max_deliver(3),
+        // max_deliver reached by ack timeouts, with no pull waiting when the last ack
+        // wait runs out, then with one.
+        Script::new(
+            "max_deliver_timeout",
+            vec![
+                publish(),
+                fetch(1, 500),
+                fetch(1, 1_300),
+                wait(1_500),
+                fetch(1, 1_200),
+            ],
+        )
+        .ack_wait(800)
+        .max_deliver(2),
+        // max_deliver reached by an ack timeout while a pull waits.
+        Script::new(
+            "max_deliver_waiting",
+            vec![publish(), fetch(1, 500), fetch(1, 1_300), fetch(1, 1_300)],
+        )
+        .ack_wait(800)
+        .max_deliver(2),
+        // A nak delay longer than ack_wait; then, unsettled, the next redelivery comes
+        // after ack_wait.
+        Script::new(
+            "nak_delay_long",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak_delay(1, 1_600),
+                fetch(1, 2_200),
+                fetch(1, 1_500),
+                ack(1),
+            ],
+        ),
+        // Past the end of the backoff list its last entry repeats, for naks with delay
+        // and for ack timeouts alike.
+        Script::new(
+            "nak_backoff_clamp",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak_delay(1, 200),
+                fetch(1, 1_000),
+                nak_delay(1, 200),
+                fetch(1, 1_000),
+                nak_delay(1, 200),
+                fetch(1, 1_000),
+                fetch(1, 1_000),
+                ack(1),
+            ],
+        )
+        .max_deliver(6)
+        .backoff(&[300, 600]),
+        // +WPI with a backoff list: the deadline moves to now + the current backoff entry.
+        Script::new(
+            "in_progress_backoff",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(250),
+                in_progress(1),
+                fetch(1, 1_000),
+                wait(500),
+                in_progress(1),
+                fetch(1, 1_600),
+                ack(1),
+            ],
+        )
+        .max_deliver(4)
+        .backoff(&[400, 1_000]),
+        // Settling a message whose ack wait ran out while no pull was waiting (it sits in
+        // the redelivery queue): an ack still counts...
+        Script::new(
+            "ack_when_due",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(1_100),
+                ack(1),
+                fetch(1, 1_500),
+            ],
+        )
+        .ack_wait(800),
+        // ...and so do +WPI...
+        Script::new(
+            "in_progress_when_due",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(1_100),
+                in_progress(1),
+                fetch(1, 1_500),
+                ack(1),
+            ],
+        )
+        .ack_wait(800),
+        // ...and a nak with delay.
+        Script::new(
+            "nak_delay_when_due",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(1_100),
+                nak_delay(1, 500),
+                fetch(1, 1_500),
+                ack(1),
+            ],
+        )
+        .ack_wait(800),
+        // max_ack_pending holds back new messages, not redeliveries.
+        Script::new(
+            "max_ack_pending",
+            vec![
+                publish(),
+                publish(),
+                fetch(2, 500),
+                nak(1),
+                fetch(2, 500),
+                ack(1),
+                fetch(2, 500),
+                ack(2),
+            ],
+        )
+        .ack_wait(2_000)
+        .max_ack_pending(1),
+        // Publish dedupe by Nats-Msg-Id within the duplicate window.
+        Script::new(
+            "dedupe",
+            vec![
+                publish_id("a"),
+                publish_id("a"),
+                publish_id("b"),
+                publish_id("a"),
+                fetch(3, 600),
+                ack(1),
+                ack(2),
+            ],
+        ),
+    ]
+}
+
+/// Scripts that restart the server, each on a server of its own.
+fn restart_scripts() -> Vec<Script> {
+    vec![
+        // A durable consumer across a server restart: the acked message stays acked, the
+        // unacked one (its ack wait ran out while the server was up) is redelivered with
+        // the next count.
+        Script::new(
+            "restart",
+            vec![
+                publish(),
+                publish(),
+                fetch(2, 500),
+                ack(1),
+                wait(1_300),
+                Step::Restart,
+                fetch(2, 1_500),
+                ack(2),
+                fetch(1, 1_500),
+            ],
+        ),
+        // A restart while a message's ack wait runs.
+        Script::new(
+            "restart_early",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(300),
+                Step::Restart,
+                fetch(1, 6_000),
+                ack(1),
+            ],
+        )
+        .ack_wait(4_000),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// The normalized log
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AdvisoryKind {
+    MaxDeliveries,
+    Terminated,
+    Naked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Event {
+    Published {
+        seq: u64,
+        duplicate: bool,
+    },
+    Fetch {
+        batch: u64,
+    },
+    Delivered {
+        seq: u64,
+        count: u64,
+    },
+    Settled {
+        seq: u64,
+        fate: Fate,
+    },
+    Restarted,
+    Advisory {
+        kind: AdvisoryKind,
+        seq: u64,
+        deliveries: u64,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Published { seq, duplicate } => {
+                write!(f, "publish -> seq {seq}")?;
+                if *duplicate {
+                    write!(f, " (duplicate)")?;
+                }
+                Ok(())
+            }
+            Event::Fetch { batch } => write!(f, "fetch {batch}"),
+            Event::Delivered { seq, count } => write!(f, "deliver seq {seq} #{count}"),
+            Event::Settled { seq, fate } => match fate {
+                Fate::Ack => write!(f, "ack seq {seq}"),
+                Fate::Nak => write!(f, "nak seq {seq}"),
+                Fate::NakDelay(ms) => write!(f, "nak({ms}ms) seq {seq}"),
+                Fate::InProgress => write!(f, "wpi seq {seq}"),
+                Fate::Term => write!(f, "term seq {seq}"),
+            },
+            Event::Restarted => write!(f, "server restart"),
+            Event::Advisory {
+                kind,
+                seq,
+                deliveries,
+            } => {
+                let kind = match kind {
+                    AdvisoryKind::MaxDeliveries => "MAX_DELIVERIES",
+                    AdvisoryKind::Terminated => "MSG_TERMINATED",
+                    AdvisoryKind::Naked => "MSG_NAKED",
+                };
+                write!(f, "{kind} seq {seq} after {deliveries}")
+            }
+        }
+    }
+}
+
+/// `(ms since the script started, event)`, in the order they happened.
+type Log = Vec<(u64, Event)>;
+
+fn tolerance(gap_ms: u64) -> u64 {
+    TOLERANCE_MS.max((gap_ms as f64 * TOLERANCE_FRACTION) as u64)
+}
+
+/// Ok, or both logs side by side with every differing line marked.
+fn compare(name: &str, real: &Log, sim: &Log) -> Result<(), String> {
+    let mut lines = Vec::new();
+    let mut differs = false;
+    let (mut prev_real, mut prev_sim) = (0, 0);
+    // Messages whose first redelivery since the last restart is still to come, if any
+    // restart happened: those may come early (RESTART_EARLY_MS).
+    let mut redelivered_since_restart: Option<BTreeSet<u64>> = None;
+    for i in 0..real.len().max(sim.len()) {
+        let (r, s) = (real.get(i), sim.get(i));
+        let ok = match (r, s) {
+            (Some((tr, er)), Some((ts, es))) => {
+                let (gap_real, gap_sim) = (tr - prev_real, ts - prev_sim);
+                let tol = tolerance(gap_sim);
+                let mut early = 0;
+                match es {
+                    Event::Restarted => redelivered_since_restart = Some(BTreeSet::new()),
+                    Event::Delivered { seq, count } if *count > 1 => {
+                        if let Some(seen) = &mut redelivered_since_restart {
+                            if seen.insert(*seq) {
+                                early = RESTART_EARLY_MS;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                er == es && gap_real + tol + early >= gap_sim && gap_real <= gap_sim + tol
+            }
+            _ => false,
+        };
+        differs |= !ok;
+        let cell = |e: Option<&(u64, Event)>| {
+            e.map_or(String::from("-"), |(t, e)| format!("{t:>6} ms  {e}"))
+        };
+        lines.push(format!(
+            "{} {:<44} | {}",
+            if ok { "  " } else { "!!" },
+            cell(r),
+            cell(s)
+        ));
+        prev_real = r.map_or(prev_real, |(t, _)| *t);
+        prev_sim = s.map_or(prev_sim, |(t, _)| *t);
+    }
+    let listing = format!(
+        "script {name}: real nats-server | simulated broker (!! = differs; times within \
+         max({TOLERANCE_MS} ms, {}% of the gap) of the previous event; after a restart, a \
+         message's first redelivery up to {RESTART_EARLY_MS} ms earlier)\n{}",
+        (TOLERANCE_FRACTION * 100.0) as u64,
+        lines.join("\n")
+    );
+    if differs {
+        Err(listing)
+    } else {
+        println!("{listing}\n");
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The simulated side: the model in virtual time
+// ---------------------------------------------------------------------------------------
+
+struct SimRun {
+    js: JetStream,
+    durable: String,
+    subject: String,
+    now: u64,
+    pulls: u64,
+    log: Log,
+}
+
+fn run_sim(script: &Script) -> Log {
+    let mut js = JetStream::new();
+    let stream = script.stream();
+    js.add_stream(StreamConfig {
+        name: stream.clone(),
+        subjects: vec![script.subject()],
+        duplicate_window_ms: 120_000,
+    });
+    js.add_consumer(
+        &stream,
+        ConsumerConfig {
+            ack_wait_ms: script.ack_wait_ms,
+            max_deliver: script.max_deliver,
+            backoff_ms: script.backoff_ms.to_vec(),
+            max_ack_pending: usize::try_from(script.max_ack_pending).expect("max_ack_pending"),
+            ..ConsumerConfig::with_defaults(script.name)
+        },
+    );
+    let mut run = SimRun {
+        js,
+        durable: script.name.to_string(),
+        subject: script.subject(),
+        now: 0,
+        pulls: 0,
+        log: Vec::new(),
+    };
+    for step in &script.steps {
+        run.step(*step);
+    }
+    run.advance_to(run.now + SETTLE_MS);
+    run.log
+}
+
+impl SimRun {
+    fn record(&mut self, event: Event) {
+        self.log.push((self.now, event));
+    }
+
+    /// What the world does when it wakes a consumer (`World::dispatch`): hand out what
+    /// can go to waiting pulls, then publish the advisories. Returns how many went.
+    fn dispatch(&mut self) -> u64 {
+        let mut sent = 0;
+        while let Some(d) = self.js.next_delivery(self.now, &self.durable) {
+            self.record(Event::Delivered {
+                seq: d.stream_seq,
+                count: d.delivered,
+            });
+            sent += 1;
+        }
+        let advisories = self
+            .js
+            .consumer_mut(&self.durable)
+            .map(|c| c.take_advisories())
+            .unwrap_or_default();
+        for advisory in advisories {
+            let (kind, seq, deliveries) = match advisory {
+                Advisory::MaxDeliveries {
+                    stream_seq,
+                    deliveries,
+                } => (AdvisoryKind::MaxDeliveries, stream_seq, deliveries),
+                Advisory::Terminated {
+                    stream_seq,
+                    deliveries,
+                } => (AdvisoryKind::Terminated, stream_seq, deliveries),
+                Advisory::Naked {
+                    stream_seq,
+                    deliveries,
+                } => (AdvisoryKind::Naked, stream_seq, deliveries),
+            };
+            self.record(Event::Advisory {
+                kind,
+                seq,
+                deliveries,
+            });
+        }
+        sent
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.js
+            .consumer(&self.durable)
+            .and_then(|c| c.next_deadline())
+    }
+
+    /// Let virtual time pass until `t`, waking the consumer at each of its deadlines on
+    /// the way, as the world's `ConsumerWake` events do.
+    fn advance_to(&mut self, t: u64) {
+        while let Some(deadline) = self.next_deadline().filter(|&d| d <= t) {
+            self.now = self.now.max(deadline);
+            self.dispatch();
+        }
+        self.now = t;
+        self.dispatch();
+    }
+
+    fn step(&mut self, step: Step) {
+        match step {
+            Step::Publish(msg_id) => {
+                let headers: Vec<(String, String)> = msg_id
+                    .map(|id| (HEADER_MSG_ID.to_string(), id.to_string()))
+                    .into_iter()
+                    .collect();
+                let ack = self
+                    .js
+                    .publish(self.now, &self.subject, &headers, b"payload")
+                    .expect("the script's stream captures its subject");
+                self.record(Event::Published {
+                    seq: ack.seq,
+                    duplicate: ack.duplicate,
+                });
+                self.dispatch();
+            }
+            Step::Fetch { batch, expires_ms } => {
+                self.pulls += 1;
+                self.record(Event::Fetch { batch });
+                let (now, id) = (self.now, self.pulls);
+                let accepted = self
+                    .js
+                    .consumer_mut(&self.durable)
+                    .is_some_and(|c| c.pull(now, id, batch, expires_ms));
+                assert!(accepted, "pull refused");
+                let end = self.now + expires_ms;
+                let mut got = self.dispatch();
+                while got < batch && self.now < end {
+                    self.now = self.next_deadline().map_or(end, |d| d.clamp(self.now, end));
+                    got += self.dispatch();
+                }
+            }
+            Step::Settle(seq, fate) => {
+                let kind = match fate {
+                    Fate::Ack => AckKind::Ack,
+                    Fate::Nak => AckKind::Nak { delay_ms: 0 },
+                    Fate::NakDelay(delay_ms) => AckKind::Nak { delay_ms },
+                    Fate::InProgress => AckKind::Progress,
+                    Fate::Term => AckKind::Term,
+                };
+                self.record(Event::Settled { seq, fate });
+                let now = self.now;
+                if let Some(c) = self.js.consumer_mut(&self.durable) {
+                    c.ack(now, seq, kind);
+                }
+                self.dispatch();
+            }
+            Step::Wait(ms) => self.advance_to(self.now + ms),
+            // As the world's broker restart (`World::broker_restart`, no tail loss):
+            // waiting pull requests are gone, stored messages and consumer state stay.
+            Step::Restart => {
+                let durables: Vec<String> = self.js.durables().map(str::to_string).collect();
+                for durable in durables {
+                    if let Some(c) = self.js.consumer_mut(&durable) {
+                        c.drop_pulls();
+                    }
+                }
+                self.record(Event::Restarted);
+                self.dispatch();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real side: a nats-server in wall-clock time
+// ---------------------------------------------------------------------------------------
+
+struct RealRun<'a> {
+    server: Option<&'a mut NatsServer>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    consumer: jetstream::consumer::PullConsumer,
+    advisories: async_nats::Subscriber,
+    subject: String,
+    start: Instant,
+    /// Server downtime so far, which the normalized clock leaves out.
+    paused: Duration,
+    /// The latest delivery of each stream sequence, to settle it.
+    held: BTreeMap<u64, jetstream::Message>,
+    log: Log,
+}
+
+/// What one wait for the server produced.
+enum Got {
+    Advisory(Option<async_nats::Message>),
+    Delivery(Option<Result<jetstream::Message, async_nats::Error>>),
+    Timeout,
+}
+
+async fn run_real(script: &Script, url: &str, server: Option<&mut NatsServer>) -> Log {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: script.stream(),
+            subjects: vec![script.subject()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(script.name.to_string()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(script.ack_wait_ms),
+            max_deliver: i64::try_from(script.max_deliver).expect("max_deliver"),
+            backoff: script
+                .backoff_ms
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
+            max_ack_pending: i64::try_from(script.max_ack_pending).expect("max_ack_pending"),
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer");
+    let advisories = client
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.*.{}.{}",
+            script.stream(),
+            script.name
+        ))
+        .await
+        .expect("subscribe to advisories");
+    client.flush().await.expect("flush");
+    let mut run = RealRun {
+        server,
+        client,
+        js,
+        consumer,
+        advisories,
+        subject: script.subject(),
+        start: Instant::now(),
+        paused: Duration::ZERO,
+        held: BTreeMap::new(),
+        log: Vec::new(),
+    };
+    for step in &script.steps {
+        run.step(*step).await;
+    }
+    run.wait(SETTLE_MS).await;
+    run.log
+}
+
+impl RealRun<'_> {
+    fn now(&self) -> u64 {
+        let t = self.start.elapsed().saturating_sub(self.paused);
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn record(&mut self, event: Event) {
+        let t = self.now();
+        self.log.push((t, event));
+    }
+
+    fn record_advisory(&mut self, msg: async_nats::Message) {
+        // $JS.EVENT.ADVISORY.CONSUMER.<KIND>.<stream>.<consumer>
+        let kind = match msg.subject.split('.').nth(4) {
+            Some("MAX_DELIVERIES") => AdvisoryKind::MaxDeliveries,
+            Some("MSG_TERMINATED") => AdvisoryKind::Terminated,
+            Some("MSG_NAKED") => AdvisoryKind::Naked,
+            _ => return, // another kind of consumer advisory (created, deleted, ...)
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&msg.payload).expect("advisory is JSON");
+        let field = |name: &str| {
+            body[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("advisory without {name}: {body}"))
+        };
+        self.record(Event::Advisory {
+            kind,
+            seq: field("stream_seq"),
+            deliveries: field("deliveries"),
+        });
+    }
+
+    /// Record the advisories that have arrived already.
+    fn drain_advisories(&mut self) {
+        while let Some(Some(msg)) = self.advisories.next().now_or_never() {
+            self.record_advisory(msg);
+        }
+    }
+
+    async fn wait(&mut self, ms: u64) {
+        let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            let got = tokio::select! {
+                biased;
+                msg = self.advisories.next() => Got::Advisory(msg),
+                () = tokio::time::sleep_until(until) => Got::Timeout,
+            };
+            match got {
+                Got::Advisory(msg) => self.record_advisory(msg.expect("advisories end")),
+                _ => return,
+            }
+        }
+    }
+
+    async fn step(&mut self, step: Step) {
+        self.drain_advisories();
+        match step {
+            Step::Publish(msg_id) => {
+                let mut headers = async_nats::HeaderMap::new();
+                if let Some(id) = msg_id {
+                    headers.insert(HEADER_MSG_ID, id);
+                }
+                let ack = self
+                    .js
+                    .publish_with_headers(self.subject.clone(), headers, "payload".into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("pub ack");
+                self.record(Event::Published {
+                    seq: ack.sequence,
+                    duplicate: ack.duplicate,
+                });
+            }
+            Step::Fetch { batch, expires_ms } => {
+                self.record(Event::Fetch { batch });
+                let mut deliveries = self
+                    .consumer
+                    .batch()
+                    .max_messages(usize::try_from(batch).expect("batch"))
+                    .expires(Duration::from_millis(expires_ms))
+                    .messages()
+                    .await
+                    .expect("pull request");
+                loop {
+                    let got = tokio::select! {
+                        biased;
+                        msg = self.advisories.next() => Got::Advisory(msg),
+                        msg = deliveries.next() => Got::Delivery(msg),
+                    };
+                    match got {
+                        Got::Advisory(msg) => self.record_advisory(msg.expect("advisories end")),
+                        Got::Delivery(Some(msg)) => {
+                            let msg = msg.expect("delivery");
+                            let info = msg.info().expect("JetStream metadata");
+                            let (seq, count) = (info.stream_sequence, info.delivered);
+                            self.record(Event::Delivered {
+                                seq,
+                                count: u64::try_from(count).expect("delivery count"),
+                            });
+                            self.held.insert(seq, msg);
+                        }
+                        Got::Delivery(None) | Got::Timeout => break,
+                    }
+                }
+            }
+            Step::Settle(seq, fate) => {
+                let kind = match fate {
+                    Fate::Ack => jetstream::AckKind::Ack,
+                    Fate::Nak => jetstream::AckKind::Nak(None),
+                    Fate::NakDelay(ms) => jetstream::AckKind::Nak(Some(Duration::from_millis(ms))),
+                    Fate::InProgress => jetstream::AckKind::Progress,
+                    Fate::Term => jetstream::AckKind::Term,
+                };
+                self.record(Event::Settled { seq, fate });
+                let msg = self
+                    .held
+                    .get(&seq)
+                    .unwrap_or_else(|| panic!("script settles seq {seq}, never delivered"));
+                // Wait for the server's confirmation, so that the next step comes after.
+                msg.double_ack_with(kind).await.expect("ack");
+                self.drain_advisories();
+            }
+            Step::Wait(ms) => self.wait(ms).await,
+            Step::Restart => {
+                let down = Instant::now();
+                let server = self
+                    .server
+                    .as_deref_mut()
+                    .expect("restart needs the server");
+                tokio::task::block_in_place(|| server.restart());
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while self.client.connection_state() != async_nats::connection::State::Connected {
+                    assert!(Instant::now() < deadline, "no reconnect after the restart");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                self.client.flush().await.expect("flush after reconnect");
+                self.paused += down.elapsed();
+                self.record(Event::Restarted);
+                println!("server down for {:?} (not counted)", down.elapsed());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_broker_delivers_what_nats_server_delivers() {
+    let started = Instant::now();
+    let shared = NatsServer::start();
+    let url = shared.url();
+    let scripts = scripts();
+    let restart_scripts = restart_scripts();
+    let mut own: Vec<NatsServer> = restart_scripts
+        .iter()
+        .map(|_| NatsServer::start())
+        .collect();
+
+    let shared_runs =
+        futures::future::join_all(scripts.iter().map(|script| run_real(script, &url, None)));
+    let restart_runs = futures::future::join_all(restart_scripts.iter().zip(&mut own).map(
+        |(script, server)| {
+            let url = server.url();
+            async move { run_real(script, &url, Some(server)).await }
+        },
+    ));
+    let (mut real_logs, restart_logs) = tokio::join!(shared_runs, restart_runs);
+    real_logs.extend(restart_logs);
+
+    let mut failures = Vec::new();
+    let all: Vec<&Script> = scripts.iter().chain(&restart_scripts).collect();
+    for (script, real) in all.iter().zip(&real_logs) {
+        if let Err(listing) = compare(script.name, real, &run_sim(script)) {
+            failures.push(listing);
+        }
+    }
+    println!(
+        "{} scripts compared in {:.1} s",
+        all.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "the model differs from nats-server in {} script(s):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// The comparator itself must be able to fail: a wrong count, a missing event, and a
+/// late redelivery are each flagged.
+#[test]
+fn the_comparator_flags_a_different_log() {
+    let log: Log = vec![
+        (
+            0,
+            Event::Published {
+                seq: 1,
+                duplicate: false,
+            },
+        ),
+        (1, Event::Fetch { batch: 1 }),
+        (2, Event::Delivered { seq: 1, count: 1 }),
+        (
+            3,
+            Event::Settled {
+                seq: 1,
+                fate: Fate::NakDelay(1_000),
+            },
+        ),
+        (4, Event::Fetch { batch: 1 }),
+        (1_004, Event::Delivered { seq: 1, count: 2 }),
+    ];
+    assert!(compare("same", &log, &log).is_ok());
+
+    // Jitter within the tolerance is fine.
+    let mut jitter = log.clone();
+    jitter[5].0 += 100;
+    assert!(compare("jitter", &jitter, &log).is_ok());
+
+    let mut count = log.clone();
+    count[5].1 = Event::Delivered { seq: 1, count: 3 };
+    let listing = compare("count", &count, &log).unwrap_err();
+    assert!(listing.contains("!!"), "{listing}");
+
+    let mut late = log.clone();
+    late[5].0 += 400;
+    assert!(compare("late", &late, &log).is_err());
+
+    let mut missing = log.clone();
+    missing.pop();
+    assert!(compare("missing", &missing, &log).is_err());
+
+    // After a restart, a message's first redelivery may come early, not late, and
+    // only the first.
+    let restarted: Log = vec![
+        (0, Event::Delivered { seq: 1, count: 1 }),
+        (300, Event::Restarted),
+        (300, Event::Fetch { batch: 2 }),
+        (1_000, Event::Delivered { seq: 1, count: 2 }),
+        (2_000, Event::Delivered { seq: 1, count: 3 }),
+    ];
+    let mut early = restarted.clone();
+    early[3].0 = 400;
+    early[4].0 = 1_400;
+    assert!(compare("early after restart", &early, &restarted).is_ok());
+    let mut late = restarted.clone();
+    late[3].0 = 1_400;
+    late[4].0 = 2_400;
+    assert!(compare("late after restart", &late, &restarted).is_err());
+    let mut second_early = restarted.clone();
+    second_early[4].0 = 1_500;
+    assert!(compare("second early", &second_early, &restarted).is_err());
+
+    let mut extra = log.clone();
+    extra.push((
+        1_300,
+        Event::Advisory {
+            kind: AdvisoryKind::MaxDeliveries,
+            seq: 1,
+            deliveries: 2,
+        },
+    ));
+    assert!(compare("extra", &extra, &log).is_err());
+}
+
+/// The sim executor on its own, so that a broken model shows up even where no
+/// nats-server runs: the nak-with-backoff script follows the measured formula.
+#[test]
+fn the_sim_executor_follows_the_measured_nak_formula() {
+    let script = scripts()
+        .into_iter()
+        .find(|s| s.name == "nak_backoff")
+        .expect("nak_backoff script");
+    let log = run_sim(&script);
+    let deliveries: Vec<(u64, u64)> = log
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Delivered { count, .. } => Some((*t, *count)),
+            _ => None,
+        })
+        .collect();
+    // #2 right after the plain nak; #3 300 - 400 + 800 ms after the nak of #2; #4
+    // 300 - 400 + 1200 ms after the nak of #3.
+    let gaps: Vec<u64> = deliveries.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert_eq!(
+        deliveries.iter().map(|d| d.1).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(gaps, vec![0, 700, 1_100], "{log:?}");
+}
