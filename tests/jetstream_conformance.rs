@@ -44,6 +44,8 @@ const TOLERANCE_FRACTION: f64 = 0.2;
 /// model, which keeps them to the millisecond, says. See docs/SIMULATION.md,
 /// "Conformance".
 const RESTART_EARLY_MS: u64 = 1_000;
+/// How long the real side waits for the advisory of a nak or term it sent.
+const ADVISORY_GRACE_MS: u64 = 100;
 /// Both executors let this much time pass after the last step, so that late deliveries
 /// and advisories are seen.
 const SETTLE_MS: u64 = 400;
@@ -75,8 +77,13 @@ enum Step {
         batch: u64,
         expires_ms: u64,
     },
-    /// Settle the latest delivery of a stream sequence.
-    Settle(u64, Fate),
+    /// Settle a delivery of a stream sequence: the latest, or the one with this
+    /// delivery count (an older one: its ack subject names that count).
+    Settle {
+        seq: u64,
+        delivery: Option<u64>,
+        fate: Fate,
+    },
     Wait(u64),
     /// Stop the server and start it again on the same port and store. The downtime is
     /// not counted: the normalized clock stands still while the server is down.
@@ -143,19 +150,47 @@ fn fetch(batch: u64, expires_ms: u64) -> Step {
     Step::Fetch { batch, expires_ms }
 }
 fn ack(seq: u64) -> Step {
-    Step::Settle(seq, Fate::Ack)
+    Step::Settle {
+        seq,
+        delivery: None,
+        fate: Fate::Ack,
+    }
 }
 fn nak(seq: u64) -> Step {
-    Step::Settle(seq, Fate::Nak)
+    Step::Settle {
+        seq,
+        delivery: None,
+        fate: Fate::Nak,
+    }
 }
 fn nak_delay(seq: u64, ms: u64) -> Step {
-    Step::Settle(seq, Fate::NakDelay(ms))
+    Step::Settle {
+        seq,
+        delivery: None,
+        fate: Fate::NakDelay(ms),
+    }
 }
 fn in_progress(seq: u64) -> Step {
-    Step::Settle(seq, Fate::InProgress)
+    Step::Settle {
+        seq,
+        delivery: None,
+        fate: Fate::InProgress,
+    }
 }
 fn term(seq: u64) -> Step {
-    Step::Settle(seq, Fate::Term)
+    Step::Settle {
+        seq,
+        delivery: None,
+        fate: Fate::Term,
+    }
+}
+/// Settle the delivery of `seq` with delivery count `delivery`, not the latest one.
+fn settle_old(seq: u64, delivery: u64, fate: Fate) -> Step {
+    Step::Settle {
+        seq,
+        delivery: Some(delivery),
+        fate,
+    }
 }
 fn wait(ms: u64) -> Step {
     Step::Wait(ms)
@@ -404,6 +439,66 @@ fn scripts() -> Vec<Script> {
             ],
         )
         .ack_wait(800),
+        // ...and a term.
+        Script::new(
+            "term_when_due",
+            vec![
+                publish(),
+                fetch(1, 500),
+                wait(1_100),
+                term(1),
+                fetch(1, 1_500),
+            ],
+        )
+        .ack_wait(800),
+        // Settling an older delivery of a message still pending acts on the message; the
+        // advisories report a delivery count.
+        Script::new(
+            "settle_old_delivery",
+            vec![
+                publish(),
+                publish(),
+                publish(),
+                fetch(3, 500),
+                fetch(3, 1_500),
+                settle_old(1, 1, Fate::Term),
+                settle_old(2, 1, Fate::Nak),
+                fetch(1, 500),
+                settle_old(3, 1, Fate::Ack),
+                ack(2),
+                fetch(1, 1_500),
+            ],
+        ),
+        // max_deliver reached through a nak with delay, a pull waiting.
+        Script::new(
+            "max_deliver_nak_delay",
+            vec![
+                publish(),
+                fetch(1, 500),
+                nak(1),
+                fetch(1, 500),
+                nak_delay(1, 300),
+                fetch(1, 1_000),
+            ],
+        )
+        .max_deliver(2),
+        // The redelivery order: a nak'ed message is queued first; messages whose ack
+        // waits run out together follow in stream order.
+        Script::new(
+            "redelivery_order",
+            vec![
+                publish(),
+                publish(),
+                publish(),
+                fetch(3, 500),
+                nak(3),
+                wait(1_200),
+                fetch(3, 500),
+                ack(1),
+                ack(2),
+                ack(3),
+            ],
+        ),
         // max_ack_pending holds back new messages, not redeliveries.
         Script::new(
             "max_ack_pending",
@@ -498,6 +593,7 @@ enum Event {
     },
     Settled {
         seq: u64,
+        delivery: Option<u64>,
         fate: Fate,
     },
     Restarted,
@@ -520,13 +616,23 @@ impl fmt::Display for Event {
             }
             Event::Fetch { batch } => write!(f, "fetch {batch}"),
             Event::Delivered { seq, count } => write!(f, "deliver seq {seq} #{count}"),
-            Event::Settled { seq, fate } => match fate {
-                Fate::Ack => write!(f, "ack seq {seq}"),
-                Fate::Nak => write!(f, "nak seq {seq}"),
-                Fate::NakDelay(ms) => write!(f, "nak({ms}ms) seq {seq}"),
-                Fate::InProgress => write!(f, "wpi seq {seq}"),
-                Fate::Term => write!(f, "term seq {seq}"),
-            },
+            Event::Settled {
+                seq,
+                delivery,
+                fate,
+            } => {
+                match fate {
+                    Fate::Ack => write!(f, "ack seq {seq}")?,
+                    Fate::Nak => write!(f, "nak seq {seq}")?,
+                    Fate::NakDelay(ms) => write!(f, "nak({ms}ms) seq {seq}")?,
+                    Fate::InProgress => write!(f, "wpi seq {seq}")?,
+                    Fate::Term => write!(f, "term seq {seq}")?,
+                }
+                match delivery {
+                    Some(n) => write!(f, " (delivery #{n})"),
+                    None => Ok(()),
+                }
+            }
             Event::Restarted => write!(f, "server restart"),
             Event::Advisory {
                 kind,
@@ -750,7 +856,11 @@ impl SimRun {
                     got += self.dispatch();
                 }
             }
-            Step::Settle(seq, fate) => {
+            Step::Settle {
+                seq,
+                delivery,
+                fate,
+            } => {
                 let kind = match fate {
                     Fate::Ack => AckKind::Ack,
                     Fate::Nak => AckKind::Nak { delay_ms: 0 },
@@ -758,10 +868,17 @@ impl SimRun {
                     Fate::InProgress => AckKind::Progress,
                     Fate::Term => AckKind::Term,
                 };
-                self.record(Event::Settled { seq, fate });
+                self.record(Event::Settled {
+                    seq,
+                    delivery,
+                    fate,
+                });
                 let now = self.now;
                 if let Some(c) = self.js.consumer_mut(&self.durable) {
-                    c.ack(now, seq, kind);
+                    match delivery {
+                        Some(n) => c.ack_delivery(now, seq, n, kind),
+                        None => c.ack(now, seq, kind),
+                    };
                 }
                 self.dispatch();
             }
@@ -796,8 +913,8 @@ struct RealRun<'a> {
     start: Instant,
     /// Server downtime so far, which the normalized clock leaves out.
     paused: Duration,
-    /// The latest delivery of each stream sequence, to settle it.
-    held: BTreeMap<u64, jetstream::Message>,
+    /// Every delivery by (stream sequence, delivery count), to settle it.
+    held: BTreeMap<(u64, u64), jetstream::Message>,
     log: Log,
 }
 
@@ -904,6 +1021,25 @@ impl RealRun<'_> {
         }
     }
 
+    /// Wait until one advisory has come, or `ms` have passed.
+    async fn wait_for_advisory(&mut self, ms: u64) {
+        self.drain_advisories();
+        if self
+            .log
+            .last()
+            .is_some_and(|(_, e)| matches!(e, Event::Advisory { .. }))
+        {
+            return;
+        }
+        let got = tokio::select! {
+            msg = self.advisories.next() => Got::Advisory(msg),
+            () = tokio::time::sleep(Duration::from_millis(ms)) => Got::Timeout,
+        };
+        if let Got::Advisory(msg) = got {
+            self.record_advisory(msg.expect("advisories end"));
+        }
+    }
+
     async fn wait(&mut self, ms: u64) {
         let until = tokio::time::Instant::now() + Duration::from_millis(ms);
         loop {
@@ -960,18 +1096,20 @@ impl RealRun<'_> {
                         Got::Delivery(Some(msg)) => {
                             let msg = msg.expect("delivery");
                             let info = msg.info().expect("JetStream metadata");
-                            let (seq, count) = (info.stream_sequence, info.delivered);
-                            self.record(Event::Delivered {
-                                seq,
-                                count: u64::try_from(count).expect("delivery count"),
-                            });
-                            self.held.insert(seq, msg);
+                            let seq = info.stream_sequence;
+                            let count = u64::try_from(info.delivered).expect("delivery count");
+                            self.record(Event::Delivered { seq, count });
+                            self.held.insert((seq, count), msg);
                         }
                         Got::Delivery(None) | Got::Timeout => break,
                     }
                 }
             }
-            Step::Settle(seq, fate) => {
+            Step::Settle {
+                seq,
+                delivery,
+                fate,
+            } => {
                 let kind = match fate {
                     Fate::Ack => jetstream::AckKind::Ack,
                     Fate::Nak => jetstream::AckKind::Nak(None),
@@ -979,14 +1117,29 @@ impl RealRun<'_> {
                     Fate::InProgress => jetstream::AckKind::Progress,
                     Fate::Term => jetstream::AckKind::Term,
                 };
-                self.record(Event::Settled { seq, fate });
-                let msg = self
-                    .held
-                    .get(&seq)
-                    .unwrap_or_else(|| panic!("script settles seq {seq}, never delivered"));
+                self.record(Event::Settled {
+                    seq,
+                    delivery,
+                    fate,
+                });
+                let msg = match delivery {
+                    Some(n) => self.held.get(&(seq, n)),
+                    None => self
+                        .held
+                        .range((seq, 0)..=(seq, u64::MAX))
+                        .next_back()
+                        .map(|(_, m)| m),
+                };
+                let msg =
+                    msg.unwrap_or_else(|| panic!("script settles seq {seq}, never delivered"));
                 // Wait for the server's confirmation, so that the next step comes after.
                 msg.double_ack_with(kind).await.expect("ack");
-                self.drain_advisories();
+                // The advisory a nak or term raises can reach us just after the
+                // confirmation: give it a moment, so that it is logged before the next
+                // step, as the server raised it.
+                if matches!(fate, Fate::Nak | Fate::NakDelay(_) | Fate::Term) {
+                    self.wait_for_advisory(ADVISORY_GRACE_MS).await;
+                }
             }
             Step::Wait(ms) => self.wait(ms).await,
             Step::Restart => {
@@ -1075,6 +1228,7 @@ fn the_comparator_flags_a_different_log() {
             3,
             Event::Settled {
                 seq: 1,
+                delivery: None,
                 fate: Fate::NakDelay(1_000),
             },
         ),

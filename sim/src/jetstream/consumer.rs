@@ -329,8 +329,23 @@ impl Consumer {
         Some((seq, 1))
     }
 
-    /// Apply an ack of some delivery of `stream_seq`.
+    /// Apply an ack of the latest delivery of `stream_seq`.
     pub fn ack(&mut self, now: u64, stream_seq: u64, kind: AckKind) -> AckResult {
+        let delivered = self.pending.get(&stream_seq).map_or(0, |p| p.delivered);
+        self.ack_delivery(now, stream_seq, delivered, kind)
+    }
+
+    /// Apply an ack sent on the ack subject of delivery number `delivered` of
+    /// `stream_seq`. An older delivery's ack still acts on a pending message; the
+    /// `MSG_TERMINATED` and `MSG_NAKED` advisories report the count its subject names,
+    /// as nats-server's do (measured by `tests/jetstream_conformance.rs`).
+    pub fn ack_delivery(
+        &mut self,
+        now: u64,
+        stream_seq: u64,
+        delivered: u64,
+        kind: AckKind,
+    ) -> AckResult {
         let Some(p) = self.pending.get(&stream_seq).copied() else {
             return AckResult::NotPending;
         };
@@ -350,13 +365,13 @@ impl Consumer {
                 self.terminated.insert(stream_seq);
                 self.advisories.push(Advisory::Terminated {
                     stream_seq,
-                    deliveries: p.delivered,
+                    deliveries: delivered,
                 });
             }
             AckKind::Nak { delay_ms } => {
                 self.advisories.push(Advisory::Naked {
                     stream_seq,
-                    deliveries: p.delivered,
+                    deliveries: delivered,
                 });
                 let rewound =
                     as_i64(now) - as_i64(self.config.effective_ack_wait()) + as_i64(delay_ms);
@@ -689,6 +704,34 @@ mod tests {
         take_all(&mut c, &s, 1_000); // delivery 2 now outstanding
         assert_eq!(c.ack(1_500, 1, AckKind::Ack), AckResult::Applied);
         assert_eq!(c.state(1), MessageState::Acked);
+    }
+
+    #[test]
+    fn advisories_report_the_count_of_the_delivery_settled() {
+        // nats-server 2.15.1 (tests/jetstream_conformance.rs, settle_old_delivery): a term
+        // or nak sent on delivery 1's ack subject while delivery 2 is out acts on the
+        // message, and its advisory says "after 1".
+        let s = stream_with(2);
+        let mut c = consumer(|c| c.ack_wait_ms = 1_000);
+        take_all(&mut c, &s, 0);
+        assert_eq!(take_all(&mut c, &s, 1_000), vec![(1, 2), (2, 2)]);
+        c.ack_delivery(1_000, 1, 1, AckKind::Term);
+        c.ack_delivery(1_000, 2, 1, AckKind::Nak { delay_ms: 0 });
+        assert_eq!(
+            c.take_advisories(),
+            vec![
+                Advisory::Terminated {
+                    stream_seq: 1,
+                    deliveries: 1
+                },
+                Advisory::Naked {
+                    stream_seq: 2,
+                    deliveries: 1
+                },
+            ]
+        );
+        assert_eq!(c.state(1), MessageState::Terminated);
+        assert_eq!(take_all(&mut c, &s, 1_000), vec![(2, 3)]);
     }
 
     #[test]
