@@ -19,7 +19,14 @@
 //! test encodes).
 //!
 //! The scripts run concurrently, each on its own stream and consumer: all but the restart
-//! script share one server; the restart script has its own.
+//! scripts share one server; each restart script has a server of its own.
+//!
+//! Needs nats-server (`$NATS_SERVER_BIN`, `nats-server` on PATH, or
+//! `scripts/install-nats-server.sh`); never skips.
+
+// The real side runs in wall-clock time against a real server; only the model's side is
+// virtual.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod support;
 
@@ -921,7 +928,7 @@ struct RealRun<'a> {
 /// What one wait for the server produced.
 enum Got {
     Advisory(Option<async_nats::Message>),
-    Delivery(Option<Result<jetstream::Message, async_nats::Error>>),
+    Delivery(Box<Option<Result<jetstream::Message, async_nats::Error>>>),
     Timeout,
 }
 
@@ -1089,11 +1096,18 @@ impl RealRun<'_> {
                     let got = tokio::select! {
                         biased;
                         msg = self.advisories.next() => Got::Advisory(msg),
-                        msg = deliveries.next() => Got::Delivery(msg),
+                        msg = deliveries.next() => Got::Delivery(Box::new(msg)),
                     };
-                    match got {
-                        Got::Advisory(msg) => self.record_advisory(msg.expect("advisories end")),
-                        Got::Delivery(Some(msg)) => {
+                    let delivery = match got {
+                        Got::Advisory(msg) => {
+                            self.record_advisory(msg.expect("advisories end"));
+                            continue;
+                        }
+                        Got::Delivery(delivery) => *delivery,
+                        Got::Timeout => None,
+                    };
+                    match delivery {
+                        Some(msg) => {
                             let msg = msg.expect("delivery");
                             let info = msg.info().expect("JetStream metadata");
                             let seq = info.stream_sequence;
@@ -1101,7 +1115,7 @@ impl RealRun<'_> {
                             self.record(Event::Delivered { seq, count });
                             self.held.insert((seq, count), msg);
                         }
-                        Got::Delivery(None) | Got::Timeout => break,
+                        None => break,
                     }
                 }
             }
