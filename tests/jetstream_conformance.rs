@@ -103,6 +103,7 @@ struct Script {
     max_deliver: u64,
     backoff_ms: &'static [u64],
     max_ack_pending: u64,
+    duplicate_window_ms: u64,
     steps: Vec<Step>,
 }
 
@@ -114,8 +115,14 @@ impl Script {
             max_deliver: 5,
             backoff_ms: &[],
             max_ack_pending: 1_000,
+            duplicate_window_ms: 120_000,
             steps,
         }
+    }
+
+    fn duplicate_window(mut self, ms: u64) -> Script {
+        self.duplicate_window_ms = ms;
+        self
     }
 
     fn max_ack_pending(mut self, n: u64) -> Script {
@@ -535,6 +542,19 @@ fn scripts() -> Vec<Script> {
                 ack(2),
             ],
         ),
+        // A msg id is forgotten once the duplicate window has passed since it was stored.
+        Script::new(
+            "dedupe_window",
+            vec![
+                publish_id("a"),
+                wait(600),
+                publish_id("a"),
+                wait(900),
+                publish_id("a"),
+                publish_id("a"),
+            ],
+        )
+        .duplicate_window(1_000),
     ]
 }
 
@@ -741,7 +761,7 @@ fn run_sim(script: &Script) -> Log {
     js.add_stream(StreamConfig {
         name: stream.clone(),
         subjects: vec![script.subject()],
-        duplicate_window_ms: 120_000,
+        duplicate_window_ms: script.duplicate_window_ms,
     });
     js.add_consumer(
         &stream,
@@ -939,7 +959,7 @@ async fn run_real(script: &Script, url: &str, server: Option<&mut NatsServer>) -
         .create_stream(jetstream::stream::Config {
             name: script.stream(),
             subjects: vec![script.subject()],
-            duplicate_window: Duration::from_secs(120),
+            duplicate_window: Duration::from_millis(script.duplicate_window_ms),
             ..Default::default()
         })
         .await
