@@ -614,9 +614,12 @@ enum Event {
     Fetch {
         batch: u64,
     },
+    /// `pending`: messages the consumer has not delivered yet, as the delivery's
+    /// metadata says (the router reads it for backpressure).
     Delivered {
         seq: u64,
         count: u64,
+        pending: u64,
     },
     Settled {
         seq: u64,
@@ -642,7 +645,11 @@ impl fmt::Display for Event {
                 Ok(())
             }
             Event::Fetch { batch } => write!(f, "fetch {batch}"),
-            Event::Delivered { seq, count } => write!(f, "deliver seq {seq} #{count}"),
+            Event::Delivered {
+                seq,
+                count,
+                pending,
+            } => write!(f, "deliver seq {seq} #{count} (pending {pending})"),
             Event::Settled {
                 seq,
                 delivery,
@@ -701,7 +708,7 @@ fn compare(name: &str, real: &Log, sim: &Log) -> Result<(), String> {
                 let mut early = 0;
                 match es {
                     Event::Restarted => redelivered_since_restart = Some(BTreeSet::new()),
-                    Event::Delivered { seq, count } if *count > 1 => {
+                    Event::Delivered { seq, count, .. } if *count > 1 => {
                         if let Some(seen) = &mut redelivered_since_restart {
                             if seen.insert(*seq) {
                                 early = RESTART_EARLY_MS;
@@ -798,9 +805,12 @@ impl SimRun {
     fn dispatch(&mut self) -> u64 {
         let mut sent = 0;
         while let Some(d) = self.js.next_delivery(self.now, &self.durable) {
+            // As the world computes a delivery's `pending`: right after handing it out.
+            let pending = self.js.num_pending(&self.durable);
             self.record(Event::Delivered {
                 seq: d.stream_seq,
                 count: d.delivered,
+                pending,
             });
             sent += 1;
         }
@@ -1132,7 +1142,11 @@ impl RealRun<'_> {
                             let info = msg.info().expect("JetStream metadata");
                             let seq = info.stream_sequence;
                             let count = u64::try_from(info.delivered).expect("delivery count");
-                            self.record(Event::Delivered { seq, count });
+                            self.record(Event::Delivered {
+                                seq,
+                                count,
+                                pending: info.pending,
+                            });
                             self.held.insert((seq, count), msg);
                         }
                         None => break,
@@ -1257,7 +1271,14 @@ fn the_comparator_flags_a_different_log() {
             },
         ),
         (1, Event::Fetch { batch: 1 }),
-        (2, Event::Delivered { seq: 1, count: 1 }),
+        (
+            2,
+            Event::Delivered {
+                seq: 1,
+                count: 1,
+                pending: 0,
+            },
+        ),
         (
             3,
             Event::Settled {
@@ -1267,7 +1288,14 @@ fn the_comparator_flags_a_different_log() {
             },
         ),
         (4, Event::Fetch { batch: 1 }),
-        (1_004, Event::Delivered { seq: 1, count: 2 }),
+        (
+            1_004,
+            Event::Delivered {
+                seq: 1,
+                count: 2,
+                pending: 0,
+            },
+        ),
     ];
     assert!(compare("same", &log, &log).is_ok());
 
@@ -1277,7 +1305,11 @@ fn the_comparator_flags_a_different_log() {
     assert!(compare("jitter", &jitter, &log).is_ok());
 
     let mut count = log.clone();
-    count[5].1 = Event::Delivered { seq: 1, count: 3 };
+    count[5].1 = Event::Delivered {
+        seq: 1,
+        count: 3,
+        pending: 0,
+    };
     let listing = compare("count", &count, &log).unwrap_err();
     assert!(listing.contains("!!"), "{listing}");
 
@@ -1292,11 +1324,32 @@ fn the_comparator_flags_a_different_log() {
     // After a restart, a message's first redelivery may come early, not late, and
     // only the first.
     let restarted: Log = vec![
-        (0, Event::Delivered { seq: 1, count: 1 }),
+        (
+            0,
+            Event::Delivered {
+                seq: 1,
+                count: 1,
+                pending: 0,
+            },
+        ),
         (300, Event::Restarted),
         (300, Event::Fetch { batch: 2 }),
-        (1_000, Event::Delivered { seq: 1, count: 2 }),
-        (2_000, Event::Delivered { seq: 1, count: 3 }),
+        (
+            1_000,
+            Event::Delivered {
+                seq: 1,
+                count: 2,
+                pending: 0,
+            },
+        ),
+        (
+            2_000,
+            Event::Delivered {
+                seq: 1,
+                count: 3,
+                pending: 0,
+            },
+        ),
     ];
     let mut early = restarted.clone();
     early[3].0 = 400;
