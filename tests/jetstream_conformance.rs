@@ -909,8 +909,8 @@ impl SimRun {
     /// Let virtual time pass until `t`, waking the consumer at each of its deadlines on
     /// the way, as the world's `ConsumerWake` events do.
     fn advance_to(&mut self, t: u64) {
-        while let Some(deadline) = self.next_deadline().filter(|&d| d <= t) {
-            self.now = self.now.max(deadline);
+        while let Some(deadline) = self.next_deadline().filter(|&d| d > self.now && d <= t) {
+            self.now = deadline;
             self.dispatch();
         }
         self.now = t;
@@ -946,7 +946,10 @@ impl SimRun {
                 let end = self.now + expires_ms;
                 let mut got = self.dispatch();
                 while got < batch && self.now < end {
-                    self.now = self.next_deadline().map_or(end, |d| d.clamp(self.now, end));
+                    // The next deadline, or the pull's expiry; never standing still (a
+                    // broken model must fail the test, not hang it).
+                    let next = self.next_deadline().map_or(end, |d| d.min(end));
+                    self.now = if next > self.now { next } else { end };
                     got += self.dispatch();
                 }
             }
