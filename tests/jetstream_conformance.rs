@@ -630,11 +630,13 @@ enum Event {
     Fetch {
         batch: u64,
     },
-    /// `pending`: messages the consumer has not delivered yet, as the delivery's
-    /// metadata says (the router reads it for backpressure).
+    /// `count`: the server's delivery count; `cseq`: the consumer sequence, one per
+    /// delivery; `pending`: messages the consumer has not delivered yet (the router reads
+    /// it for backpressure). All three as the delivery's metadata says.
     Delivered {
         seq: u64,
         count: u64,
+        cseq: u64,
         pending: u64,
     },
     Settled {
@@ -664,8 +666,12 @@ impl fmt::Display for Event {
             Event::Delivered {
                 seq,
                 count,
+                cseq,
                 pending,
-            } => write!(f, "deliver seq {seq} #{count} (pending {pending})"),
+            } => write!(
+                f,
+                "deliver seq {seq} #{count} (cseq {cseq}, pending {pending})"
+            ),
             Event::Settled {
                 seq,
                 delivery,
@@ -730,15 +736,17 @@ fn same_event(real: &Event, sim: &Event, recent: u64) -> bool {
             Event::Delivered {
                 seq,
                 count,
+                cseq,
                 pending,
             },
             Event::Delivered {
                 seq: sim_seq,
                 count: sim_count,
+                cseq: sim_cseq,
                 pending: sim_pending,
             },
         ) => {
-            (seq, count) == (sim_seq, sim_count)
+            (seq, count, cseq) == (sim_seq, sim_count, sim_cseq)
                 && pending <= sim_pending
                 && pending + recent >= *sim_pending
         }
@@ -783,7 +791,7 @@ fn compare(name: &str, real: &Log, sim: &Log) -> Result<(), String> {
             e.map_or(String::from("-"), |(t, e)| format!("{t:>6} ms  {e}"))
         };
         lines.push(format!(
-            "{} {:<44} | {}",
+            "{} {:<52} | {}",
             if ok { "  " } else { "!!" },
             cell(r),
             cell(s)
@@ -867,6 +875,7 @@ impl SimRun {
             self.record(Event::Delivered {
                 seq: d.stream_seq,
                 count: d.delivered,
+                cseq: d.consumer_seq,
                 pending,
             });
             sent += 1;
@@ -1205,6 +1214,7 @@ impl RealRun<'_> {
                             self.record(Event::Delivered {
                                 seq,
                                 count,
+                                cseq: info.consumer_sequence,
                                 pending: info.pending,
                             });
                             self.held.insert((seq, count), msg);
@@ -1336,6 +1346,7 @@ fn the_comparator_flags_a_different_log() {
             Event::Delivered {
                 seq: 1,
                 count: 1,
+                cseq: 1,
                 pending: 0,
             },
         ),
@@ -1353,6 +1364,7 @@ fn the_comparator_flags_a_different_log() {
             Event::Delivered {
                 seq: 1,
                 count: 2,
+                cseq: 2,
                 pending: 0,
             },
         ),
@@ -1368,6 +1380,7 @@ fn the_comparator_flags_a_different_log() {
     count[5].1 = Event::Delivered {
         seq: 1,
         count: 3,
+        cseq: 3,
         pending: 0,
     };
     let listing = compare("count", &count, &log).unwrap_err();
@@ -1389,6 +1402,7 @@ fn the_comparator_flags_a_different_log() {
             Event::Delivered {
                 seq: 1,
                 count: 1,
+                cseq: 1,
                 pending: 0,
             },
         ),
@@ -1399,6 +1413,7 @@ fn the_comparator_flags_a_different_log() {
             Event::Delivered {
                 seq: 1,
                 count: 2,
+                cseq: 2,
                 pending: 0,
             },
         ),
@@ -1407,6 +1422,7 @@ fn the_comparator_flags_a_different_log() {
             Event::Delivered {
                 seq: 1,
                 count: 3,
+                cseq: 3,
                 pending: 0,
             },
         ),
@@ -1445,6 +1461,7 @@ fn the_comparator_flags_a_different_log() {
             Event::Delivered {
                 seq: 1,
                 count: 1,
+                cseq: 1,
                 pending: 1,
             },
         ),
@@ -1453,6 +1470,7 @@ fn the_comparator_flags_a_different_log() {
     lagging[2].1 = Event::Delivered {
         seq: 1,
         count: 1,
+        cseq: 1,
         pending: 0,
     };
     let mut lagging_late = lagging.clone();
@@ -1465,6 +1483,7 @@ fn the_comparator_flags_a_different_log() {
     ahead[2].1 = Event::Delivered {
         seq: 1,
         count: 1,
+        cseq: 1,
         pending: 2,
     };
     assert!(compare("pending ahead", &ahead, &early_two).is_err());
