@@ -368,6 +368,34 @@ fn scripts() -> Vec<Script> {
         )
         .ack_wait(800)
         .max_deliver(2),
+        // A term after MAX_DELIVERIES (the router's DLQ path: copy, then term): nothing
+        // is redelivered, and the server still raises MSG_TERMINATED.
+        Script::new(
+            "term_after_max_deliver",
+            vec![
+                publish(),
+                fetch(1, 500),
+                fetch(1, 1_300),
+                fetch(1, 1_300),
+                term(1),
+                fetch(1, 1_000),
+            ],
+        )
+        .ack_wait(800)
+        .max_deliver(2),
+        // Settling a message already acked: a nak does nothing, a term raises
+        // MSG_TERMINATED all the same.
+        Script::new(
+            "settle_after_ack",
+            vec![
+                publish(),
+                fetch(1, 500),
+                ack(1),
+                nak(1),
+                term(1),
+                fetch(1, 1_500),
+            ],
+        ),
         // A nak delay longer than ack_wait; then, unsettled, the next redelivery comes
         // after ack_wait.
         Script::new(
@@ -979,12 +1007,18 @@ impl SimRun {
                     delivery,
                     fate,
                 });
+                // As the real side: on the ack subject of that delivery, or of the
+                // latest one.
+                let latest = self.log.iter().rev().find_map(|(_, e)| match e {
+                    Event::Delivered { seq: s, count, .. } if *s == seq => Some(*count),
+                    _ => None,
+                });
+                let delivered = delivery
+                    .or(latest)
+                    .unwrap_or_else(|| panic!("script settles seq {seq}, never delivered"));
                 let now = self.now;
                 if let Some(c) = self.js.consumer_mut(&self.durable) {
-                    match delivery {
-                        Some(n) => c.ack_delivery(now, seq, n, kind),
-                        None => c.ack(now, seq, kind),
-                    };
+                    c.ack_delivery(now, seq, delivered, kind);
                 }
                 self.dispatch();
             }

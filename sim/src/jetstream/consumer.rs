@@ -329,7 +329,9 @@ impl Consumer {
         Some((seq, 1))
     }
 
-    /// Apply an ack of the latest delivery of `stream_seq`.
+    /// Apply an ack of the latest delivery of `stream_seq`. It names no delivery count:
+    /// for a message no longer pending the count is unknown (0), and a term of it raises
+    /// no advisory (see `ack_delivery`).
     pub fn ack(&mut self, now: u64, stream_seq: u64, kind: AckKind) -> AckResult {
         let delivered = self.pending.get(&stream_seq).map_or(0, |p| p.delivered);
         self.ack_delivery(now, stream_seq, delivered, kind)
@@ -338,7 +340,9 @@ impl Consumer {
     /// Apply an ack sent on the ack subject of delivery number `delivered` of
     /// `stream_seq`. An older delivery's ack still acts on a pending message; the
     /// `MSG_TERMINATED` and `MSG_NAKED` advisories report the count its subject names,
-    /// as nats-server's do (measured by `tests/jetstream_conformance.rs`).
+    /// as nats-server's do (measured by `tests/jetstream_conformance.rs`). A term of a
+    /// message no longer pending (acked, exhausted, terminated) changes nothing but still
+    /// raises `MSG_TERMINATED`: nats-server's `processTerm` sends it unconditionally.
     pub fn ack_delivery(
         &mut self,
         now: u64,
@@ -347,6 +351,12 @@ impl Consumer {
         kind: AckKind,
     ) -> AckResult {
         let Some(p) = self.pending.get(&stream_seq).copied() else {
+            if kind == AckKind::Term && delivered > 0 {
+                self.advisories.push(Advisory::Terminated {
+                    stream_seq,
+                    deliveries: delivered,
+                });
+            }
             return AckResult::NotPending;
         };
         if matches!(kind, AckKind::Ack | AckKind::Term) {
@@ -732,6 +742,53 @@ mod tests {
         );
         assert_eq!(c.state(1), MessageState::Terminated);
         assert_eq!(take_all(&mut c, &s, 1_000), vec![(2, 3)]);
+    }
+
+    #[test]
+    fn a_term_of_a_message_no_longer_pending_still_raises_the_advisory() {
+        // nats-server 2.15.1 (tests/jetstream_conformance.rs, term_after_max_deliver and
+        // settle_after_ack): the router's DLQ path terms an exhausted message; the server
+        // raises MSG_TERMINATED for it, as for a term of an acked one. A nak raises nothing.
+        let s = stream_with(2);
+        let mut c = consumer(|c| {
+            c.ack_wait_ms = 1_000;
+            c.max_deliver = 1;
+        });
+        take_all(&mut c, &s, 0);
+        c.ack(10, 2, AckKind::Ack);
+        assert_eq!(take_all(&mut c, &s, 1_000), vec![]);
+        assert_eq!(c.state(1), MessageState::Exhausted);
+        c.take_advisories();
+        assert_eq!(
+            c.ack_delivery(1_100, 1, 1, AckKind::Term),
+            AckResult::NotPending
+        );
+        assert_eq!(
+            c.ack_delivery(1_100, 2, 1, AckKind::Nak { delay_ms: 0 }),
+            AckResult::NotPending
+        );
+        assert_eq!(
+            c.ack_delivery(1_100, 2, 1, AckKind::Term),
+            AckResult::NotPending
+        );
+        assert_eq!(c.state(1), MessageState::Exhausted);
+        assert_eq!(c.state(2), MessageState::Acked);
+        assert_eq!(
+            c.take_advisories(),
+            vec![
+                Advisory::Terminated {
+                    stream_seq: 1,
+                    deliveries: 1
+                },
+                Advisory::Terminated {
+                    stream_seq: 2,
+                    deliveries: 1
+                },
+            ]
+        );
+        // Without a count (the world's acks), nothing is raised.
+        c.ack(1_200, 1, AckKind::Term);
+        assert_eq!(c.take_advisories(), vec![]);
     }
 
     #[test]
