@@ -7,7 +7,9 @@
 //!   `ack_wait_eff` is `backoff[0]` when a backoff list is set. With a backoff list this
 //!   makes the effective delay `d - backoff[0] + backoff[min(n, len - 1)]`, which is what
 //!   nats-server 2.9.10 was measured to do (dst-research 3.2). A nak without delay queues
-//!   the message for redelivery at once.
+//!   the message for redelivery at once. A nak with delay of a message already due for
+//!   redelivery (its ack wait ran out while no pull was waiting) takes it off the
+//!   redelivery queue: the delay governs (measured by `tests/jetstream_conformance.rs`).
 //! - `+WPI` (in progress) sets the timestamp to now: the deadline moves out by one ack_wait.
 //! - The delivery count is the server's. When a queued message would be delivered for the
 //!   `max_deliver + 1`-th time it is dropped from pending instead, and a `MAX_DELIVERIES`
@@ -327,9 +329,34 @@ impl Consumer {
         Some((seq, 1))
     }
 
-    /// Apply an ack of some delivery of `stream_seq`.
+    /// Apply an ack of the latest delivery of `stream_seq`. It names no delivery count:
+    /// for a message no longer pending the count is unknown (0), and a term of it raises
+    /// no advisory (see `ack_delivery`).
     pub fn ack(&mut self, now: u64, stream_seq: u64, kind: AckKind) -> AckResult {
+        let delivered = self.pending.get(&stream_seq).map_or(0, |p| p.delivered);
+        self.ack_delivery(now, stream_seq, delivered, kind)
+    }
+
+    /// Apply an ack sent on the ack subject of delivery number `delivered` of
+    /// `stream_seq`. An older delivery's ack still acts on a pending message; the
+    /// `MSG_TERMINATED` and `MSG_NAKED` advisories report the count its subject names,
+    /// as nats-server's do (measured by `tests/jetstream_conformance.rs`). A term of a
+    /// message no longer pending (acked, exhausted, terminated) changes nothing but still
+    /// raises `MSG_TERMINATED`: nats-server's `processTerm` sends it unconditionally.
+    pub fn ack_delivery(
+        &mut self,
+        now: u64,
+        stream_seq: u64,
+        delivered: u64,
+        kind: AckKind,
+    ) -> AckResult {
         let Some(p) = self.pending.get(&stream_seq).copied() else {
+            if kind == AckKind::Term && delivered > 0 {
+                self.advisories.push(Advisory::Terminated {
+                    stream_seq,
+                    deliveries: delivered,
+                });
+            }
             return AckResult::NotPending;
         };
         if matches!(kind, AckKind::Ack | AckKind::Term) {
@@ -348,26 +375,31 @@ impl Consumer {
                 self.terminated.insert(stream_seq);
                 self.advisories.push(Advisory::Terminated {
                     stream_seq,
-                    deliveries: p.delivered,
+                    deliveries: delivered,
                 });
             }
             AckKind::Nak { delay_ms } => {
                 self.advisories.push(Advisory::Naked {
                     stream_seq,
-                    deliveries: p.delivered,
+                    deliveries: delivered,
                 });
-                if p.queued {
-                    return AckResult::Applied; // already due for redelivery
-                }
                 let rewound =
                     as_i64(now) - as_i64(self.config.effective_ack_wait()) + as_i64(delay_ms);
-                if let Some(entry) = self.pending.get_mut(&stream_seq) {
-                    if delay_ms == 0 {
-                        entry.queued = true;
-                        self.rdq.push_back(stream_seq);
-                    } else {
+                if delay_ms > 0 {
+                    // The delay governs even a message already due for redelivery: the
+                    // server takes it off the redelivery queue (`processNak`).
+                    if p.queued {
+                        self.rdq.retain(|&seq| seq != stream_seq);
+                    }
+                    if let Some(entry) = self.pending.get_mut(&stream_seq) {
+                        entry.queued = false;
                         entry.timestamp = rewound;
                     }
+                } else if !p.queued {
+                    if let Some(entry) = self.pending.get_mut(&stream_seq) {
+                        entry.queued = true;
+                    }
+                    self.rdq.push_back(stream_seq);
                 }
             }
             AckKind::Progress => {
@@ -563,6 +595,26 @@ mod tests {
     }
 
     #[test]
+    fn a_nak_delay_holds_back_a_message_already_due() {
+        // nats-server 2.15.1 (tests/jetstream_conformance.rs, nak_delay_when_due): the ack
+        // wait ran out while no pull was waiting; a nak with delay then takes the message
+        // off the redelivery queue, and it comes back after the delay, not at once.
+        let s = stream_with(2);
+        let mut c = consumer(|c| c.ack_wait_ms = 800);
+        assert_eq!(take_all(&mut c, &s, 0), vec![(1, 1), (2, 1)]);
+        c.check_pending(1_100); // both due, no pull waiting
+        c.ack(1_100, 1, AckKind::Nak { delay_ms: 500 });
+        assert_eq!(take_all(&mut c, &s, 1_100), vec![(2, 2)]);
+        assert_eq!(c.next_deadline(), Some(1_600));
+        assert_eq!(take_all(&mut c, &s, 1_599), vec![]);
+        assert_eq!(take_all(&mut c, &s, 1_600), vec![(1, 2)]);
+        // A nak without delay of a message already due changes nothing.
+        c.check_pending(10_000);
+        c.ack(10_000, 1, AckKind::Nak { delay_ms: 0 });
+        assert_eq!(take_all(&mut c, &s, 10_000), vec![(1, 3), (2, 3)]);
+    }
+
+    #[test]
     fn backoff_overrides_ack_wait_on_timeouts() {
         let s = stream_with(1);
         let mut c = consumer(|c| {
@@ -662,6 +714,81 @@ mod tests {
         take_all(&mut c, &s, 1_000); // delivery 2 now outstanding
         assert_eq!(c.ack(1_500, 1, AckKind::Ack), AckResult::Applied);
         assert_eq!(c.state(1), MessageState::Acked);
+    }
+
+    #[test]
+    fn advisories_report_the_count_of_the_delivery_settled() {
+        // nats-server 2.15.1 (tests/jetstream_conformance.rs, settle_old_delivery): a term
+        // or nak sent on delivery 1's ack subject while delivery 2 is out acts on the
+        // message, and its advisory says "after 1".
+        let s = stream_with(2);
+        let mut c = consumer(|c| c.ack_wait_ms = 1_000);
+        take_all(&mut c, &s, 0);
+        assert_eq!(take_all(&mut c, &s, 1_000), vec![(1, 2), (2, 2)]);
+        c.ack_delivery(1_000, 1, 1, AckKind::Term);
+        c.ack_delivery(1_000, 2, 1, AckKind::Nak { delay_ms: 0 });
+        assert_eq!(
+            c.take_advisories(),
+            vec![
+                Advisory::Terminated {
+                    stream_seq: 1,
+                    deliveries: 1
+                },
+                Advisory::Naked {
+                    stream_seq: 2,
+                    deliveries: 1
+                },
+            ]
+        );
+        assert_eq!(c.state(1), MessageState::Terminated);
+        assert_eq!(take_all(&mut c, &s, 1_000), vec![(2, 3)]);
+    }
+
+    #[test]
+    fn a_term_of_a_message_no_longer_pending_still_raises_the_advisory() {
+        // nats-server 2.15.1 (tests/jetstream_conformance.rs, term_after_max_deliver and
+        // settle_after_ack): the router's DLQ path terms an exhausted message; the server
+        // raises MSG_TERMINATED for it, as for a term of an acked one. A nak raises nothing.
+        let s = stream_with(2);
+        let mut c = consumer(|c| {
+            c.ack_wait_ms = 1_000;
+            c.max_deliver = 1;
+        });
+        take_all(&mut c, &s, 0);
+        c.ack(10, 2, AckKind::Ack);
+        assert_eq!(take_all(&mut c, &s, 1_000), vec![]);
+        assert_eq!(c.state(1), MessageState::Exhausted);
+        c.take_advisories();
+        assert_eq!(
+            c.ack_delivery(1_100, 1, 1, AckKind::Term),
+            AckResult::NotPending
+        );
+        assert_eq!(
+            c.ack_delivery(1_100, 2, 1, AckKind::Nak { delay_ms: 0 }),
+            AckResult::NotPending
+        );
+        assert_eq!(
+            c.ack_delivery(1_100, 2, 1, AckKind::Term),
+            AckResult::NotPending
+        );
+        assert_eq!(c.state(1), MessageState::Exhausted);
+        assert_eq!(c.state(2), MessageState::Acked);
+        assert_eq!(
+            c.take_advisories(),
+            vec![
+                Advisory::Terminated {
+                    stream_seq: 1,
+                    deliveries: 1
+                },
+                Advisory::Terminated {
+                    stream_seq: 2,
+                    deliveries: 1
+                },
+            ]
+        );
+        // Without a count (the world's acks), nothing is raised.
+        c.ack(1_200, 1, AckKind::Term);
+        assert_eq!(c.take_advisories(), vec![]);
     }
 
     #[test]
