@@ -71,6 +71,9 @@ struct BenchArgs {
     /// Offered loads as percentages of the router's saturation, comma-separated.
     #[arg(long, value_delimiter = ',')]
     levels: Option<Vec<f64>>,
+    /// KEY=VALUE for the router child's environment (repeatable), e.g. RUST_LOG=warn.
+    #[arg(long)]
+    router_env: Vec<String>,
 }
 
 #[derive(Args)]
@@ -253,6 +256,12 @@ async fn bench(a: BenchArgs) -> anyhow::Result<bool> {
             .map(|p| p / 100.0)
             .filter(|f| *f > 0.0)
             .collect();
+    }
+    for kv in &a.router_env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--router-env {kv:?}: expected KEY=VALUE"))?;
+        opts.router_env.push((k.to_string(), v.to_string()));
     }
     let ratio = bench::run(&opts).await?;
     Ok(match a.min_ratio {

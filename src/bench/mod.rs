@@ -47,6 +47,8 @@ use crate::shell::traffic::decide_request;
 
 /// The router's decide stream, as `serve` creates it by default.
 const ROUTER_STREAM: &str = "BEAMLINE_DECIDE";
+/// `decide.consumer` by default.
+const ROUTER_CONSUMER: &str = "router-decide";
 const RAW_STREAM: &str = "BENCH_RAW";
 const RAW_SUBJECT: &str = "bench.raw.decide";
 const RAW_CONSUMER: &str = "bench-raw";
@@ -80,6 +82,8 @@ pub struct BenchOptions {
     pub levels: Vec<f64>,
     /// Also measure raw latency at the same offered loads.
     pub raw_levels: bool,
+    /// Extra environment of the router child (`RUST_LOG`, `TOKIO_WORKER_THREADS`, ...).
+    pub router_env: Vec<(String, String)>,
 }
 
 impl BenchOptions {
@@ -94,6 +98,7 @@ impl BenchOptions {
             level: Duration::from_secs(5),
             levels: vec![0.25, 0.5, 0.8],
             raw_levels: true,
+            router_env: Vec::new(),
         }
     }
 
@@ -239,7 +244,23 @@ fn start_nats_server(bin: &Path, dir: &Path) -> anyhow::Result<(ChildGuard, Stri
     Ok((guard, format!("nats://127.0.0.1:{port}")))
 }
 
-async fn start_router(bin: &Path, url: &str, dir: &Path) -> anyhow::Result<ChildGuard> {
+async fn pulling(js: &jetstream::Context) -> bool {
+    let Ok(stream) = js.get_stream(ROUTER_STREAM).await else {
+        return false;
+    };
+    stream
+        .consumer_info(ROUTER_CONSUMER)
+        .await
+        .is_ok_and(|info| info.num_waiting > 0)
+}
+
+async fn start_router(
+    js: &jetstream::Context,
+    bin: &Path,
+    url: &str,
+    dir: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<ChildGuard> {
     let policies = dir.join("policies");
     std::fs::create_dir_all(policies.join(TENANT))?;
     std::fs::write(
@@ -255,6 +276,7 @@ async fn start_router(bin: &Path, url: &str, dir: &Path) -> anyhow::Result<Child
         .arg("--policies")
         .arg(&policies)
         .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
@@ -265,7 +287,9 @@ async fn start_router(bin: &Path, url: &str, dir: &Path) -> anyhow::Result<Child
         log,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !guard.log_text().contains("router ready") {
+    // Ready once it logs so, or (with `RUST_LOG` quieter than info) once its decide
+    // consumer has a pull request waiting.
+    while !guard.log_text().contains("router ready") && !pulling(js).await {
         if guard.exited() || Instant::now() > deadline {
             anyhow::bail!("router did not become ready:\n{}", guard.log_text());
         }
@@ -344,7 +368,7 @@ struct Target {
     done: mpsc::UnboundedReceiver<(u64, Instant)>,
     unconfirmed: Arc<AtomicU64>,
     error_replies: Arc<AtomicU64>,
-    _worker: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 /// The `<seq>` of the first `<run>-<seq>` in `payload`.
@@ -399,7 +423,13 @@ impl Target {
         let marker = format!("{run}-").into_bytes();
         let worker = tokio::spawn(async move {
             while let Some(item) = messages.next().await {
-                let Ok(message) = item else { continue };
+                let message = match item {
+                    Ok(message) => message,
+                    Err(err) => {
+                        eprintln!("bench: raw pull error: {err}");
+                        continue;
+                    }
+                };
                 let seq = seq_of(&message.payload, &marker);
                 let at = Instant::now();
                 if let Err(err) = message.ack().await {
@@ -419,7 +449,7 @@ impl Target {
             done: rx,
             unconfirmed: Arc::default(),
             error_replies: Arc::default(),
-            _worker: worker,
+            worker: worker,
         })
     }
 
@@ -452,7 +482,7 @@ impl Target {
             done: rx,
             unconfirmed: Arc::default(),
             error_replies,
-            _worker: worker,
+            worker: worker,
         })
     }
 
@@ -845,7 +875,14 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
             url
         }
     };
-    let client = async_nats::connect(&url)
+    let client = async_nats::ConnectOptions::new()
+        .name("beamline-bench")
+        .event_callback(|event| async move {
+            if !matches!(event, async_nats::Event::Connected) {
+                eprintln!("bench: nats event: {event}");
+            }
+        })
+        .connect(&url)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     let nats_server = client.server_info().version;
@@ -857,7 +894,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
             let _ = stream.purge().await;
             let _ = stream.info().await;
         }
-        let child = start_router(bin, &url, &scratch.0).await?;
+        let child = start_router(&js, bin, &url, &scratch.0, &opts.router_env).await?;
         pids.router = Some(child.pid());
         router_child = Some(child);
     } else {
@@ -958,7 +995,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
     };
     print_report(&report);
     println!("BENCH_JSON {}", json!(report));
+    raw.worker.abort();
+    router.worker.abort();
     let _ = js.delete_stream(RAW_STREAM).await;
+    drop((raw, router, js));
+    let _ = client.drain().await;
     drop(router_child);
     drop(nats_child);
     Ok(ratio)
