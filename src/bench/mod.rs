@@ -371,6 +371,17 @@ struct Target {
     worker: tokio::task::JoinHandle<()>,
 }
 
+/// The raw path's pull: the router's settings (`driver::pull_stream`).
+async fn raw_pull(consumer: &consumer::PullConsumer) -> anyhow::Result<consumer::pull::Stream> {
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?)
+}
+
 /// The `<seq>` of the first `<run>-<seq>` in `payload`.
 fn seq_of(payload: &[u8], marker: &[u8]) -> Option<u64> {
     let at = payload.windows(marker.len()).position(|w| w == marker)? + marker.len();
@@ -412,31 +423,44 @@ impl Target {
             })
             .await
             .context("cannot create the raw consumer")?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let marker = format!("{run}-").into_bytes();
+        let mut messages = raw_pull(&consumer).await?;
         let worker = tokio::spawn(async move {
-            while let Some(item) = messages.next().await {
-                let message = match item {
-                    Ok(message) => message,
-                    Err(err) => {
-                        eprintln!("bench: raw pull error: {err}");
-                        continue;
+            loop {
+                while let Some(item) = messages.next().await {
+                    let message = match item {
+                        Ok(message) => message,
+                        // Seen a few times in long runs on the loaded 2-core VM: the pull
+                        // request is never answered (no heartbeat either), and async-nats
+                        // would wait for its 30 s expiry. Pull afresh instead.
+                        Err(err)
+                            if err.kind()
+                                == consumer::pull::MessagesErrorKind::MissingHeartbeat =>
+                        {
+                            eprintln!("bench: raw pull: {err}; pulling afresh");
+                            break;
+                        }
+                        Err(err) => {
+                            eprintln!("bench: raw pull error: {err}");
+                            continue;
+                        }
+                    };
+                    let seq = seq_of(&message.payload, &marker);
+                    let at = Instant::now();
+                    if let Err(err) = message.ack().await {
+                        tracing::warn!(%err, "raw ack failed");
                     }
-                };
-                let seq = seq_of(&message.payload, &marker);
-                let at = Instant::now();
-                if let Err(err) = message.ack().await {
-                    tracing::warn!(%err, "raw ack failed");
+                    if let Some(seq) = seq {
+                        let _ = tx.send((seq, at));
+                    }
                 }
-                if let Some(seq) = seq {
-                    let _ = tx.send((seq, at));
+                match raw_pull(&consumer).await {
+                    Ok(fresh) => messages = fresh,
+                    Err(err) => {
+                        eprintln!("bench: raw pull cannot restart: {err}");
+                        return;
+                    }
                 }
             }
         });
@@ -449,7 +473,7 @@ impl Target {
             done: rx,
             unconfirmed: Arc::default(),
             error_replies: Arc::default(),
-            worker: worker,
+            worker,
         })
     }
 
@@ -482,7 +506,7 @@ impl Target {
             done: rx,
             unconfirmed: Arc::default(),
             error_replies,
-            worker: worker,
+            worker,
         })
     }
 
