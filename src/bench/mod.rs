@@ -60,6 +60,10 @@ const MAX_ACK_PENDING: i64 = 256;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Requests still unanswered this long after a phase stopped sending count as lost.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A saturation phase in which nothing completes for this long has stalled.
+const STALL_AFTER: Duration = Duration::from_secs(2);
+/// Attempts at the raw saturation phase (a stalled attempt is pulled afresh and repeated).
+const RAW_ATTEMPTS: u32 = 3;
 
 /// What to run; see `beamline-router bench --help`.
 #[derive(Clone, Debug)]
@@ -369,6 +373,8 @@ struct Target {
     unconfirmed: Arc<AtomicU64>,
     error_replies: Arc<AtomicU64>,
     worker: tokio::task::JoinHandle<()>,
+    /// Raw only: drop the pull and pull afresh.
+    repull: Option<mpsc::UnboundedSender<()>>,
 }
 
 /// The raw path's pull: the router's settings (`driver::pull_stream`).
@@ -426,14 +432,20 @@ impl Target {
         let (tx, rx) = mpsc::unbounded_channel();
         let marker = format!("{run}-").into_bytes();
         let mut messages = raw_pull(&consumer).await?;
+        let (repull, mut repull_rx) = mpsc::unbounded_channel::<()>();
         let worker = tokio::spawn(async move {
             loop {
-                while let Some(item) = messages.next().await {
+                loop {
+                    let item = tokio::select! {
+                        item = messages.next() => item,
+                        Some(()) = repull_rx.recv() => break,
+                    };
+                    let Some(item) = item else { break };
                     let message = match item {
                         Ok(message) => message,
-                        // Seen a few times in long runs on the loaded 2-core VM: the pull
-                        // request is never answered (no heartbeat either), and async-nats
-                        // would wait for its 30 s expiry. Pull afresh instead.
+                        // Seen in long runs on the loaded 2-core VM: the pull request is
+                        // never answered (no heartbeat either), and async-nats would wait
+                        // for its 30 s expiry. Pull afresh instead.
                         Err(err)
                             if err.kind()
                                 == consumer::pull::MessagesErrorKind::MissingHeartbeat =>
@@ -474,6 +486,7 @@ impl Target {
             unconfirmed: Arc::default(),
             error_replies: Arc::default(),
             worker,
+            repull: Some(repull),
         })
     }
 
@@ -507,6 +520,7 @@ impl Target {
             unconfirmed: Arc::default(),
             error_replies,
             worker,
+            repull: None,
         })
     }
 
@@ -570,6 +584,8 @@ struct SaturationResult {
     latency: Quantiles,
     cpu: CpuPerRequest,
     lost: u64,
+    /// Nothing completed for `STALL_AFTER` with requests in flight: the phase was cut short.
+    stalled: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -629,6 +645,7 @@ async fn saturation(
     let end_sleep = tokio::time::sleep_until(end);
     tokio::pin!(warm_sleep, end_sleep);
     let mut sending = true;
+    let mut stalled = false;
     loop {
         tokio::select! {
             biased;
@@ -657,6 +674,10 @@ async fn saturation(
                 }
             }
             () = tokio::time::sleep(DRAIN_TIMEOUT), if !sending => break,
+            () = tokio::time::sleep(STALL_AFTER), if sending => {
+                stalled = true;
+                break;
+            }
         }
     }
     let secs = duration.as_secs_f64();
@@ -669,6 +690,7 @@ async fn saturation(
         latency: quantiles(&hist),
         cpu: cpu_per_request(before.unwrap_or_default(), after, completed),
         lost: in_flight as u64,
+        stalled,
     }
 }
 
@@ -781,6 +803,8 @@ struct Report {
     nats_peak_rss_bytes: Option<u64>,
     unconfirmed_publishes: u64,
     error_replies: u64,
+    /// Raw saturation attempts that stalled and were repeated.
+    raw_stalls: u32,
 }
 
 fn cpu_model() -> String {
@@ -837,6 +861,17 @@ fn print_report(r: &Report) {
             fmt_opt(s.cpu.nats_us),
             fmt_opt(s.cpu.bench_us),
             s.lost
+        );
+    }
+    for s in [&r.raw, &r.router] {
+        if s.stalled {
+            println!("WARNING: the {} phase stalled (nothing completed for {STALL_AFTER:?}); its figures are not valid", s.path);
+        }
+    }
+    if r.raw_stalls > 0 {
+        println!(
+            "(the raw phase stalled {} time(s) and was measured again)",
+            r.raw_stalls
         );
     }
     println!("ratio router/raw: {:.3}", r.ratio);
@@ -931,16 +966,28 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
     let mut seqs = Sequencer(0);
     let mut raw = Target::raw(&client, &run).await?;
     let mut router = Target::router(&client, &run).await?;
-    eprintln!("bench: raw saturation");
-    let raw_sat = saturation(
-        &mut raw,
-        &mut seqs,
-        pids,
-        opts.outstanding,
-        opts.warmup,
-        opts.saturation,
-    )
-    .await;
+    let mut raw_stalls = 0;
+    let raw_sat = loop {
+        eprintln!("bench: raw saturation");
+        let result = saturation(
+            &mut raw,
+            &mut seqs,
+            pids,
+            opts.outstanding,
+            opts.warmup,
+            opts.saturation,
+        )
+        .await;
+        if !result.stalled || raw_stalls + 1 >= RAW_ATTEMPTS {
+            break result;
+        }
+        raw_stalls += 1;
+        eprintln!("bench: the raw pull stalled; pulling afresh and measuring again");
+        if let Some(repull) = &raw.repull {
+            let _ = repull.send(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     eprintln!("bench: router saturation");
     let router_sat = saturation(
         &mut router,
@@ -1010,6 +1057,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
         unconfirmed_publishes: raw.unconfirmed.load(Ordering::Relaxed)
             + router.unconfirmed.load(Ordering::Relaxed),
         error_replies: router.error_replies.load(Ordering::Relaxed),
+        raw_stalls,
         raw: raw_sat,
         router: router_sat,
         ratio,
