@@ -375,6 +375,8 @@ struct Target {
     worker: tokio::task::JoinHandle<()>,
     /// Raw only: drop the pull and pull afresh.
     repull: Option<mpsc::UnboundedSender<()>>,
+    /// Raw only: the consumer, to show its state when the pull stalls.
+    consumer: Option<consumer::PullConsumer>,
 }
 
 /// The raw path's pull: the router's settings (`driver::pull_stream`).
@@ -432,6 +434,7 @@ impl Target {
         let (tx, rx) = mpsc::unbounded_channel();
         let marker = format!("{run}-").into_bytes();
         let mut messages = raw_pull(&consumer).await?;
+        let consumer_for_info = consumer.clone();
         let (repull, mut repull_rx) = mpsc::unbounded_channel::<()>();
         let worker = tokio::spawn(async move {
             loop {
@@ -487,6 +490,7 @@ impl Target {
             error_replies: Arc::default(),
             worker,
             repull: Some(repull),
+            consumer: Some(consumer_for_info),
         })
     }
 
@@ -521,6 +525,7 @@ impl Target {
             error_replies,
             worker,
             repull: None,
+            consumer: None,
         })
     }
 
@@ -982,6 +987,20 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
             break result;
         }
         raw_stalls += 1;
+        if let Some(consumer) = &mut raw.consumer {
+            if let Ok(info) = consumer.info().await {
+                eprintln!(
+                    "bench: raw consumer at the stall: ack pending {}, pending {}, waiting pulls {}, \
+                     delivered stream seq {}, ack floor stream seq {}, redelivered {}",
+                    info.num_ack_pending,
+                    info.num_pending,
+                    info.num_waiting,
+                    info.delivered.stream_sequence,
+                    info.ack_floor.stream_sequence,
+                    info.num_redelivered
+                );
+            }
+        }
         eprintln!("bench: the raw pull stalled; pulling afresh and measuring again");
         if let Some(repull) = &raw.repull {
             let _ = repull.send(());
