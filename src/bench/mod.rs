@@ -19,6 +19,10 @@
 //! request comes from `/proc/<pid>/stat` (utime + stime) of the router child, the
 //! nats-server child and the bench itself over each measured window; peak RSS is the
 //! router's `VmHWM`.
+//!
+//! A saturation phase in which nothing completes for 2 s is reported as stalled (the raw
+//! pull has been seen to stop for ~30 s on a loaded machine: docs/PERFORMANCE.md); the raw
+//! phase is then pulled afresh and measured again, at most three times.
 
 // Wall-clock timing is what a benchmark is for: like the production shell, this module
 // opts out of the determinism lints that bind the core and the simulator.
