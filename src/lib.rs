@@ -5,6 +5,7 @@
 //! - [`policy`]: the routing policy DSL and its store.
 //! - [`core`]: the deterministic, sans-IO state machine that owns every decision.
 //! - `shell` (feature `service`): the production driver over tokio and async-nats.
+//! - `bench` (feature `service`): the end-to-end benchmark behind `beamline-router bench`.
 
 pub mod contracts;
 pub mod core;
@@ -16,3 +17,6 @@ pub mod shell;
 
 #[cfg(feature = "service")]
 pub mod client;
+
+#[cfg(feature = "service")]
+pub mod bench;

@@ -34,6 +34,46 @@ enum Command {
     DemoTraffic(TrafficArgs),
     /// Send one decide request as a gateway would and print the reply JSON (like `nats req`).
     Decide(DecideArgs),
+    /// Measure the router end to end against raw JetStream on this machine (docs/PERFORMANCE.md).
+    Bench(BenchArgs),
+}
+
+/// Starts a nats-server (temp store, free port) and a `serve` child unless told otherwise.
+#[derive(Args)]
+struct BenchArgs {
+    /// Use this (scratch) server instead of starting one; the bench takes its decide stream over.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// The nats-server binary to start (see scripts/install-nats-server.sh).
+    #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
+    nats_server: PathBuf,
+    /// The router binary to run as `serve`; default: this executable.
+    #[arg(long)]
+    router_bin: Option<PathBuf>,
+    /// With --nats-url: a router is already serving there; start none.
+    #[arg(long)]
+    external_router: bool,
+    /// A few seconds: the two saturation phases only, for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Exit 1 when router/raw throughput is below this.
+    #[arg(long)]
+    min_ratio: Option<f64>,
+    /// Requests in flight during the saturation phases.
+    #[arg(long)]
+    outstanding: Option<usize>,
+    /// Seconds measured per saturation phase.
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Seconds measured per fixed-load phase.
+    #[arg(long)]
+    level_secs: Option<f64>,
+    /// Offered loads as percentages of the router's saturation, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    levels: Option<Vec<f64>>,
+    /// KEY=VALUE for the router child's environment (repeatable), e.g. RUST_LOG=warn.
+    #[arg(long)]
+    router_env: Vec<String>,
 }
 
 #[derive(Args)]
@@ -177,7 +217,64 @@ fn main() -> ExitCode {
             .await
             .map(|code| code == 0)
         }),
+        Command::Bench(a) => {
+            init_logging("pretty", "warn");
+            run(bench(a))
+        }
     }
+}
+
+/// Returns false when `--min-ratio` is not met.
+async fn bench(a: BenchArgs) -> anyhow::Result<bool> {
+    use beamline_router::bench::{self, BenchOptions};
+    let router_bin = if a.external_router {
+        None
+    } else {
+        Some(match a.router_bin {
+            Some(bin) => bin,
+            None => std::env::current_exe()?,
+        })
+    };
+    let mut opts = if a.quick {
+        BenchOptions::quick(a.nats_server, router_bin)
+    } else {
+        BenchOptions::full(a.nats_server, router_bin)
+    };
+    opts.nats_url = a.nats_url;
+    if let Some(n) = a.outstanding {
+        opts.outstanding = n.max(1);
+    }
+    if let Some(s) = a.secs {
+        opts.saturation = Duration::from_secs_f64(s.max(0.1));
+    }
+    if let Some(s) = a.level_secs {
+        opts.level = Duration::from_secs_f64(s.max(0.1));
+    }
+    if let Some(levels) = a.levels {
+        opts.levels = levels
+            .iter()
+            .map(|p| p / 100.0)
+            .filter(|f| *f > 0.0)
+            .collect();
+    }
+    for kv in &a.router_env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--router-env {kv:?}: expected KEY=VALUE"))?;
+        opts.router_env.push((k.to_string(), v.to_string()));
+    }
+    let ratio = bench::run(&opts).await?;
+    Ok(match a.min_ratio {
+        Some(floor) if ratio < floor => {
+            println!("FAIL: router/raw {ratio:.3} is below the floor {floor}");
+            false
+        }
+        Some(floor) => {
+            println!("ok: router/raw {ratio:.3} >= {floor}");
+            true
+        }
+        None => true,
+    })
 }
 
 trait MapOkTrue: std::future::Future<Output = anyhow::Result<()>> + Sized {
