@@ -4,6 +4,7 @@
 //!
 //! Outcomes:
 //! - `Core`: confirmed once `flush` returns, i.e. the bytes reached the server's socket.
+//!   Core publishes go to one flusher task that confirms a whole batch with one flush.
 //!   async-nats 0.51 holds a flush while disconnected and completes it after the
 //!   reconnect, so the timeout is what turns an outage into `Failed`.
 //! - `JetStream`: confirmed by the stream's PubAck. A timeout is ambiguous (the
@@ -33,7 +34,14 @@ pub struct Publisher {
     inputs: mpsc::Sender<Input>,
     /// The shared answer bucket, when `state.backend = "kv"`.
     answers: Option<(kv::Store, Duration)>,
+    /// Core publishes (replies) for the flusher task, which confirms them in batches.
+    core: mpsc::Sender<Publish>,
 }
+
+/// Core publishes queued for the flusher; beyond this a publish gets a task of its own.
+const CORE_QUEUE_BOUND: usize = 4096;
+/// Core publishes confirmed by one flush at most.
+const CORE_BATCH: usize = 256;
 
 impl Publisher {
     pub fn new(
@@ -42,12 +50,15 @@ impl Publisher {
         timeout: Duration,
         inputs: mpsc::Sender<Input>,
     ) -> Self {
+        let (core, queue) = mpsc::channel(CORE_QUEUE_BOUND);
+        tokio::spawn(run_flusher(client.clone(), timeout, queue, inputs.clone()));
         Publisher {
             client,
             jetstream,
             timeout,
             inputs,
             answers: None,
+            core,
         }
     }
 
@@ -103,6 +114,15 @@ impl Publisher {
     /// Start the publish and return at once. The inputs channel is bounded; the number
     /// of publishes in flight is bounded by the core (at most a few per held message).
     pub fn spawn_publish(&self, publish: Publish) {
+        // Core publishes share one flush per batch (one write, one round trip to the
+        // connection task) instead of a task and a flush each.
+        let publish = match publish.kind {
+            PublishKind::Core => match self.core.try_send(publish) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => p,
+            },
+            PublishKind::JetStream => publish,
+        };
         let this = self.clone();
         tokio::spawn(async move {
             let id = publish.id;
@@ -205,6 +225,78 @@ impl Publisher {
             Err(_) => PublishOutcome::Failed {
                 reason: format!("no confirmation within {} ms", self.timeout.as_millis()),
             },
+        }
+    }
+}
+
+/// Core publishes, in batches: publish everything queued (up to `CORE_BATCH`), flush
+/// once, and confirm them all, or fail them all if the flush did not complete within
+/// `timeout`. Under load a batch is many replies; when idle, one.
+async fn run_flusher(
+    client: async_nats::Client,
+    timeout: Duration,
+    mut queue: mpsc::Receiver<Publish>,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut batch = Vec::with_capacity(CORE_BATCH);
+    while queue.recv_many(&mut batch, CORE_BATCH).await > 0 {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        for publish in batch.drain(..) {
+            let headers = match header_map_of(&publish.headers, publish.msg_id.as_deref()) {
+                Ok(headers) => headers,
+                Err(reason) => {
+                    outcomes.push((publish.id, PublishOutcome::Failed { reason }));
+                    continue;
+                }
+            };
+            let subject = publish.subject;
+            let payload = bytes::Bytes::from(publish.payload);
+            let queued = tokio::time::timeout(
+                timeout,
+                client.publish_with_headers(subject, headers, payload),
+            )
+            .await;
+            match queued {
+                Ok(Ok(())) => sent.push(publish.id),
+                Ok(Err(e)) => outcomes.push((
+                    publish.id,
+                    PublishOutcome::Failed {
+                        reason: format!("publish: {e}"),
+                    },
+                )),
+                Err(_) => outcomes.push((
+                    publish.id,
+                    PublishOutcome::Failed {
+                        reason: format!("not queued within {} ms", timeout.as_millis()),
+                    },
+                )),
+            }
+        }
+        if !sent.is_empty() {
+            let flushed = match tokio::time::timeout(timeout, client.flush()).await {
+                Ok(Ok(())) => PublishOutcome::Confirmed,
+                Ok(Err(e)) => PublishOutcome::Failed {
+                    reason: format!("flush: {e}"),
+                },
+                Err(_) => PublishOutcome::Failed {
+                    reason: format!("no flush within {} ms", timeout.as_millis()),
+                },
+            };
+            outcomes.extend(sent.into_iter().map(|id| (id, flushed.clone())));
+        }
+        for (id, outcome) in outcomes {
+            if let PublishOutcome::Failed { reason } = &outcome {
+                tracing::warn!(publish = id, %reason, "publish failed");
+            }
+            // The receiver is gone only when the driver has stopped.
+            if inputs
+                .send(Input::PublishDone { id, outcome })
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }
