@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::contracts::subjects::{DECIDE, HEADER_MSG_ID, HEADER_REPLY_TO};
-use crate::shell::traffic::decide_request;
+use crate::shell::traffic::{decide_request, spawn_counted_publish};
 
 /// The router's decide stream, as `serve` creates it by default.
 const ROUTER_STREAM: &str = "BEAMLINE_DECIDE";
@@ -540,21 +540,14 @@ impl Target {
         headers.insert(HEADER_REPLY_TO, self.inbox.as_str());
         headers.insert(HEADER_MSG_ID, request_id.as_str());
         let payload = Bytes::from(decide_request(&request_id, TENANT, seq as usize));
-        let js = self.js.clone();
-        let subject = self.subject;
-        let unconfirmed = self.unconfirmed.clone();
-        tokio::spawn(async move {
-            let confirmed = tokio::time::timeout(Duration::from_secs(10), async {
-                js.publish_with_headers(subject, headers, payload)
-                    .await?
-                    .await
-                    .map_err(async_nats::Error::from)
-            })
-            .await;
-            if !matches!(confirmed, Ok(Ok(_))) {
-                unconfirmed.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        spawn_counted_publish(
+            self.js.clone(),
+            self.subject.to_string(),
+            headers,
+            payload,
+            Duration::from_secs(10),
+            self.unconfirmed.clone(),
+        );
     }
 }
 

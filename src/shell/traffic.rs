@@ -202,22 +202,15 @@ pub async fn run_load(
             format!("{}-a{}", record.request_id, record.attempts).as_str(),
         );
         let payload = Bytes::from(decide_request(&record.request_id, &plan.tenant, index));
-        let js = js.clone();
-        let subject = plan.decide_subject.clone();
-        let unconfirmed = unconfirmed.clone();
         // The PubAck is awaited off the loop: during an outage it may take seconds.
-        tokio::spawn(async move {
-            let confirmed = tokio::time::timeout(Duration::from_secs(5), async {
-                js.publish_with_headers(subject, headers, payload)
-                    .await?
-                    .await
-                    .map_err(async_nats::Error::from)
-            })
-            .await;
-            if !matches!(confirmed, Ok(Ok(_))) {
-                unconfirmed.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        spawn_counted_publish(
+            js.clone(),
+            plan.decide_subject.clone(),
+            headers,
+            payload,
+            Duration::from_secs(5),
+            unconfirmed.clone(),
+        );
     };
 
     let mut next = 0;
@@ -387,4 +380,28 @@ mod tests {
         assert_eq!(v["idempotency_key"], "r-1");
         assert_eq!(v["trace_id"].as_str().unwrap().len(), 32);
     }
+}
+
+/// Publish into JetStream off the caller's loop; a publish not PubAcked within
+/// `timeout` is counted in `unconfirmed`.
+pub fn spawn_counted_publish(
+    js: async_nats::jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    timeout: Duration,
+    unconfirmed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        let confirmed = tokio::time::timeout(timeout, async {
+            js.publish_with_headers(subject, headers, payload)
+                .await?
+                .await
+                .map_err(async_nats::Error::from)
+        })
+        .await;
+        if !matches!(confirmed, Ok(Ok(_))) {
+            unconfirmed.fetch_add(1, Ordering::Relaxed);
+        }
+    });
 }
