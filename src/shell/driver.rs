@@ -369,6 +369,23 @@ impl Driver {
                     .copied()
                     .zip(self.delivered_by_consumer.iter().copied())
                     .collect(),
+                queues: {
+                    let (replies, replies_bound) = self.publisher.reply_queue();
+                    let outbox_bound = self.outbox.max_capacity();
+                    vec![
+                        (
+                            "outbox",
+                            (outbox_bound - self.outbox.capacity()) as u64,
+                            outbox_bound as u64,
+                        ),
+                        ("replies", replies, replies_bound),
+                        (
+                            "inbound",
+                            self.inbound_requests.len() as u64,
+                            INBOUND_BOUND as u64,
+                        ),
+                    ]
+                },
             },
         );
     }

@@ -27,6 +27,8 @@ pub struct ShellCounters {
     pub timers: u64,
     /// Deliveries fed to the core, by consumer role.
     pub deliveries_by_consumer: Vec<(&'static str, u64)>,
+    /// Messages waiting in each bounded queue of the shell, with its bound.
+    pub queues: Vec<(&'static str, u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -231,6 +233,24 @@ impl Metrics {
             sh.deliveries_held,
         );
         gauge(&mut out, "router_timers", "Core timers armed.", sh.timers);
+        header(
+            &mut out,
+            "router_queue_depth",
+            "gauge",
+            "Messages waiting in each bounded queue of the shell.",
+        );
+        for (queue, depth, _) in &sh.queues {
+            let _ = writeln!(out, "router_queue_depth{{queue=\"{queue}\"}} {depth}");
+        }
+        header(
+            &mut out,
+            "router_queue_capacity",
+            "gauge",
+            "The bound of each queue of the shell.",
+        );
+        for (queue, _, bound) in &sh.queues {
+            let _ = writeln!(out, "router_queue_capacity{{queue=\"{queue}\"}} {bound}");
+        }
         counter(
             &mut out,
             "router_deliveries_evicted_total",
@@ -496,7 +516,10 @@ mod tests {
                 breakers: 4,
                 ..TableSizes::default()
             },
-            ShellCounters::default(),
+            ShellCounters {
+                queues: vec![("outbox", 7, 4096)],
+                ..ShellCounters::default()
+            },
         );
         let text = m.render();
         assert!(
@@ -508,6 +531,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("router_usage_emitted_total 1"), "{text}");
+        assert!(
+            text.contains("router_queue_depth{queue=\"outbox\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("router_queue_capacity{queue=\"outbox\"} 4096"),
+            "{text}"
+        );
         assert!(
             text.contains("router_table_entries{table=\"breakers\"} 4"),
             "{text}"

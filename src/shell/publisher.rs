@@ -111,6 +111,12 @@ impl Publisher {
         }
     }
 
+    /// Replies waiting for the flusher, and the queue's bound (a gauge).
+    pub fn reply_queue(&self) -> (u64, u64) {
+        let bound = self.core.max_capacity();
+        ((bound - self.core.capacity()) as u64, bound as u64)
+    }
+
     /// Start the publish and return at once. The inputs channel is bounded; the number
     /// of publishes in flight is bounded by the core (at most a few per held message).
     pub fn spawn_publish(&self, publish: Publish) {
