@@ -334,6 +334,30 @@ pub fn summary(report: &LoadReport) -> String {
     out
 }
 
+/// Publish into JetStream off the caller's loop; a publish not PubAcked within
+/// `timeout` is counted in `unconfirmed`.
+pub fn spawn_counted_publish(
+    js: async_nats::jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    timeout: Duration,
+    unconfirmed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        let confirmed = tokio::time::timeout(timeout, async {
+            js.publish_with_headers(subject, headers, payload)
+                .await?
+                .await
+                .map_err(async_nats::Error::from)
+        })
+        .await;
+        if !matches!(confirmed, Ok(Ok(_))) {
+            unconfirmed.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,28 +404,4 @@ mod tests {
         assert_eq!(v["idempotency_key"], "r-1");
         assert_eq!(v["trace_id"].as_str().unwrap().len(), 32);
     }
-}
-
-/// Publish into JetStream off the caller's loop; a publish not PubAcked within
-/// `timeout` is counted in `unconfirmed`.
-pub fn spawn_counted_publish(
-    js: async_nats::jetstream::Context,
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
-    timeout: Duration,
-    unconfirmed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) {
-    tokio::spawn(async move {
-        let confirmed = tokio::time::timeout(timeout, async {
-            js.publish_with_headers(subject, headers, payload)
-                .await?
-                .await
-                .map_err(async_nats::Error::from)
-        })
-        .await;
-        if !matches!(confirmed, Ok(Ok(_))) {
-            unconfirmed.fetch_add(1, Ordering::Relaxed);
-        }
-    });
 }
