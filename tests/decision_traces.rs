@@ -118,7 +118,9 @@ fn trace(policy_id: &str, n: u64) -> String {
                     Command::InProgress { .. } => line.push_str(" wpi"),
                     Command::Respond { .. } => {}
                     // The fixtures router keeps answers in memory; a claim here is a bug.
-                    Command::KvCreate { .. } => line.push_str(" UNEXPECTED-kv-create"),
+                    Command::KvCreate { .. } | Command::KvGet { .. } | Command::KvPut { .. } => {
+                        line.push_str(" UNEXPECTED-kv")
+                    }
                 }
             }
             if !progressed {

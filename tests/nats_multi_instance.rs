@@ -432,3 +432,82 @@ async fn a_retry_on_another_instance_gets_the_first_answer() {
         "router-b adopted the answer from the bucket:\n{log_b}"
     );
 }
+
+/// A sticky session pinned by router-a holds on router-b: router-a pins user u-7 to
+/// openai and stops; router-b starts with a policy that would draw anthropic 99 times in
+/// 100, and a new request of the same session is still routed to openai, as sticky.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_session_follows_its_user_to_another_instance() {
+    let server = NatsServer::start();
+    let policies = tempfile::tempdir().unwrap();
+    let policy = policies.path().join("acme/default.json");
+    std::fs::create_dir(policies.path().join("acme")).unwrap();
+    let sticky = r#""sticky":{"enabled":true,"session_key":"user_id","ttl":"10m"}"#;
+    std::fs::write(
+        &policy,
+        format!(r#"{{"providers":[{{"name":"openai","weight":100}}],{sticky}}}"#),
+    )
+    .unwrap();
+    let env = [("BEAMLINE_STATE_BACKEND", "kv")];
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let client = DecideClient::connect(nats.clone()).await.unwrap();
+    let options = DecideOptions {
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        ..DecideOptions::default()
+    };
+    let request = |id: &str| {
+        DecideRequestBuilder::new("acme", "text.generate")
+            .request_id(id)
+            .metadata("user_id", "u-7")
+            .payload(match json!({"prompt": "hello there"}) {
+                Value::Object(m) => m,
+                _ => unreachable!(),
+            })
+    };
+    let provider = |raw: &Bytes| -> String {
+        let v: Value = serde_json::from_slice(raw).unwrap();
+        format!(
+            "{} ({})",
+            v["decision"]["provider_id"].as_str().unwrap_or("?"),
+            v["decision"]["reason"].as_str().unwrap_or("?")
+        )
+    };
+
+    let mut a = Router::spawn(
+        &server.url(),
+        policies.path(),
+        &["--node-id", "router-a"],
+        &env,
+    );
+    a.wait_ready();
+    let first = client.decide_raw(request("s-1"), &options).await.unwrap();
+    assert_eq!(provider(&first.raw), "openai (weighted)");
+    let status = tokio::task::block_in_place(|| a.stop(Duration::from_secs(15)));
+    assert!(status.success());
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"providers":[{{"name":"openai","weight":1}},{{"name":"anthropic","weight":99}}],{sticky}}}"#
+        ),
+    )
+    .unwrap();
+
+    let mut b = Router::spawn(
+        &server.url(),
+        policies.path(),
+        &["--node-id", "router-b"],
+        &env,
+    );
+    b.wait_ready();
+    let second = client.decide_raw(request("s-2"), &options).await.unwrap();
+    let status = tokio::task::block_in_place(|| b.stop(Duration::from_secs(15)));
+    let log_b = b.log();
+    assert!(status.success(), "{log_b}");
+    assert_eq!(provider(&second.raw), "openai (sticky)", "{log_b}");
+    assert_eq!(
+        metric_total(&log_b, "shared_sessions_adopted"),
+        Some(1),
+        "{log_b}"
+    );
+}

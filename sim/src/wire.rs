@@ -104,6 +104,18 @@ pub enum Up {
         #[serde(skip)]
         value: Vec<u8>,
     },
+    /// Read an entry of the shared bucket (sticky sessions).
+    KvGet {
+        id: u64,
+        key: String,
+    },
+    /// Write an entry of the shared bucket (sticky sessions).
+    KvPut {
+        id: u64,
+        key: String,
+        #[serde(skip)]
+        value: Vec<u8>,
+    },
     /// `STREAM.MSG.GET`: read one message of a stream by sequence.
     DirectGet {
         id: u64,
@@ -124,6 +136,10 @@ pub enum ReplyOutcome {
 pub enum KvReply {
     Created,
     Exists(#[serde(skip)] Vec<u8>),
+    /// A read: the entry's value, if any.
+    Value(#[serde(skip)] Option<Vec<u8>>),
+    /// A write stored.
+    Stored,
     Refused(String),
 }
 
@@ -193,6 +209,8 @@ impl Up {
             Up::Request { subject, .. } => format!("req {subject}"),
             Up::Respond { .. } => "respond".to_string(),
             Up::KvCreate { key, .. } => format!("kv create {key}"),
+            Up::KvGet { key, .. } => format!("kv get {key}"),
+            Up::KvPut { key, .. } => format!("kv put {key}"),
             Up::DirectGet { seq, .. } => format!("get #{seq}"),
         }
     }
@@ -216,6 +234,9 @@ impl Down {
             Down::Kv { reply, .. } => match reply {
                 KvReply::Created => "kv created".to_string(),
                 KvReply::Exists(_) => "kv exists".to_string(),
+                KvReply::Value(Some(_)) => "kv value".to_string(),
+                KvReply::Value(None) => "kv missing".to_string(),
+                KvReply::Stored => "kv stored".to_string(),
                 KvReply::Refused(_) => "kv refused".to_string(),
             },
         }

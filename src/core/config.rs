@@ -61,6 +61,9 @@ pub struct RouterConfig {
     /// them, so that several instances answer a key alike (`shared.rs`). Off: the answer
     /// book in memory is the only record, which is enough for one instance.
     pub shared_idempotency: bool,
+    /// Look sticky sessions up in the shared bucket when this instance has no live
+    /// mapping, and write chosen mappings back (`Command::KvGet` / `KvPut`).
+    pub shared_sticky: bool,
     /// Admin requests must carry this token; `None` refuses every admin request.
     pub admin_token: Option<String>,
 }
@@ -96,6 +99,7 @@ impl Default for RouterConfig {
             assignment: AssignmentConfig::default(),
             extensions: ExtensionRegistry::builtin(),
             shared_idempotency: false,
+            shared_sticky: false,
             admin_token: None,
         }
     }

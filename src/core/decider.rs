@@ -94,14 +94,7 @@ pub fn choose(
     }
 
     // 2. Sticky session: the session's provider, if it may still take traffic.
-    let session = policy.sticky.as_ref().and_then(|s| {
-        let value = match context.get(&s.session_key)? {
-            Value::String(v) if !v.is_empty() => v.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
-        Some((value, s.ttl_seconds.saturating_mul(1_000)))
-    });
+    let session = session_of(policy, context);
     if let Some((value, ttl_ms)) = &session {
         let known = sticky.get(tenant_id, value, now).map(str::to_string);
         match known {
@@ -237,3 +230,15 @@ pub fn choose(
 #[cfg(test)]
 #[path = "decider_tests.rs"]
 mod tests;
+
+/// The request's sticky session under `policy`, if the policy is sticky and the context
+/// names one: (session value, TTL in milliseconds).
+pub fn session_of(policy: &Policy, context: &Map<String, Value>) -> Option<(String, u64)> {
+    let s = policy.sticky.as_ref()?;
+    let value = match context.get(&s.session_key)? {
+        Value::String(v) if !v.is_empty() => v.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some((value, s.ttl_seconds.saturating_mul(1_000)))
+}

@@ -18,7 +18,7 @@ use super::extensions::{
 use super::io::{Command, Delivery, Headers, KvOutcome, RequestOutcome};
 use super::reply;
 use super::router::{header, InFlight, Purpose, Router, TimerPurpose, Work};
-use super::shared::{self, SharedAnswer};
+use super::shared::{self, SharedAnswer, SharedSession};
 use crate::contracts::subjects::HEADER_REPLY_TO;
 
 /// A decide request between intake and its reply.
@@ -33,6 +33,8 @@ pub(crate) struct DecideWork {
     decision: Option<Decision>,
     /// Retry / fallback bookkeeping of the choice, kept in the decision's metadata.
     extra: Map<String, Value>,
+    /// The shared bucket was asked for this request's sticky session (or need not be).
+    sticky_checked: bool,
 }
 
 impl Router {
@@ -186,6 +188,7 @@ impl Router {
             pipeline,
             decision: None,
             extra: Map::new(),
+            sticky_checked: false,
         }));
         self.step_decide(seq, msg, env);
     }
@@ -292,6 +295,23 @@ impl Router {
                         self.finish_with_error(seq, msg, body, env);
                         return;
                     };
+                    let session = self
+                        .config
+                        .shared_sticky
+                        .then(|| decider::session_of(policy, &work.pipeline.context))
+                        .flatten();
+                    if let (Some((value, _)), false) = (&session, work.sticky_checked) {
+                        work.sticky_checked = true;
+                        let tenant = &work.request.tenant_id;
+                        if self.sticky.get(tenant, value, now).is_none() {
+                            // Another instance may have pinned this session: ask first.
+                            let key = shared::sticky_key(tenant, value);
+                            let id = self.next_id();
+                            self.kv_lookups.insert(id, seq);
+                            env.execute(Command::KvGet { id, key });
+                            return;
+                        }
+                    }
                     let chosen = decider::choose(
                         policy,
                         &work.request.tenant_id,
@@ -327,6 +347,9 @@ impl Router {
                             decision.metadata.get_or_insert_with(Map::new);
                             work.decision = Some(decision);
                             work.extra = choice.extra;
+                            if let Some((value, ttl_ms)) = &session {
+                                self.share_session(&work.request.tenant_id, value, *ttl_ms, env);
+                            }
                         }
                         Err(none) => {
                             let mut details = Map::new();
@@ -530,12 +553,67 @@ impl Router {
         }
     }
 
+    /// Write the session's mapping, as this instance now holds it, to the shared bucket.
+    /// Not awaited: a lost write only means another instance may pin the session anew.
+    fn share_session(&mut self, tenant: &str, session: &str, ttl_ms: u64, env: &mut impl Env) {
+        let now = env.now();
+        let Some(provider) = self.sticky.get(tenant, session, now) else {
+            return;
+        };
+        let value = SharedSession {
+            provider: provider.to_string(),
+            expires_at_ms: now.after(ttl_ms).millis(),
+        }
+        .encode();
+        let key = shared::sticky_key(tenant, session);
+        let id = self.next_id();
+        env.execute(Command::KvPut { id, key, value });
+    }
+
+    /// The shared bucket's answer about a sticky session: adopt a live mapping, then go
+    /// on choosing. A missing entry or a failed read decides without it.
+    fn on_sticky_found(&mut self, seq: SeqKey, outcome: KvOutcome, env: &mut impl Env) {
+        let Some(mut msg) = self.in_flight.remove(&seq) else {
+            return;
+        };
+        let now = env.now();
+        if let Work::Deciding(work) = &msg.work {
+            let session = self
+                .policies
+                .get(&work.request.tenant_id, &work.policy_id)
+                .and_then(|p| decider::session_of(p, &work.pipeline.context));
+            let shared = match &outcome {
+                KvOutcome::Found { value } => SharedSession::decode(value),
+                _ => None,
+            };
+            if let (Some((value, _)), Some(s)) = (session, shared) {
+                if s.expires_at_ms > now.millis() {
+                    self.stats.shared_sessions_adopted += 1;
+                    let ttl = s.expires_at_ms - now.millis();
+                    self.sticky
+                        .put(&work.request.tenant_id, &value, &s.provider, now, ttl);
+                }
+            }
+        }
+        if matches!(outcome, KvOutcome::Failed { .. }) {
+            self.stats.shared_failures += 1;
+        }
+        self.step_decide(seq, &mut msg, env);
+        self.in_flight.insert(seq, msg);
+        self.keep_alive(seq, env);
+        self.maybe_resolve(seq, env);
+    }
+
     /// The shared bucket said whose answer the key has: publish that one. If it could
     /// not say, nothing is published and the server redelivers the message (a later
     /// delivery claims again and finds whatever this attempt may have stored).
     pub(super) fn on_kv_done(&mut self, id: u64, outcome: KvOutcome, env: &mut impl Env) {
-        let Some(seq) = self.kv_claims.remove(&id) else {
+        if let Some(seq) = self.kv_lookups.remove(&id) {
+            self.on_sticky_found(seq, outcome, env);
             return;
+        }
+        let Some(seq) = self.kv_claims.remove(&id) else {
+            return; // a session write's outcome: nothing waits for it
         };
         let Some(mut msg) = self.in_flight.remove(&seq) else {
             return;
@@ -566,7 +644,8 @@ impl Router {
                     Some(answer)
                 }
             },
-            KvOutcome::Failed { .. } => {
+            // A create never answers `Found` or `Missing`; treat either like a failure.
+            KvOutcome::Failed { .. } | KvOutcome::Found { .. } | KvOutcome::Missing => {
                 self.stats.shared_failures += 1;
                 msg.failed = true;
                 None

@@ -122,8 +122,15 @@ pub enum KvOutcome {
         #[serde(serialize_with = "serialize_lossy")]
         value: Vec<u8>,
     },
-    /// The bucket did not answer in time or refused: the create may or may not have
-    /// happened.
+    /// `KvGet`: the entry's value. `KvPut`: stored.
+    Found {
+        #[serde(serialize_with = "serialize_lossy")]
+        value: Vec<u8>,
+    },
+    /// `KvGet`: no such entry (never written, or expired).
+    Missing,
+    /// The bucket did not answer in time or refused: the create (or put) may or may not
+    /// have happened.
     Failed { reason: String },
 }
 
@@ -199,6 +206,20 @@ pub enum Command {
     /// `create`); the outcome comes back as `Input::KvDone`. The shell enforces its own
     /// timeout and reports it as `KvOutcome::Failed`.
     KvCreate {
+        id: RequestId,
+        key: String,
+        #[serde(serialize_with = "serialize_lossy")]
+        value: Vec<u8>,
+    },
+    /// Read `key` from the shared bucket (sticky sessions); the outcome comes back as
+    /// `Input::KvDone` with `Found`, `Missing` or `Failed`.
+    KvGet {
+        id: RequestId,
+        key: String,
+    },
+    /// Write `key` (sticky sessions), replacing what is there; `Input::KvDone` with
+    /// `Found` (stored) or `Failed`. The core does not wait for it.
+    KvPut {
         id: RequestId,
         key: String,
         #[serde(serialize_with = "serialize_lossy")]

@@ -79,6 +79,8 @@ pub struct Stats {
     pub shared_failures: u64,
     /// Bucket values this version could not read; our own answer was published.
     pub shared_unreadable: u64,
+    /// Sticky sessions another instance had pinned, adopted from the bucket.
+    pub shared_sessions_adopted: u64,
 }
 
 /// Which consumer a message came from.
@@ -186,6 +188,8 @@ pub struct Router {
     pub(super) requests: BTreeMap<RequestId, SeqKey>,
     /// Shared-bucket creates in flight -> the message whose answer they claim.
     pub(super) kv_claims: BTreeMap<RequestId, SeqKey>,
+    /// Sticky-session reads in flight -> the message waiting to choose.
+    pub(super) kv_lookups: BTreeMap<RequestId, SeqKey>,
     /// (tenant, idempotency key) being decided (through the extension pipeline) -> the
     /// message deciding it and the messages waiting for its answer.
     pub(super) claims: BTreeMap<(String, String), (SeqKey, Vec<SeqKey>)>,
@@ -224,6 +228,7 @@ impl Router {
             publishes: BTreeMap::new(),
             requests: BTreeMap::new(),
             kv_claims: BTreeMap::new(),
+            kv_lookups: BTreeMap::new(),
             claims: BTreeMap::new(),
             timers: BTreeMap::new(),
             next_id: 1,

@@ -863,3 +863,109 @@ fn a_replay_does_not_publish_an_assignment_already_stored() {
         vec![Command::Ack { delivery: 2 }]
     );
 }
+
+// --- sticky sessions shared between instances ---
+
+const STICKY_SPLIT: &str = r#"{"providers":[{"name":"openai","weight":1},{"name":"anthropic","weight":99}],
+  "sticky":{"enabled":true,"session_key":"user_id","ttl":"10m"}}"#;
+
+fn sticky_router() -> Router {
+    router_with(STICKY_SPLIT, |c| c.shared_sticky = true)
+}
+
+/// The single `KvGet` among `cmds`: (id, key).
+fn kv_get_of(cmds: &[Command]) -> Option<(u64, String)> {
+    cmds.iter().find_map(|c| match c {
+        Command::KvGet { id, key } => Some((*id, key.clone())),
+        _ => None,
+    })
+}
+
+fn kv_put_of(cmds: &[Command]) -> Option<(String, crate::core::shared::SharedSession)> {
+    cmds.iter().find_map(|c| match c {
+        Command::KvPut { key, value, .. } => Some((
+            key.clone(),
+            crate::core::shared::SharedSession::decode(value).expect("readable session"),
+        )),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_session_pinned_by_another_instance_is_adopted_before_choosing() {
+    let mut r = sticky_router();
+    let mut env = env();
+    r.handle(decide(1, 1, request("r-1")), &mut env);
+    let cmds = env.take();
+    assert!(
+        publishes(&cmds).is_empty(),
+        "no choice before the bucket answers"
+    );
+    let (id, key) = kv_get_of(&cmds).expect("the session is looked up");
+    assert_eq!(key, crate::core::shared::sticky_key("acme", "u-1"));
+    let pinned = crate::core::shared::SharedSession {
+        provider: "openai".into(),
+        expires_at_ms: env.now.0 + 60_000,
+    };
+    r.handle(
+        kv_done(
+            id,
+            KvOutcome::Found {
+                value: pinned.encode(),
+            },
+        ),
+        &mut env,
+    );
+    let cmds = env.take();
+    let reply: DecideResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+    assert_eq!(
+        reply.decision.provider_id, "openai",
+        "the pinned provider, not a draw"
+    );
+    assert_eq!(r.stats().shared_sessions_adopted, 1);
+    let (put_key, written) = kv_put_of(&cmds).expect("the mapping is written back");
+    assert_eq!(put_key, key);
+    assert_eq!(written.provider, "openai");
+    assert_eq!(
+        written.expires_at_ms,
+        env.now.0 + 600_000,
+        "refreshed to the policy TTL"
+    );
+
+    // The next request of the session is served from this instance's store.
+    confirm_all(&mut r, &mut env, &cmds);
+    r.handle(decide(2, 2, request("r-2")), &mut env);
+    let cmds = env.take();
+    assert!(
+        kv_get_of(&cmds).is_none(),
+        "a live local mapping needs no lookup"
+    );
+    let reply: DecideResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
+    assert_eq!(reply.decision.provider_id, "openai");
+}
+
+#[test]
+fn a_missing_or_unreadable_session_is_drawn_and_shared() {
+    for outcome in [
+        KvOutcome::Missing,
+        KvOutcome::Failed {
+            reason: "timeout".into(),
+        },
+        KvOutcome::Found {
+            value: br#"{"provider":"openai","expires_at_ms":1}"#.to_vec(),
+        },
+    ] {
+        let mut r = sticky_router();
+        let mut env = env();
+        r.handle(decide(1, 1, request("r-1")), &mut env);
+        let (id, _) = kv_get_of(&env.take()).unwrap();
+        r.handle(kv_done(id, outcome.clone()), &mut env);
+        let cmds = env.take();
+        let ps = publishes(&cmds);
+        assert_eq!(ps.len(), 1, "{outcome:?}: {cmds:?}");
+        let reply: DecideResponse = serde_json::from_slice(&ps[0].payload).unwrap();
+        let (_, written) = kv_put_of(&cmds).expect("the drawn mapping is shared");
+        assert_eq!(written.provider, reply.decision.provider_id, "{outcome:?}");
+        assert_eq!(r.stats().shared_sessions_adopted, 0, "{outcome:?}");
+    }
+}

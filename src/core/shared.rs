@@ -10,7 +10,11 @@
 //! instance that finds the entry already there publishes the bytes it holds instead of
 //! its own, so every instance says the same thing about the same key.
 //!
-//! This module has one job: the bucket key and the stored value. The flow lives in
+//! Sticky sessions are shared the same way when the bucket is on: a session with no
+//! live mapping in this instance is looked up in the bucket before the provider is
+//! chosen, and the mapping chosen (or refreshed) is written back.
+//!
+//! This module has one job: the bucket keys and the stored values. The flow lives in
 //! `flow_decide.rs`.
 
 use serde::{Deserialize, Serialize};
@@ -22,11 +26,15 @@ use super::dlq::sha256_hex;
 /// `[-/_=.a-zA-Z0-9]`, and idempotency keys are free text. A NUL separates the two parts
 /// so ("ab", "c") and ("a", "bc") never meet.
 pub fn bucket_key(tenant: &str, idempotency_key: &str) -> String {
-    let mut joined = Vec::with_capacity(tenant.len() + idempotency_key.len() + 1);
+    hashed_key("idem", tenant, idempotency_key)
+}
+
+fn hashed_key(prefix: &str, tenant: &str, name: &str) -> String {
+    let mut joined = Vec::with_capacity(tenant.len() + name.len() + 1);
     joined.extend_from_slice(tenant.as_bytes());
     joined.push(0);
-    joined.extend_from_slice(idempotency_key.as_bytes());
-    format!("idem.{}", sha256_hex(&joined))
+    joined.extend_from_slice(name.as_bytes());
+    format!("{prefix}.{}", sha256_hex(&joined))
 }
 
 /// What the bucket holds for a key. Versioned, so a rolling upgrade can tell an entry it
@@ -90,6 +98,30 @@ impl SharedAnswer {
     }
 }
 
+/// The bucket key of a sticky session (tenant, session value), hashed like
+/// `bucket_key`.
+pub fn sticky_key(tenant: &str, session: &str) -> String {
+    hashed_key("sticky", tenant, session)
+}
+
+/// A sticky session as the bucket holds it: the provider and when the mapping ends
+/// (milliseconds on the instances' clocks, which in production are wall clocks).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedSession {
+    pub provider: String,
+    pub expires_at_ms: u64,
+}
+
+impl SharedSession {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<SharedSession> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +154,17 @@ mod tests {
             }),
         };
         assert_eq!(SharedAnswer::decode(&with.encode()), Some(with));
+    }
+
+    #[test]
+    fn sessions_round_trip_and_keys_differ_from_answers() {
+        let s = SharedSession {
+            provider: "openai".into(),
+            expires_at_ms: 42,
+        };
+        assert_eq!(SharedSession::decode(&s.encode()), Some(s));
+        assert_ne!(sticky_key("acme", "u-1"), bucket_key("acme", "u-1"));
+        assert_eq!(SharedSession::decode(b"{}"), None);
     }
 
     #[test]

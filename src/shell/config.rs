@@ -993,6 +993,7 @@ impl Settings {
             extensions: self.extension_registry()?,
             admin_token: self.router.admin_token.clone(),
             shared_idempotency: self.state.shared(),
+            shared_sticky: self.state.shared(),
             ..RouterConfig::default()
         })
     }

@@ -431,6 +431,14 @@ impl Driver {
                 self.io_in_flight += 1;
                 self.publisher.spawn_kv_create(id, key, value);
             }
+            Command::KvGet { id, key } => {
+                self.io_in_flight += 1;
+                self.publisher.spawn_kv_access(id, key, None);
+            }
+            Command::KvPut { id, key, value } => {
+                self.io_in_flight += 1;
+                self.publisher.spawn_kv_access(id, key, Some(value));
+            }
             Command::Respond { id, payload } => match self.inbound_requests.take(id) {
                 Some(subject) => self.send_out(Outgoing::Respond {
                     subject,

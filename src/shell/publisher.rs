@@ -80,6 +80,48 @@ impl Publisher {
         });
     }
 
+    /// Start a read (`KvGet`) or a write (`KvPut`, with `Some(value)`) of the shared
+    /// bucket and return at once.
+    pub fn spawn_kv_access(&self, id: RequestId, key: String, value: Option<Vec<u8>>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = this.kv_access(&key, value).await;
+            if let KvOutcome::Failed { reason } = &outcome {
+                tracing::debug!(access = id, %reason, "shared bucket access failed");
+            }
+            let _ = this.inputs.send(Input::KvDone { id, outcome }).await;
+        });
+    }
+
+    async fn kv_access(&self, key: &str, value: Option<Vec<u8>>) -> KvOutcome {
+        let Some((store, timeout)) = &self.answers else {
+            return KvOutcome::Failed {
+                reason: "no shared bucket configured".to_string(),
+            };
+        };
+        let attempt = async {
+            match value {
+                Some(value) => store
+                    .put(key, value.clone().into())
+                    .await
+                    .map(|_| KvOutcome::Found { value })
+                    .map_err(|e| format!("kv put: {e}")),
+                None => match store.get(key).await {
+                    Ok(Some(v)) => Ok(KvOutcome::Found { value: v.to_vec() }),
+                    Ok(None) => Ok(KvOutcome::Missing),
+                    Err(e) => Err(format!("kv get: {e}")),
+                },
+            }
+        };
+        match tokio::time::timeout(*timeout, attempt).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(reason)) => KvOutcome::Failed { reason },
+            Err(_) => KvOutcome::Failed {
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            },
+        }
+    }
+
     async fn kv_create(&self, key: &str, value: Vec<u8>) -> KvOutcome {
         let Some((store, timeout)) = &self.answers else {
             return KvOutcome::Failed {

@@ -44,6 +44,16 @@ impl KvBucket {
         KvCreate::Created
     }
 
+    /// Store `value` under `key` whatever was there (a new revision; its age restarts).
+    pub fn put(&mut self, now: u64, key: &str, value: &[u8]) {
+        self.expire(now);
+        if let Some((_, at)) = self.entries.remove(key) {
+            self.by_age.remove(&(at, key.to_string()));
+        }
+        self.entries.insert(key.to_string(), (value.to_vec(), now));
+        self.by_age.insert((now, key.to_string()), ());
+    }
+
     pub fn get(&mut self, now: u64, key: &str) -> Option<&[u8]> {
         self.expire(now);
         self.entries.get(key).map(|(v, _)| v.as_slice())
@@ -97,6 +107,16 @@ mod tests {
         assert_eq!(kv.get(1_000, "k"), None, "max_age reached");
         assert_eq!(kv.create(1_000, "k", b"b"), KvCreate::Created);
         assert_eq!(kv.len(), 1);
+    }
+
+    #[test]
+    fn a_put_replaces_and_restarts_the_age() {
+        let mut kv = KvBucket::new(1_000);
+        kv.put(0, "s", b"a");
+        kv.put(500, "s", b"b");
+        assert_eq!(kv.get(1_200, "s"), Some(&b"b"[..]));
+        assert_eq!(kv.get(1_500, "s"), None);
+        assert_eq!(kv.len(), 0);
     }
 
     #[test]

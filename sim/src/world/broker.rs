@@ -52,6 +52,26 @@ impl World {
             } => self.route_request(from, id, subject, headers, payload),
             Up::Respond { to, id, payload } => self.route_response(from, to, id, payload),
             Up::KvCreate { id, key, value } => self.on_kv_create(from, id, key, value),
+            Up::KvGet { id, key } => {
+                let value = self.kv.get(self.now, &key).map(<[u8]>::to_vec);
+                self.send_down(
+                    from,
+                    Down::Kv {
+                        id,
+                        reply: KvReply::Value(value),
+                    },
+                );
+            }
+            Up::KvPut { id, key, value } => {
+                self.kv.put(self.now, &key, &value);
+                self.send_down(
+                    from,
+                    Down::Kv {
+                        id,
+                        reply: KvReply::Stored,
+                    },
+                );
+            }
             Up::DirectGet { id, stream, seq } => {
                 let msg = self
                     .js

@@ -565,6 +565,7 @@ fn core_config(profile: &Profile) -> RouterConfig {
         extensions: profile.extension_registry(),
         admin_token: Some(ADMIN_TOKEN.to_string()),
         shared_idempotency: profile.shared_answers,
+        shared_sticky: profile.shared_answers,
         ..RouterConfig::default()
     };
     c.backpressure.queue_overload = profile.queue_overload;

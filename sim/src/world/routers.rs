@@ -34,7 +34,7 @@ impl World {
         self.routers[r].host = Some(RouterHost::new(
             node,
             config,
-            world_policies(),
+            world_policies(self.profile.shared_answers),
             entropy,
             self.routers[r].clock_offset,
             self.profile.pull_batch,
@@ -157,6 +157,25 @@ impl World {
         step.commands
     }
 
+    /// A sticky-session read or write of the shared bucket, timed out like a create.
+    fn kv_access(&mut self, r: usize, id: u64, up: Up) {
+        let node = self.topo.router(r);
+        let now = self.now;
+        let Some(host) = self.routers[r].host.as_mut() else {
+            return;
+        };
+        if !host.track_request(id) {
+            self.checker.fail(
+                now,
+                "request_id_reused",
+                format!("kv access id {id} reused while in flight"),
+            );
+            return;
+        }
+        self.timer(node, now + KV_TIMEOUT_MS, ActorTimer::KvTimeout { id });
+        self.send_up(node, up);
+    }
+
     fn execute(&mut self, r: usize, command: Command) {
         let node = self.topo.router(r);
         let now = self.now;
@@ -215,6 +234,10 @@ impl World {
                 }
                 self.timer(node, now + KV_TIMEOUT_MS, ActorTimer::KvTimeout { id });
                 self.send_up(node, Up::KvCreate { id, key, value });
+            }
+            Command::KvGet { id, key } => self.kv_access(r, id, Up::KvGet { id, key }),
+            Command::KvPut { id, key, value } => {
+                self.kv_access(r, id, Up::KvPut { id, key, value })
             }
             Command::Respond { id, payload } => match host.take_inbound(id) {
                 Some((to, request)) => self.send_up(
@@ -437,6 +460,9 @@ impl World {
                     let outcome = match reply {
                         KvReply::Created => KvOutcome::Created,
                         KvReply::Exists(value) => KvOutcome::Exists { value },
+                        KvReply::Value(Some(value)) => KvOutcome::Found { value },
+                        KvReply::Value(None) => KvOutcome::Missing,
+                        KvReply::Stored => KvOutcome::Found { value: Vec::new() },
                         KvReply::Refused(reason) => KvOutcome::Failed { reason },
                     };
                     self.feed(r, Input::KvDone { id, outcome });
