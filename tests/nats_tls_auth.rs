@@ -246,6 +246,124 @@ fn an_nkey_signs_the_nonce_and_a_foreign_key_is_refused() {
     assert!(!bad.log().contains("router ready"), "{}", bad.log());
 }
 
+/// A NATS JWT signed by `issuer` (ed25519-nkey), as nats-server's decentralized auth
+/// reads it; `nats` holds the type-specific claims.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{subject}-{name}"),
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = b64.encode(claims.to_string());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// `.creds` auth (decentralized JWT): an operator, an account with JetStream, and a user
+/// made here; the server trusts the operator and preloads the account; the router
+/// presents the user's JWT and signs the nonce with its seed. A user signed by another
+/// account key is refused.
+#[test]
+fn a_creds_file_authenticates_in_operator_mode() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "test-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "router-account",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2
+        }),
+    );
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let server = NatsServer::start_with_config(&format!(
+        "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {sys}: \"{system_jwt}\"\n  {acct}: \"{account_jwt}\"\n}}\n",
+        sys = system.public_key(),
+        acct = account.public_key()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let creds = |name: &str, signer: &nkeys::KeyPair| {
+        let user = nkeys::KeyPair::new_user();
+        let user_jwt = jwt(
+            signer,
+            &user.public_key(),
+            name,
+            serde_json::json!({
+                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                "type": "user", "version": 2
+            }),
+        );
+        let path = dir.path().join(format!("{name}.creds"));
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().unwrap()
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let good = creds("router", &account);
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_NATS_CREDS_FILE", good.as_str())],
+    );
+    router.wait_ready();
+    assert!(
+        router.stop(Duration::from_secs(15)).success(),
+        "{}",
+        router.log()
+    );
+
+    let forged = creds("forged", &nkeys::KeyPair::new_account());
+    let mut bad = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_NATS_CREDS_FILE", forged.as_str())],
+    );
+    let status = bad.wait_exit(Duration::from_secs(20));
+    println!(
+        "forged creds: {}",
+        bad.log().lines().last().unwrap_or_default()
+    );
+    assert!(!status.success(), "{}", bad.log());
+    assert!(!bad.log().contains("router ready"), "{}", bad.log());
+}
+
 #[test]
 fn check_config_names_key_value_and_rule() {
     let dir = tempfile::tempdir().unwrap();
