@@ -370,28 +370,10 @@ fn metric_total(log: &str, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_on_another_instance_gets_the_first_answer() {
     let server = NatsServer::start();
-    let policies = tempfile::tempdir().unwrap();
-    let policy = policies.path().join("acme/default.json");
-    std::fs::create_dir(policies.path().join("acme")).unwrap();
-    std::fs::write(&policy, r#"{"providers":[{"name":"openai","weight":100}]}"#).unwrap();
+    let (policies, policy) = acme_policy(r#"{"providers":[{"name":"openai","weight":100}]}"#);
     let env = [("BEAMLINE_STATE_BACKEND", "kv")];
-    let nats = async_nats::connect(server.url()).await.unwrap();
-    let client = DecideClient::connect(nats.clone()).await.unwrap();
-    let options = DecideOptions {
-        timeout: Duration::from_secs(5),
-        max_attempts: 3,
-        ..DecideOptions::default()
-    };
-    let request = || {
-        DecideRequestBuilder::new("acme", "text.generate")
-            .request_id("retry-1")
-            .idempotency_key("order-17")
-            .metadata("user_id", "u-1")
-            .payload(match json!({"prompt": "hello there"}) {
-                Value::Object(m) => m,
-                _ => unreachable!(),
-            })
-    };
+    let (client, options) = client_of(&server).await;
+    let request = || request_of("retry-1", "u-1").idempotency_key("order-17");
 
     let mut a = Router::spawn(
         &server.url(),
@@ -439,32 +421,13 @@ async fn a_retry_on_another_instance_gets_the_first_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sticky_session_follows_its_user_to_another_instance() {
     let server = NatsServer::start();
-    let policies = tempfile::tempdir().unwrap();
-    let policy = policies.path().join("acme/default.json");
-    std::fs::create_dir(policies.path().join("acme")).unwrap();
     let sticky = r#""sticky":{"enabled":true,"session_key":"user_id","ttl":"10m"}"#;
-    std::fs::write(
-        &policy,
-        format!(r#"{{"providers":[{{"name":"openai","weight":100}}],{sticky}}}"#),
-    )
-    .unwrap();
+    let (policies, policy) = acme_policy(&format!(
+        r#"{{"providers":[{{"name":"openai","weight":100}}],{sticky}}}"#
+    ));
     let env = [("BEAMLINE_STATE_BACKEND", "kv")];
-    let nats = async_nats::connect(server.url()).await.unwrap();
-    let client = DecideClient::connect(nats.clone()).await.unwrap();
-    let options = DecideOptions {
-        timeout: Duration::from_secs(5),
-        max_attempts: 3,
-        ..DecideOptions::default()
-    };
-    let request = |id: &str| {
-        DecideRequestBuilder::new("acme", "text.generate")
-            .request_id(id)
-            .metadata("user_id", "u-7")
-            .payload(match json!({"prompt": "hello there"}) {
-                Value::Object(m) => m,
-                _ => unreachable!(),
-            })
-    };
+    let (client, options) = client_of(&server).await;
+    let request = |id: &str| request_of(id, "u-7");
     let provider = |raw: &Bytes| -> String {
         let v: Value = serde_json::from_slice(raw).unwrap();
         format!(
@@ -510,4 +473,35 @@ async fn a_sticky_session_follows_its_user_to_another_instance() {
         Some(1),
         "{log_b}"
     );
+}
+
+/// A policy directory holding `acme/default.json` = `doc`, and that file's path (tests
+/// rewrite it between instances).
+fn acme_policy(doc: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("acme")).unwrap();
+    let file = dir.path().join("acme/default.json");
+    std::fs::write(&file, doc).unwrap();
+    (dir, file)
+}
+
+async fn client_of(server: &NatsServer) -> (DecideClient, DecideOptions) {
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let options = DecideOptions {
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        ..DecideOptions::default()
+    };
+    (DecideClient::connect(nats).await.unwrap(), options)
+}
+
+/// A decide request of user `user` (the sticky session key of these tests).
+fn request_of(id: &str, user: &str) -> DecideRequestBuilder {
+    DecideRequestBuilder::new("acme", "text.generate")
+        .request_id(id)
+        .metadata("user_id", user)
+        .payload(match json!({"prompt": "hello there"}) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        })
 }

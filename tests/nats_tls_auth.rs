@@ -143,61 +143,55 @@ fn the_router_refuses_plain_text_when_tls_is_required() {
     assert!(!log.contains("router ready"), "{log}");
 }
 
-#[test]
-fn user_and_password_are_sent_and_a_wrong_password_is_refused() {
-    let server = NatsServer::start_with_config(
-        "authorization {\n  user: router\n  password: \"s3cret-pass\"\n}\n",
-    );
+/// A router with these environment variables connects, gets ready and stops cleanly.
+fn assert_accepted(server: &NatsServer, env: &[(&str, &str)]) {
     let policies = acme_policies();
-    let mut good = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
-        &[
-            ("BEAMLINE_NATS_USER", "router"),
-            ("BEAMLINE_NATS_PASSWORD", "s3cret-pass"),
-        ],
-    );
-    good.wait_ready();
-    assert!(
-        good.stop(Duration::from_secs(15)).success(),
-        "{}",
-        good.log()
-    );
-
-    let mut bad = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
-        &[
-            ("BEAMLINE_NATS_USER", "router"),
-            ("BEAMLINE_NATS_PASSWORD", "wrong"),
-        ],
-    );
-    let status = bad.wait_exit(Duration::from_secs(20));
-    println!(
-        "wrong password: {}",
-        bad.log().lines().last().unwrap_or_default()
-    );
-    assert!(!status.success(), "{}", bad.log());
-}
-
-#[test]
-fn a_token_is_sent() {
-    let server = NatsServer::start_with_config("authorization {\n  token: \"t0ken-t0ken\"\n}\n");
-    let policies = acme_policies();
-    let mut router = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
-        &[("BEAMLINE_NATS_TOKEN", "t0ken-t0ken")],
-    );
+    let mut router = RouterProcess::spawn(&server.url(), policies.path(), &[], env);
     router.wait_ready();
     assert!(
         router.stop(Duration::from_secs(15)).success(),
         "{}",
         router.log()
     );
+}
+
+/// A router with these environment variables is refused: it exits non-zero, never ready.
+fn assert_refused(server: &NatsServer, env: &[(&str, &str)], what: &str) {
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(&server.url(), policies.path(), &[], env);
+    let status = router.wait_exit(Duration::from_secs(20));
+    let log = router.log();
+    println!("{what}: {}", log.lines().last().unwrap_or_default());
+    assert!(!status.success(), "{log}");
+    assert!(!log.contains("router ready"), "{log}");
+}
+
+#[test]
+fn user_and_password_are_sent_and_a_wrong_password_is_refused() {
+    let server = NatsServer::start_with_config(
+        "authorization {\n  user: router\n  password: \"s3cret-pass\"\n}\n",
+    );
+    assert_accepted(
+        &server,
+        &[
+            ("BEAMLINE_NATS_USER", "router"),
+            ("BEAMLINE_NATS_PASSWORD", "s3cret-pass"),
+        ],
+    );
+    assert_refused(
+        &server,
+        &[
+            ("BEAMLINE_NATS_USER", "router"),
+            ("BEAMLINE_NATS_PASSWORD", "wrong"),
+        ],
+        "wrong password",
+    );
+}
+
+#[test]
+fn a_token_is_sent() {
+    let server = NatsServer::start_with_config("authorization {\n  token: \"t0ken-t0ken\"\n}\n");
+    assert_accepted(&server, &[("BEAMLINE_NATS_TOKEN", "t0ken-t0ken")]);
 }
 
 /// NKey auth: the server knows the user's public key only; the router signs the
@@ -216,34 +210,16 @@ fn an_nkey_signs_the_nonce_and_a_foreign_key_is_refused() {
         path.display().to_string()
     };
     let good_seed = seed_file("router.nk", &user);
-    let policies = acme_policies();
-    let mut good = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
+    assert_accepted(
+        &server,
         &[("BEAMLINE_NATS_NKEY_SEED_FILE", good_seed.as_str())],
     );
-    good.wait_ready();
-    assert!(
-        good.stop(Duration::from_secs(15)).success(),
-        "{}",
-        good.log()
-    );
-
     let foreign_seed = seed_file("other.nk", &nkeys::KeyPair::new_user());
-    let mut bad = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
+    assert_refused(
+        &server,
         &[("BEAMLINE_NATS_NKEY_SEED_FILE", foreign_seed.as_str())],
+        "foreign nkey",
     );
-    let status = bad.wait_exit(Duration::from_secs(20));
-    println!(
-        "foreign nkey: {}",
-        bad.log().lines().last().unwrap_or_default()
-    );
-    assert!(!status.success(), "{}", bad.log());
-    assert!(!bad.log().contains("router ready"), "{}", bad.log());
 }
 
 /// A NATS JWT signed by `issuer` (ed25519-nkey), as nats-server's decentralized auth
@@ -334,34 +310,13 @@ fn a_creds_file_authenticates_in_operator_mode() {
         path.display().to_string()
     };
     let good = creds("router", &account);
-    let policies = acme_policies();
-    let mut router = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
-        &[("BEAMLINE_NATS_CREDS_FILE", good.as_str())],
-    );
-    router.wait_ready();
-    assert!(
-        router.stop(Duration::from_secs(15)).success(),
-        "{}",
-        router.log()
-    );
-
+    assert_accepted(&server, &[("BEAMLINE_NATS_CREDS_FILE", good.as_str())]);
     let forged = creds("forged", &nkeys::KeyPair::new_account());
-    let mut bad = RouterProcess::spawn(
-        &server.url(),
-        policies.path(),
-        &[],
+    assert_refused(
+        &server,
         &[("BEAMLINE_NATS_CREDS_FILE", forged.as_str())],
+        "forged creds",
     );
-    let status = bad.wait_exit(Duration::from_secs(20));
-    println!(
-        "forged creds: {}",
-        bad.log().lines().last().unwrap_or_default()
-    );
-    assert!(!status.success(), "{}", bad.log());
-    assert!(!bad.log().contains("router ready"), "{}", bad.log());
 }
 
 #[test]
