@@ -19,8 +19,9 @@
 //!
 //! `run` prints the seed's fault profile first, then counters, and as its last line
 //! `seed=N verdict=pass|fail|known trace_hash=<hex> requests=.. replies=.. dlq=.. redeliveries=.. faults=..`;
-//! it exits 1 on `fail`. `sweep` writes each failing seed to `<seeds-dir>/<seed>.seed` and
-//! ends with `seeds=N passed=P failed=F known=K` (exit 1 if F > 0). Wall time is read
+//! it exits 1 on `fail`. `sweep` writes each failing seed to `<seeds-dir>/<seed>.seed` (with
+//! `--bug`, only when `--seeds-dir` is given) and ends with `seeds=N passed=P failed=F`
+//! after a `known=K` line (exit 1 if F > 0). Wall time is read
 //! here only, never inside a run.
 
 use std::process::ExitCode;
@@ -324,7 +325,11 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
         .value("--time-budget")?
         .map(parse_duration_ms)
         .transpose()?;
-    let seeds_dir = flags.value("--seeds-dir")?.unwrap_or("seeds").to_string();
+    // A deliberately broken host (`--bug`) fails by design: its seeds are not regressions
+    // and stay out of the repository's `seeds/` unless a directory is named.
+    let explicit_dir = flags.value("--seeds-dir")?.map(str::to_string);
+    let keep_seeds = explicit_dir.is_some() || config.template.bug.is_none();
+    let seeds_dir = explicit_dir.unwrap_or_else(|| "seeds".to_string());
     let total = config.seeds.len();
     let done = AtomicUsize::new(0);
     let failed_so_far = AtomicUsize::new(0);
@@ -366,13 +371,16 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
         .iter()
         .filter(|r| r.verdict == Verdict::Known)
         .collect();
-    for r in &failed {
+    for r in failed.iter().filter(|_| keep_seeds) {
         let template = SimOptions {
             seed: r.seed,
             ..config.template.clone()
         };
         let path = write_seed_file(&seeds_dir, r, &template, commit.clone())?;
         println!("wrote {path}");
+    }
+    if !keep_seeds && !failed.is_empty() {
+        println!("failing seeds of a --bug host not written (name --seeds-dir to keep them)");
     }
     if !known_runs.is_empty() {
         let mut by_issue: Vec<String> = Vec::new();
