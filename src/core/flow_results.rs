@@ -42,9 +42,26 @@ impl Router {
             carrier.is_some_and(|c| c != seq && router.in_flight.contains_key(&c))
         };
         if let Some(entry) = self.results.get(&key) {
-            if entry.settled || carrier_busy(self, entry.carrier) {
-                // Seen before (or being handled as another message): nothing more to do.
+            if entry.settled {
+                // Seen before, its usage event confirmed: nothing more to do.
                 self.stats.results_duplicate += 1;
+                return;
+            }
+            if carrier_busy(self, entry.carrier) {
+                // Being handled as another message, which the server may already have
+                // given up on (its deliveries exhausted while we wait for the PubAck):
+                // publish the same event too, under the same message id (the stream
+                // drops the copy), and ack this one only once that is confirmed. Only
+                // the carrier marks the key settled.
+                self.stats.results_duplicate += 1;
+                let usage = entry.usage.clone();
+                let publish = Router::jetstream_publish(
+                    usage.subject,
+                    usage.headers,
+                    usage.payload,
+                    usage.msg_id,
+                );
+                self.send(seq, msg, publish, Purpose::Usage, env);
                 return;
             }
             // Seen, but its usage event never confirmed: the same event again, carried

@@ -969,3 +969,31 @@ fn a_missing_or_unreadable_session_is_drawn_and_shared() {
         assert_eq!(r.stats().shared_sessions_adopted, 0, "{outcome:?}");
     }
 }
+
+#[test]
+fn a_duplicate_result_while_its_carrier_waits_is_acked_only_once_its_usage_is_stored() {
+    let mut r = router_with(WEIGHTED, |_| {});
+    let mut env = env();
+    let result = json!({"version":"1","assignment_id":"a-9","request_id":"r","status":"success","provider_id":"openai","job":{"type":"t"},"latency_ms":90,"cost":0.01,"tenant_id":"acme"});
+    r.handle(result_msg(1, 1, result.clone()), &mut env);
+    let carrier = publishes(&env.take());
+    assert_eq!(carrier.len(), 1);
+    // CAF's duplicate arrives while the carrier's usage PubAck is outstanding (the
+    // server may have exhausted the carrier meanwhile): the same event is published
+    // again under the same message id, and nothing is acked yet.
+    r.handle(result_msg(2, 2, result), &mut env);
+    let cmds = env.take();
+    let copy = publishes(&cmds);
+    assert_eq!(copy.len(), 1, "{cmds:?}");
+    assert_eq!(copy[0].msg_id.as_deref(), Some("usage-a-9"));
+    assert_eq!(copy[0].payload, carrier[0].payload, "byte for byte");
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Ack { .. })),
+        "{cmds:?}"
+    );
+    assert_eq!(
+        confirm_all(&mut r, &mut env, &cmds),
+        vec![Command::Ack { delivery: 2 }]
+    );
+    assert_eq!(r.stats().results_duplicate, 1);
+}
