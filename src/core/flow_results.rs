@@ -61,7 +61,7 @@ impl Router {
                     usage.payload,
                     usage.msg_id,
                 );
-                self.send(seq, msg, publish, Purpose::Usage, env);
+                self.send(seq, msg, publish, Purpose::UsageCopy, env);
                 return;
             }
             // Seen, but its usage event never confirmed: the same event again, carried

@@ -98,6 +98,9 @@ pub(super) enum Purpose {
     Dlq,
     Assignment,
     Usage,
+    /// The usage event again, published by a duplicate result while its carrier is in
+    /// flight (the stream drops it): not counted as emitted.
+    UsageCopy,
 }
 
 /// What a timer is for.
@@ -488,7 +491,7 @@ impl Router {
             (Purpose::Usage, true) => self.stats.usage_emitted += 1,
             (Purpose::Dlq, false) => {}
             (_, false) => msg.failed = true,
-            (Purpose::Reply, true) => {}
+            (Purpose::Reply | Purpose::UsageCopy, true) => {}
         }
         self.maybe_resolve(seq, env);
     }

@@ -996,4 +996,5 @@ fn a_duplicate_result_while_its_carrier_waits_is_acked_only_once_its_usage_is_st
         vec![Command::Ack { delivery: 2 }]
     );
     assert_eq!(r.stats().results_duplicate, 1);
+    assert_eq!(r.stats().usage_emitted, 0, "a copy is not an emitted event");
 }
