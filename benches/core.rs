@@ -11,20 +11,21 @@
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --no-default-features --bench core`
 //! Results and the machine they were measured on: `docs/PERFORMANCE.md`.
 
+mod common;
+use common::{canned_reply, policies, registry};
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Duration;
 
 use beamline_router::core::breaker::Breakers;
 use beamline_router::core::decider::{self, Stores};
-use beamline_router::core::extensions::{ExtensionDef, ExtensionKind, ExtensionRegistry};
 use beamline_router::core::sticky::StickyStore;
 use beamline_router::core::{
     Command, Delivery, Entropy, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router,
     RouterConfig, Time,
 };
 use beamline_router::intake::{validate_decide, IntakeRules};
-use beamline_router::policy::{load_dir, PolicyStore};
+use beamline_router::policy::PolicyStore;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{Map, Value};
 
@@ -73,71 +74,6 @@ impl Entropy for SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-}
-
-fn policies() -> PolicyStore {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies");
-    load_dir(&dir).expect("policy fixtures load")
-}
-
-/// The built-in extensions plus every other id the fixtures name, so that each item of
-/// each fixture's pipeline is a real call (none is skipped as "not found").
-fn registry() -> ExtensionRegistry {
-    let mut r = ExtensionRegistry::builtin();
-    for (id, kind, subject) in [
-        (
-            "add_context",
-            ExtensionKind::Pre,
-            "beamline.ext.pre.add_context.v1",
-        ),
-        (
-            "translate_to_en",
-            ExtensionKind::Pre,
-            "beamline.ext.pre.translate_to_en.v1",
-        ),
-        (
-            "content_filter",
-            ExtensionKind::Validator,
-            "beamline.ext.validate.content_filter.v1",
-        ),
-        (
-            "rate_limit_check",
-            ExtensionKind::Validator,
-            "beamline.ext.validate.rate_limit_check.v1",
-        ),
-        (
-            "toxicity_score",
-            ExtensionKind::Validator,
-            "beamline.ext.validate.toxicity_score.v1",
-        ),
-        (
-            "format_response",
-            ExtensionKind::Post,
-            "beamline.ext.post.format_response.v1",
-        ),
-    ] {
-        r.insert(ExtensionDef {
-            id: id.into(),
-            kind,
-            subject: subject.into(),
-            timeout_ms: 200,
-            retry: 0,
-            enabled: true,
-        });
-    }
-    r
-}
-
-/// The canned reply of an extension, by the stage its subject names.
-fn canned_reply(subject: &str) -> Vec<u8> {
-    let body: &[u8] = if subject.contains(".pre.") {
-        br#"{"payload":{"text":"summarise the quarterly report in three bullet points."},"metadata":{"lang":"en"}}"#
-    } else if subject.contains(".validate.") {
-        br#"{"valid":true}"#
-    } else {
-        br#"{"metadata":{"masked":true}}"#
-    };
-    body.to_vec()
 }
 
 /// A typical decide request, about 300 bytes: correlation ids, an idempotency key, a

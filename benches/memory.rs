@@ -32,19 +32,19 @@
 // of `clippy.toml` are for the core and the simulator.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod common;
+use common::{canned_reply, policies, registry};
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use beamline_router::core::extensions::{ExtensionDef, ExtensionKind, ExtensionRegistry};
 use beamline_router::core::{
     Command, Delivery, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router, RouterConfig,
     Time,
 };
-use beamline_router::policy::{load_dir, PolicyStore};
 
 /// Counts heap allocations, so that churn per decision can be reported beside what stays
 /// resident. Two relaxed atomic adds per allocation; the resident figures are unaffected.
@@ -105,70 +105,6 @@ fn splitmix64(seed: u64) -> impl FnMut() -> u64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-}
-
-fn policies() -> PolicyStore {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies");
-    load_dir(&dir).expect("policy fixtures load")
-}
-
-/// As in `benches/core.rs`: the built-ins plus every other extension the fixtures name.
-fn registry() -> ExtensionRegistry {
-    let mut r = ExtensionRegistry::builtin();
-    for (id, kind, subject) in [
-        (
-            "add_context",
-            ExtensionKind::Pre,
-            "beamline.ext.pre.add_context.v1",
-        ),
-        (
-            "translate_to_en",
-            ExtensionKind::Pre,
-            "beamline.ext.pre.translate_to_en.v1",
-        ),
-        (
-            "content_filter",
-            ExtensionKind::Validator,
-            "beamline.ext.validate.content_filter.v1",
-        ),
-        (
-            "rate_limit_check",
-            ExtensionKind::Validator,
-            "beamline.ext.validate.rate_limit_check.v1",
-        ),
-        (
-            "toxicity_score",
-            ExtensionKind::Validator,
-            "beamline.ext.validate.toxicity_score.v1",
-        ),
-        (
-            "format_response",
-            ExtensionKind::Post,
-            "beamline.ext.post.format_response.v1",
-        ),
-    ] {
-        r.insert(ExtensionDef {
-            id: id.into(),
-            kind,
-            subject: subject.into(),
-            timeout_ms: 200,
-            retry: 0,
-            enabled: true,
-        });
-    }
-    r
-}
-
-/// As in `benches/core.rs`: an extension's canned reply, by the stage its subject names.
-fn canned_reply(subject: &str) -> Vec<u8> {
-    let body: &[u8] = if subject.contains(".pre.") {
-        br#"{"payload":{"text":"summarise the quarterly report in three bullet points."},"metadata":{"lang":"en"}}"#
-    } else if subject.contains(".validate.") {
-        br#"{"valid":true}"#
-    } else {
-        br#"{"metadata":{"masked":true}}"#
-    };
-    body.to_vec()
 }
 
 /// The core bench's typical request (about 300 bytes); `user` puts a sticky session id

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -32,10 +30,6 @@ async fn every_request_is_answered_across_a_server_crash() {
     );
     let client = async_nats::connect(server.url()).await.unwrap();
 
-    let answered = Arc::new(AtomicUsize::new(0));
-    // Rung by the load's progress callback the moment the kill threshold is crossed, so
-    // the crash lands mid-run however fast the router answers.
-    let threshold = Arc::new(tokio::sync::Notify::new());
     let plan = LoadPlan {
         requests: REQUESTS,
         tenant: "acme".into(),
@@ -47,23 +41,9 @@ async fn every_request_is_answered_across_a_server_crash() {
         run_id: "e2e".into(),
         decide_subject: DECIDE.into(),
     };
-    let load = tokio::spawn({
-        let (client, plan) = (client.clone(), plan.clone());
-        let (answered, threshold) = (answered.clone(), threshold.clone());
-        async move {
-            traffic::run_load(&client, &plan, |p| {
-                if answered.swap(p.answered, Ordering::Relaxed) < KILL_AFTER_ANSWERS
-                    && p.answered >= KILL_AFTER_ANSWERS
-                {
-                    threshold.notify_one();
-                }
-            })
-            .await
-        }
-    });
-
-    let _ = tokio::time::timeout(Duration::from_secs(20), threshold.notified()).await;
-    let answered_before_kill = answered.load(Ordering::Relaxed);
+    // The fault lands the moment KILL_AFTER_ANSWERS requests are answered.
+    let (load, answered_before_kill) =
+        support::load_until_answered(&client, &plan, KILL_AFTER_ANSWERS).await;
     println!("killing nats-server (SIGKILL) after {answered_before_kill} answers");
     tokio::task::block_in_place(|| server.kill());
     tokio::time::sleep(Duration::from_secs(1)).await;

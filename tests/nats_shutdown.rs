@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use beamline_router::contracts::subjects::DECIDE;
@@ -22,8 +20,6 @@ async fn sigterm_mid_load_loses_nothing() {
     let mut first = RouterProcess::start(&server.url(), policies.path(), &args);
     let client = async_nats::connect(server.url()).await.unwrap();
 
-    let answered = Arc::new(AtomicUsize::new(0));
-    let threshold = Arc::new(tokio::sync::Notify::new());
     let plan = LoadPlan {
         requests: REQUESTS,
         tenant: "acme".into(),
@@ -35,23 +31,9 @@ async fn sigterm_mid_load_loses_nothing() {
         run_id: "shutdown".into(),
         decide_subject: DECIDE.into(),
     };
-    let load = tokio::spawn({
-        let (client, plan) = (client.clone(), plan.clone());
-        let (answered, threshold) = (answered.clone(), threshold.clone());
-        async move {
-            traffic::run_load(&client, &plan, |p| {
-                if answered.swap(p.answered, Ordering::Relaxed) < SIGNAL_AFTER_ANSWERS
-                    && p.answered >= SIGNAL_AFTER_ANSWERS
-                {
-                    threshold.notify_one();
-                }
-            })
-            .await
-        }
-    });
-
-    let _ = tokio::time::timeout(Duration::from_secs(20), threshold.notified()).await;
-    let at_signal = answered.load(Ordering::Relaxed);
+    // The fault lands the moment SIGNAL_AFTER_ANSWERS requests are answered.
+    let (load, at_signal) =
+        support::load_until_answered(&client, &plan, SIGNAL_AFTER_ANSWERS).await;
     println!("SIGTERM to the first router after {at_signal} answers; starting a second");
     first.terminate();
     let mut second =

@@ -313,3 +313,34 @@ impl Drop for RouterProcess {
         }
     }
 }
+
+/// Start `plan`'s load against `client` in the background and wait (20 s at most) until
+/// `after` requests are answered: the moment a test injects its fault, mid-run however
+/// fast the router answers. Returns the load and how many had been answered then.
+pub async fn load_until_answered(
+    client: &async_nats::Client,
+    plan: &beamline_router::shell::traffic::LoadPlan,
+    after: usize,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<beamline_router::shell::traffic::LoadReport>>,
+    usize,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let threshold = Arc::new(tokio::sync::Notify::new());
+    let load = tokio::spawn({
+        let (client, plan) = (client.clone(), plan.clone());
+        let (answered, threshold) = (answered.clone(), threshold.clone());
+        async move {
+            beamline_router::shell::traffic::run_load(&client, &plan, |p| {
+                if answered.swap(p.answered, Ordering::Relaxed) < after && p.answered >= after {
+                    threshold.notify_one();
+                }
+            })
+            .await
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(20), threshold.notified()).await;
+    (load, answered.load(Ordering::Relaxed))
+}
