@@ -202,7 +202,8 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&settings.log.format, &settings.log.level);
-            run(serve(settings).map_ok_true())
+            let threads = usize::try_from(settings.router.worker_threads).unwrap_or(1);
+            run_on(threads, serve(settings).map_ok_true())
         }
         Command::DemoTraffic(args) => {
             init_logging("pretty", "info,async_nats=warn");
@@ -223,7 +224,9 @@ fn main() -> ExitCode {
         }),
         Command::Bench(a) => {
             init_logging("pretty", "warn");
-            run(bench(a))
+            // One worker, as the router's default: the raw path's pull stream is then
+            // free of the async-nats stall the router avoids the same way.
+            run_on(1, bench(a))
         }
     }
 }
@@ -289,10 +292,19 @@ trait MapOkTrue: std::future::Future<Output = anyhow::Result<()>> + Sized {
 impl<F: std::future::Future<Output = anyhow::Result<()>>> MapOkTrue for F {}
 
 fn run(future: impl std::future::Future<Output = anyhow::Result<bool>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_on(0, future)
+}
+
+/// On a runtime of `threads` workers (0: tokio's default, one per core).
+fn run_on(
+    threads: usize,
+    future: impl std::future::Future<Output = anyhow::Result<bool>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("cannot start the tokio runtime: {err}");

@@ -172,6 +172,11 @@ async fn a_result_published_twice_emits_one_usage_event() {
         text.contains("router_consumer_deliveries_total{consumer=\"results\"} 2"),
         "{text}"
     );
+    // Heartbeats came: no pull stream was taken for stalled and re-created.
+    assert!(
+        text.contains("router_pull_restarts_total{consumer=\"results\"} 0"),
+        "{text}"
+    );
     assert_eq!(
         tokio::task::block_in_place(|| http_get(port, "/healthz")).0,
         200

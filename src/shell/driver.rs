@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, AckKind};
 use async_nats::Subject;
 use bytes::Bytes;
-use futures::stream::SelectAll;
+use futures::stream::{AbortHandle, SelectAll};
 use futures::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -161,6 +161,7 @@ pub async fn serve_until(
         metrics: metrics.clone(),
         roles: consumers.iter().map(|(spec, _, _)| spec.role).collect(),
         delivered_by_consumer: vec![0; consumers.len()],
+        pull_restarts: vec![0; consumers.len()],
     };
     metrics.set_streams_ready(true);
     tracing::info!(
@@ -204,9 +205,61 @@ pub async fn serve_until(
     Ok(())
 }
 
-/// One consumer's pull stream, tagged with its index; `None` once it has ended.
-type Feed = Pin<Box<dyn futures::Stream<Item = (usize, Option<PullItem>)> + Send>>;
+/// One consumer's pull stream, tagged with its index and generation; `None` once it
+/// has ended.
+type Feed = Pin<Box<dyn futures::Stream<Item = (usize, u64, Option<PullItem>)> + Send>>;
 type PullItem = <pull::Stream as futures::Stream>::Item;
+
+/// A retired pull stream still serves what reaches it for this long: the pull request
+/// it last sent has expired at the server by then (`expires` 30 s, and some).
+const RETIRE_AFTER: Duration = Duration::from_secs(35);
+
+/// Which pull stream of each consumer is current. A stream taken for stalled is replaced
+/// at once, and ended `RETIRE_AFTER` later; until then its deliveries are served, but its
+/// errors and its end no longer decide anything.
+struct PullGenerations {
+    current: Vec<u64>,
+    aborts: Vec<Option<AbortHandle>>,
+}
+
+impl PullGenerations {
+    fn new(consumers: usize) -> Self {
+        PullGenerations {
+            current: vec![0; consumers],
+            aborts: (0..consumers).map(|_| None).collect(),
+        }
+    }
+
+    fn is_current(&self, index: usize, generation: u64) -> bool {
+        self.current.get(index) == Some(&generation)
+    }
+
+    /// Make `stream` the current one of consumer `index`.
+    fn start(&mut self, index: usize, stream: pull::Stream) -> Feed {
+        self.current[index] += 1;
+        let generation = self.current[index];
+        let (stream, abort) = futures::stream::abortable(stream);
+        self.aborts[index] = Some(abort);
+        Box::pin(
+            stream
+                .map(move |item| (index, generation, Some(item)))
+                .chain(futures::stream::once(async move {
+                    (index, generation, None)
+                })),
+        )
+    }
+
+    /// End the current stream of `index` after `RETIRE_AFTER`.
+    fn retire(&mut self, index: usize) {
+        self.current[index] += 1;
+        if let Some(abort) = self.aborts[index].take() {
+            tokio::spawn(async move {
+                tokio::time::sleep(RETIRE_AFTER).await;
+                abort.abort();
+            });
+        }
+    }
+}
 
 /// Fire-and-forget messages, sent in the order the core issued them.
 enum Outgoing {
@@ -231,6 +284,8 @@ struct Driver {
     /// The role of each consumer, by index.
     roles: Vec<&'static str>,
     delivered_by_consumer: Vec<u64>,
+    /// Pull streams re-created after missed heartbeats, by consumer index.
+    pull_restarts: Vec<u64>,
 }
 
 impl Driver {
@@ -249,6 +304,7 @@ impl Driver {
         // ended is re-subscribed at its `resubscribe` instant.
         let mut messages: SelectAll<Feed> = SelectAll::new();
         let mut resubscribe: Vec<Option<Instant>> = vec![Some(Instant::now()); consumers.len()];
+        let mut pulls = PullGenerations::new(consumers.len());
         let mut inbound = Some(inbound);
         let mut drain_until: Option<Instant> = None;
         let mut stats_tick = tokio::time::interval(STATS_EVERY);
@@ -308,11 +364,15 @@ impl Driver {
                     }
                 }
                 Some(request) = next_of(&mut inbound), if inbound.is_some() => self.on_inbound(request),
-                Some((index, item)) = messages.next(), if !messages.is_empty() => match item {
+                Some((index, generation, item)) = messages.next(), if !messages.is_empty() => match item {
+                    // A retired stream's late deliveries are served like any other.
                     Some(Ok(message)) => self.on_message(index, message),
+                    Some(Err(_)) | None if !pulls.is_current(index, generation) => {}
+                    Some(Err(err)) if err.kind() == pull::MessagesErrorKind::MissingHeartbeat => {
+                        self.restart_stalled_pull(index, &mut pulls);
+                        resubscribe[index] = Some(Instant::now());
+                    }
                     Some(Err(err)) => {
-                        // Missing heartbeats during an outage are reported here and the
-                        // stream carries on by itself once reconnected.
                         tracing::warn!(%err, consumer = self.roles[index], "pull error");
                     }
                     None => {
@@ -329,10 +389,7 @@ impl Driver {
                         match pull_stream(consumer, pull_batch).await {
                             Ok(stream) => {
                                 resubscribe[index] = None;
-                                let tagged = stream
-                                    .map(move |item| (index, Some(item)))
-                                    .chain(futures::stream::once(async move { (index, None) }));
-                                messages.push(Box::pin(tagged));
+                                messages.push(pulls.start(index, stream));
                             }
                             Err(err) => {
                                 tracing::warn!(%err, consumer = %spec.settings.consumer, "cannot start pulling; retrying");
@@ -348,6 +405,25 @@ impl Driver {
         self.log_stats();
         self.publish_metrics();
         self.router.stats().clone()
+    }
+
+    /// Neither a message nor an idle heartbeat for two heartbeat intervals: the server
+    /// holds no pull request of ours, or it or the connection is stuck. async-nats would
+    /// pull again only when its request expires (`expires` + 5 s, 35 s). Seen under CPU
+    /// contention with several worker threads: the stream's count of messages still
+    /// owed drifts above the truth, so it stops asking while the server has messages
+    /// waiting (docs/PERFORMANCE.md, "A stall of the pull"). The caller starts a fresh
+    /// stream at once; this one is retired, not dropped: if the server was only stuck,
+    /// it may still deliver to the old pull request, and those messages are served.
+    fn restart_stalled_pull(&mut self, index: usize, pulls: &mut PullGenerations) {
+        tracing::warn!(
+            consumer = self.roles[index],
+            "pull stream silent (missed idle heartbeats); pulling afresh"
+        );
+        if let Some(n) = self.pull_restarts.get_mut(index) {
+            *n += 1;
+        }
+        pulls.retire(index);
     }
 
     fn publish_metrics(&self) {
@@ -368,6 +444,12 @@ impl Driver {
                     .iter()
                     .copied()
                     .zip(self.delivered_by_consumer.iter().copied())
+                    .collect(),
+                pull_restarts_by_consumer: self
+                    .roles
+                    .iter()
+                    .copied()
+                    .zip(self.pull_restarts.iter().copied())
                     .collect(),
                 queues: {
                     let (replies, replies_bound) = self.publisher.reply_queue();
@@ -477,7 +559,7 @@ impl Driver {
     /// `ack_wait`. Only what is ready at once; a pull still in flight is not waited for.
     fn hand_back_buffered(&mut self, messages: &mut SelectAll<Feed>) -> usize {
         let mut handed_back = 0;
-        while let Some(Some((_, Some(Ok(message))))) = messages.next().now_or_never() {
+        while let Some(Some((_, _, Some(Ok(message))))) = messages.next().now_or_never() {
             if let Some(subject) = message.message.reply {
                 self.send_out(Outgoing::Settle {
                     subject,

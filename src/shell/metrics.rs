@@ -27,6 +27,8 @@ pub struct ShellCounters {
     pub timers: u64,
     /// Deliveries fed to the core, by consumer role.
     pub deliveries_by_consumer: Vec<(&'static str, u64)>,
+    /// Pull streams re-created after missed idle heartbeats, by consumer role.
+    pub pull_restarts_by_consumer: Vec<(&'static str, u64)>,
     /// Messages waiting in each bounded queue of the shell, with its bound.
     pub queues: Vec<(&'static str, u64, u64)>,
 }
@@ -280,6 +282,15 @@ impl Metrics {
                 out,
                 "router_consumer_deliveries_total{{consumer=\"{role}\"}} {n}"
             );
+        }
+        header(
+            &mut out,
+            "router_pull_restarts_total",
+            "counter",
+            "Pull streams re-created because no message or idle heartbeat came for two heartbeat intervals.",
+        );
+        for (role, n) in &sh.pull_restarts_by_consumer {
+            let _ = writeln!(out, "router_pull_restarts_total{{consumer=\"{role}\"}} {n}");
         }
         render_breakers(&mut out, &snap.breakers);
         header(&mut out, "router_build_info", "gauge", "Build information.");

@@ -165,6 +165,25 @@ impl NatsServer {
         }
     }
 
+    /// SIGSTOP: the server stops answering but its connections stay open.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("server not running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Start again on the same port and store, as an operator restarting it would.
     pub fn restart(&mut self) {
         self.kill();
