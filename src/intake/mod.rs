@@ -76,7 +76,8 @@ pub fn validate_decide(
             ))
         }
     };
-    let Value::Object(obj) = doc else {
+    // Owned: the maps and strings the request keeps are moved out of it, not cloned.
+    let Value::Object(mut obj) = doc else {
         return Err(r.reject(IntakeErrorCode::SchemaValidationFailed, "invalid_format"));
     };
     // Read what correlation we can before later rules fail, headers first.
@@ -161,7 +162,7 @@ pub fn validate_decide(
         Some(Value::String(s)) if s.len() <= 255 => s.clone(),
         Some(_) => return Err(r.reject(corr, "invalid_request_id_format")),
     };
-    let task = validate_task(&obj, rules).map_err(|(code, reason)| match code {
+    let task = validate_task(&mut obj, rules).map_err(|(code, reason)| match code {
         IntakeErrorCode::PayloadTooSmall => r.reject_with(
             code,
             reason,
@@ -179,20 +180,20 @@ pub fn validate_decide(
         Some(Value::String(p)) if crate::policy::valid_policy_id(p) => Some(p.clone()),
         Some(_) => return Err(r.reject(corr, "invalid_policy_id_format")),
     };
-    let constraints = object_field(&obj, "constraints")
+    let constraints = take_object(&mut obj, "constraints")
         .map_err(|_| r.reject(corr, "invalid_constraints_format"))?;
     let assignment_subject = match obj.get("assignment_subject") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if valid_publish_subject(s) => Some(s.clone()),
         Some(_) => return Err(r.reject(corr, "invalid_assignment_subject")),
     };
-    let options = match obj.get("options") {
+    let options = match obj.remove("options") {
         None | Some(Value::Null) => None,
-        Some(o @ Value::Object(_)) => Some(o.clone()),
+        Some(o @ Value::Object(_)) => Some(o),
         Some(_) => return Err(r.reject(corr, "invalid_options_format")),
     };
     let metadata =
-        object_field(&obj, "metadata").map_err(|_| r.reject(corr, "invalid_metadata_format"))?;
+        take_object(&mut obj, "metadata").map_err(|_| r.reject(corr, "invalid_metadata_format"))?;
 
     // Tenant allowlist last: it is a policy question about an otherwise valid request.
     if let Some(allow) = rules.tenant_allowlist {
@@ -224,12 +225,14 @@ pub fn validate_decide(
     })
 }
 
+/// Moves the task's fields out of `obj`; a payload too small is left in place, for the
+/// rejection to measure.
 fn validate_task(
-    obj: &Map<String, Value>,
+    obj: &mut Map<String, Value>,
     rules: &IntakeRules<'_>,
 ) -> Result<Task, (IntakeErrorCode, &'static str)> {
     let corr = IntakeErrorCode::CorrelationFieldsInvalid;
-    let task = match obj.get("task") {
+    let task = match obj.get_mut("task") {
         None | Some(Value::Null) => return Err((corr, "missing_task")),
         Some(Value::Object(t)) => t,
         Some(_) => return Err((corr, "invalid_task_format")),
@@ -251,7 +254,10 @@ fn validate_task(
             if encoded_len(p) < rules.min_payload_bytes {
                 return Err((IntakeErrorCode::PayloadTooSmall, "payload_too_small"));
             }
-            Some(p.clone())
+            match task.remove("payload") {
+                Some(Value::Object(p)) => Some(p),
+                _ => None,
+            }
         }
         Some(_) => return Err((corr, "invalid_payload_format")),
     };
@@ -374,10 +380,11 @@ fn optional_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>
     }
 }
 
-fn object_field(obj: &Map<String, Value>, key: &str) -> Result<Map<String, Value>, ()> {
-    match obj.get(key) {
+/// Moves `key` out of `obj`: an empty map when absent or null, `Err` when not an object.
+fn take_object(obj: &mut Map<String, Value>, key: &str) -> Result<Map<String, Value>, ()> {
+    match obj.remove(key) {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(Value::Object(m)) => Ok(m),
         Some(_) => Err(()),
     }
 }
@@ -400,8 +407,23 @@ fn subject_version(subject: &str) -> Option<String> {
     })
 }
 
+/// The length of `map` as compact JSON, counted without building it.
 fn encoded_len(map: &Map<String, Value>) -> usize {
-    serde_json::to_vec(map).map(|v| v.len()).unwrap_or(0)
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, map) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
 }
 
 fn encoded_task_payload_len(obj: &Map<String, Value>) -> usize {
