@@ -243,9 +243,9 @@ impl PullGenerations {
         Box::pin(
             stream
                 .map(move |item| (index, generation, Some(item)))
-                .chain(futures::stream::once(async move {
-                    (index, generation, None)
-                })),
+                .chain(futures::stream::once(
+                    async move { (index, generation, None) },
+                )),
         )
     }
 

@@ -162,3 +162,43 @@ fn named_invariants_are_real_checker_names() {
         "{e}"
     );
 }
+
+/// A link drop that lands while the broker is down (so the link is down already) must
+/// still end: the gateway reconnects when the drop is over, not at the next restart.
+/// Before the fix the drop's end was never scheduled, and every request after it was
+/// lost (`soak_link_faults_hours`, seed 7013: a gateway silent for 40 minutes).
+#[test]
+fn a_link_drop_during_a_broker_restart_ends() {
+    let text = r#"
+family = "soak"
+title = "a gateway's link drop lands while the broker is down"
+covers = ["t:t"]
+[workload]
+requests = 60
+duration_ms = 30000
+chaos_ms = 120000
+routers = 1
+gateways = 1
+valid = 100
+idempotency_permille = 1000
+max_attempts = 1
+[[faults.at]]
+at_ms = 5000
+kind = "broker_restart"
+down_ms = 5000
+[[faults.at]]
+at_ms = 6000
+kind = "link_drop"
+node = "gw-1"
+down_ms = 6000
+[[expect]]
+metric = "answered_permille"
+op = ">="
+value = 700
+"#;
+    let s = parse(text).unwrap();
+    for seed in 1..=3 {
+        let run = s.run(seed, None, false);
+        assert!(run.passed, "seed {seed}: {}", run.verdict_line());
+    }
+}

@@ -80,6 +80,12 @@ impl World {
 
     fn drop_link(&mut self, node: NodeId, down_ms: u64, detect_ms: u64, server_notices: bool) {
         self.nodes[node].down_until = self.nodes[node].down_until.max(self.now + down_ms);
+        // The drop's end is scheduled even when the link is down already: a drop that
+        // lands during a broker restart pushes `down_until` past the restart's own
+        // `LinkUp`s, and nothing else would bring the node back (seed 7013 of
+        // `soak_link_faults_hours`: a gateway silent for 40 minutes, until the next
+        // restart). A `LinkUp` for a link already up is a no-op.
+        self.schedule_at(self.now + down_ms, Event::LinkUp { node });
         if !self.net.is_up(node) {
             return;
         }
@@ -89,7 +95,6 @@ impl World {
         }
         let epoch = self.net.epoch(node);
         self.schedule_at(self.now + detect_ms, Event::ClientNotices { node, epoch });
-        self.schedule_at(self.now + down_ms, Event::LinkUp { node });
     }
 
     /// The server noticed `node` is gone: its subscriptions and pull requests go.
