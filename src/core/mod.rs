@@ -24,6 +24,7 @@ pub mod shared;
 pub mod sticky;
 
 pub use config::RouterConfig;
+pub use dlq::sha256_hex;
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{
     Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, InboundId, InboundRequest,

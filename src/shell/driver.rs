@@ -22,7 +22,6 @@ use async_nats::Subject;
 use bytes::Bytes;
 use futures::stream::{AbortHandle, SelectAll};
 use futures::{FutureExt, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -648,8 +647,9 @@ fn message_span(consumer: &str, headers: &crate::core::Headers, payload: &[u8]) 
     };
     let trace_id = get(HEADER_TRACE_ID)
         .or_else(|| get(HEADER_TRACEPARENT).and_then(|tp| tp.split('-').nth(1)));
-    let digest = Sha256::digest(payload);
-    let payload_sha256: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    // The first 16 hex digits of the digest the DLQ record carries in full.
+    let mut payload_sha256 = crate::core::sha256_hex(payload);
+    payload_sha256.truncate(16);
     tracing::info_span!(
         "message",
         consumer,
