@@ -7,6 +7,11 @@
 //! each input it executes the commands the core emitted: settles and responses go to one
 //! outbox task in order, publishes and requests to a task each, timers into the table.
 //!
+//! A pull stream that hears neither a message nor an idle heartbeat for two heartbeat
+//! intervals is replaced at once; the old one is retired, still served for `RETIRE_AFTER`
+//! and then dropped, so at most a handful per consumer exist even through a long outage
+//! (one more every 10 s, each gone after 35 s).
+//!
 //! Shutdown (SIGINT or SIGTERM): stop pulling and listening, keep serving outcomes and
 //! timers until the core holds nothing and no publish or request is pending or the
 //! grace period ends, then let the outbox finish, flush and return. Messages the pull
