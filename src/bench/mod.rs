@@ -20,9 +20,11 @@
 //! nats-server child and the bench itself over each measured window; peak RSS is the
 //! router's `VmHWM`.
 //!
-//! A saturation phase in which nothing completes for 2 s is reported as stalled (the raw
-//! pull has been seen to stop for ~30 s on a loaded machine: docs/PERFORMANCE.md); the raw
-//! phase is then pulled afresh and measured again, at most three times.
+//! A saturation phase in which nothing completes for 2 s is reported as stalled; the raw
+//! phase is then pulled afresh and measured again, at most three times. The raw pull used
+//! to stop for ~30 s on a multi-thread runtime (async-nats's count of owed messages
+//! drifting: docs/PERFORMANCE.md, "A stall of the pull"); the bench now runs on one
+//! thread, as `serve` does by default, and the guard stays for whatever else stalls.
 
 // Wall-clock timing is what a benchmark is for: like the production shell, this module
 // opts out of the determinism lints that bind the core and the simulator.
@@ -450,9 +452,9 @@ impl Target {
                     let Some(item) = item else { break };
                     let message = match item {
                         Ok(message) => message,
-                        // Seen in long runs on the loaded 2-core VM: the pull request is
-                        // never answered (no heartbeat either), and async-nats would wait
-                        // for its 30 s expiry. Pull afresh instead.
+                        // Neither messages nor heartbeats: async-nats holds no pull at
+                        // the server and would wait for its 30 s expiry (the router's
+                        // driver does the same, `restart_stalled_pull`). Pull afresh.
                         Err(err)
                             if err.kind()
                                 == consumer::pull::MessagesErrorKind::MissingHeartbeat =>
