@@ -5,6 +5,7 @@
 //! Headers win over the payload for `version`, `tenant_id` and `trace_id`. Intake never
 //! panics: every input, however malformed, yields a `DecideRequest` or a `Rejection`.
 
+mod fast;
 mod fields;
 mod result;
 
@@ -42,6 +43,21 @@ pub struct Rejection {
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 pub fn validate_decide(
+    subject: &str,
+    headers: &[(String, String)],
+    payload: &[u8],
+    rules: &IntakeRules<'_>,
+) -> Result<DecideRequest, Box<Rejection>> {
+    // The common, valid request without building a `Value` tree; everything else (and
+    // every rejection) goes through every rule, in order.
+    match fast::accept(subject, headers, payload, rules) {
+        Some(request) => Ok(request),
+        None => validate_full(subject, headers, payload, rules),
+    }
+}
+
+/// Every rule, in the documented order, over the parsed `Value`.
+fn validate_full(
     subject: &str,
     headers: &[(String, String)],
     payload: &[u8],

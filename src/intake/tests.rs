@@ -353,3 +353,192 @@ fn a_numeric_version_is_refused_everywhere() {
     .unwrap_err();
     assert_eq!(r.reason, "unsupported_version");
 }
+
+/// The fast path and the full rules agree: whatever the fast path accepts, the full
+/// rules accept as the same request, byte for byte once serialised; and the typical
+/// request takes the fast path (or the speed-up would be silently gone).
+mod fast_path {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Values a field may take: absent (`None`), null, strings that pass or fail the
+    /// rules, and other JSON types.
+    fn field() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            3 => Just(None),
+            1 => Just(Some(Value::Null)),
+            3 => prop::sample::select(vec![
+                "1", "2", "acme", "r-1", "", "default", "bad policy!", "a.b.c", "a.*",
+                "01ARZ3NDEKTSV4RRFFQ69G5FAV", "4bf92f3577b34da6a3ce929d0e0e4736",
+                "6e1f4b1e-3c4b-4f5e-9a1b-2c3d4e5f6a7b", "x y", "caf.exec.assign.v1",
+            ])
+            .prop_map(|s| Some(Value::String(s.to_string()))),
+            1 => Just(Some(Value::String("k".repeat(300)))),
+            1 => Just(Some(serde_json::json!(1))),
+            1 => Just(Some(serde_json::json!(true))),
+            1 => Just(Some(serde_json::json!({"policy_id": "default", "k": 1}))),
+            1 => Just(Some(serde_json::json!(["x"]))),
+        ]
+    }
+
+    fn task() -> impl Strategy<Value = Option<Value>> {
+        let payload = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            Just(Some(
+                serde_json::json!({"text": "hello world, long enough"})
+            )),
+            Just(Some(serde_json::json!({"t": 1}))),
+            Just(Some(serde_json::json!("not an object"))),
+        ];
+        prop_oneof![
+            1 => field(),
+            4 => (field(), field(), payload).prop_map(|(t, r, p)| {
+                let mut m = Map::new();
+                for (k, v) in [("type", t), ("payload_ref", r), ("payload", p)] {
+                    if let Some(v) = v {
+                        m.insert(k.to_string(), v);
+                    }
+                }
+                Some(Value::Object(m))
+            }),
+        ]
+    }
+
+    const KEYS: [&str; 15] = [
+        "version",
+        "request_id",
+        "tenant_id",
+        "trace_id",
+        "run_id",
+        "flow_id",
+        "step_id",
+        "idempotency_key",
+        "policy_id",
+        "assignment_subject",
+        "constraints",
+        "metadata",
+        "options",
+        "push_assignment",
+        "extra",
+    ];
+
+    fn doc() -> impl Strategy<Value = Value> {
+        (
+            prop::collection::vec((prop::bool::weighted(0.12), field()), KEYS.len()),
+            task(),
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(|(values, task, change_task)| {
+                // Bias towards valid requests: start from one and change a few keys.
+                let mut m = match valid() {
+                    Value::Object(m) => m,
+                    _ => unreachable!(),
+                };
+                for (key, (change, value)) in KEYS.iter().zip(values) {
+                    if !change {
+                        continue;
+                    }
+                    match value {
+                        Some(v) => m.insert(key.to_string(), v),
+                        None => m.remove(*key),
+                    };
+                }
+                if change_task {
+                    match task {
+                        Some(t) => m.insert("task".to_string(), t),
+                        None => m.remove("task"),
+                    };
+                }
+                Value::Object(m)
+            })
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                ("tenant_id", "acme"),
+                ("tenant_id", ""),
+                ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("trace_id", "nope"),
+                ("version", "1"),
+                ("version", "2"),
+            ]),
+            0..3,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn what_the_fast_path_accepts_the_full_rules_accept_identically(
+            doc in doc(),
+            headers in headers(),
+            subject in prop::sample::select(vec![SUBJECT, "beamline.router.decide"]),
+            allow in any::<bool>(),
+        ) {
+            let allowlist = vec!["acme".to_string()];
+            let rules = IntakeRules {
+                tenant_allowlist: allow.then_some(allowlist.as_slice()),
+                ..rules()
+            };
+            let bytes = doc.to_string().into_bytes();
+            if let Some(fast) = fast::accept(subject, &headers, &bytes, &rules) {
+                let full = validate_full(subject, &headers, &bytes, &rules);
+                prop_assert!(full.is_ok(), "fast accepted, full refused {:?}: {doc}", full.err());
+                let full = full.unwrap();
+                prop_assert_eq!(
+                    serde_json::to_string(&fast).unwrap(),
+                    serde_json::to_string(&full).unwrap()
+                );
+                prop_assert_eq!(fast, full);
+            }
+        }
+    }
+
+    /// The property above is only worth something if the generator reaches both sides:
+    /// requests the fast path accepts, and requests it leaves to the full rules.
+    #[test]
+    fn the_generator_reaches_both_paths() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut accepted, mut left) = (0, 0);
+        for _ in 0..2000 {
+            let doc = doc().new_tree(&mut runner).unwrap().current();
+            let bytes = doc.to_string().into_bytes();
+            match fast::accept(SUBJECT, &[], &bytes, &rules()) {
+                Some(_) => accepted += 1,
+                None => left += 1,
+            }
+        }
+        assert!(
+            accepted > 200 && left > 200,
+            "accepted {accepted}, left {left}"
+        );
+    }
+
+    #[test]
+    fn typical_requests_take_the_fast_path() {
+        let doc = serde_json::json!({
+            "version": "1", "request_id": "r-1", "tenant_id": "acme",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "idempotency_key": "k-1",
+            "task": {"type": "text.generate", "payload": {"text": "hello world"}},
+            "metadata": {"user_id": "u1"}, "constraints": {"max_cost": 2},
+            "policy_id": "default", "push_assignment": true
+        });
+        let bytes = doc.to_string().into_bytes();
+        assert!(fast::accept(SUBJECT, &[], &bytes, &rules()).is_some());
+        // A null version is refused by the full rules; the fast path must not accept it.
+        let null_version = with(valid(), &["version"], Value::Null).to_string();
+        assert!(fast::accept(SUBJECT, &[], null_version.as_bytes(), &rules()).is_none());
+        assert!(check(&with(valid(), &["version"], Value::Null)).is_err());
+        // Escaped strings are owned, not borrowed, and still accepted.
+        let escaped = with(valid(), &["request_id"], Value::String("r-\"1\"".into()));
+        assert!(fast::accept(SUBJECT, &[], escaped.to_string().as_bytes(), &rules()).is_some());
+    }
+}
