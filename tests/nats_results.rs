@@ -172,6 +172,15 @@ async fn a_result_published_twice_emits_one_usage_event() {
         text.contains("router_consumer_deliveries_total{consumer=\"results\"} 2"),
         "{text}"
     );
+    // Both deliveries were timed, and neither waited anywhere near two minutes.
+    assert!(
+        text.contains("router_delivery_age_seconds_count{consumer=\"results\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("router_delivery_age_seconds_bucket{consumer=\"results\",le=\"120\"} 2"),
+        "{text}"
+    );
     // Heartbeats came: no pull stream was taken for stalled and re-created.
     assert!(
         text.contains("router_pull_restarts_total{consumer=\"results\"} 0"),

@@ -35,7 +35,7 @@ use super::env::{wall_clock, ShellEnv};
 use super::feeds;
 use super::handles::HandleTable;
 use super::headers::headers_of;
-use super::metrics::{Metrics, ShellCounters};
+use super::metrics::{AgeHistogram, Metrics, ShellCounters};
 use super::nats::{self, ConsumerSpec, Topology};
 use super::publisher::Publisher;
 use super::timers::Timers;
@@ -166,6 +166,7 @@ pub async fn serve_until(
         roles: consumers.iter().map(|(spec, _, _)| spec.role).collect(),
         delivered_by_consumer: vec![0; consumers.len()],
         pull_restarts: vec![0; consumers.len()],
+        ages: vec![AgeHistogram::default(); consumers.len()],
     };
     metrics.set_streams_ready(true);
     tracing::info!(
@@ -290,6 +291,8 @@ struct Driver {
     delivered_by_consumer: Vec<u64>,
     /// Pull streams re-created after missed heartbeats, by consumer index.
     pull_restarts: Vec<u64>,
+    /// Ages of deliveries when the core takes them, by consumer index.
+    ages: Vec<AgeHistogram>,
 }
 
 impl Driver {
@@ -455,6 +458,12 @@ impl Driver {
                     .copied()
                     .zip(self.pull_restarts.iter().copied())
                     .collect(),
+                age_by_consumer: self
+                    .roles
+                    .iter()
+                    .copied()
+                    .zip(self.ages.iter().cloned())
+                    .collect(),
                 queues: {
                     let (replies, replies_bound) = self.publisher.reply_queue();
                     let outbox_bound = self.outbox.max_capacity();
@@ -577,10 +586,15 @@ impl Driver {
 
     fn on_message(&mut self, index: usize, message: jetstream::Message) {
         let (stream_seq, delivered) = match message.info() {
-            Ok(info) => (
-                info.stream_sequence,
-                u64::try_from(info.delivered).unwrap_or(0),
-            ),
+            Ok(info) => {
+                if let Some(ages) = self.ages.get_mut(index) {
+                    ages.observe(age_us(info.published));
+                }
+                (
+                    info.stream_sequence,
+                    u64::try_from(info.delivered).unwrap_or(0),
+                )
+            }
             Err(err) => {
                 // Not a JetStream delivery (no `$JS.ACK` reply): nothing to settle either.
                 tracing::warn!(%err, subject = %message.subject, "message without JetStream metadata");
@@ -638,6 +652,16 @@ impl Driver {
             "router stats"
         );
     }
+}
+
+/// Microseconds since the server stored the message, by this host's clock (0 if that
+/// clock is behind the server's).
+fn age_us(published: async_nats::datetime::DateTime) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let stored = u128::try_from(published.unix_timestamp_nanos()).unwrap_or(0);
+    u64::try_from(now.saturating_sub(stored) / 1_000).unwrap_or(u64::MAX)
 }
 
 /// A span carrying what the headers say about a message: `trace_id` (from `trace_id`, or

@@ -16,6 +16,70 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::core::{BreakerViews, Stats, TableSizes};
 
+/// Upper bounds, in microseconds, of the buckets of `AgeHistogram` (Prometheus `le`).
+const AGE_BUCKETS_US: [u64; 14] = [
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    30_000_000,
+    120_000_000,
+];
+
+/// Ages of deliveries (the server's store time to the moment the core takes them): a
+/// fixed-bucket histogram, kept by the driver and copied into the snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgeHistogram {
+    /// Counts per bucket of `AGE_BUCKETS_US`, not cumulative; the last is `+Inf`.
+    counts: [u64; AGE_BUCKETS_US.len() + 1],
+    sum_us: u64,
+}
+
+impl AgeHistogram {
+    pub fn observe(&mut self, age_us: u64) {
+        let bucket = AGE_BUCKETS_US
+            .iter()
+            .position(|&le| age_us <= le)
+            .unwrap_or(AGE_BUCKETS_US.len());
+        self.counts[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(age_us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `<name>_bucket{consumer,le}` (cumulative), `_sum` (seconds) and `_count`.
+    fn render(&self, out: &mut String, name: &str, consumer: &str) {
+        let mut cumulative = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            cumulative += n;
+            let le = match AGE_BUCKETS_US.get(i) {
+                Some(us) => format!("{}", *us as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{consumer=\"{consumer}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{consumer=\"{consumer}\"}} {}",
+            self.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{consumer=\"{consumer}\"}} {cumulative}");
+    }
+}
+
 /// What the driver knows and the core does not: its own queues.
 #[derive(Clone, Debug, Default)]
 pub struct ShellCounters {
@@ -29,6 +93,8 @@ pub struct ShellCounters {
     pub deliveries_by_consumer: Vec<(&'static str, u64)>,
     /// Pull streams re-created after missed idle heartbeats, by consumer role.
     pub pull_restarts_by_consumer: Vec<(&'static str, u64)>,
+    /// How old each delivery was when the core got it, by consumer role.
+    pub age_by_consumer: Vec<(&'static str, AgeHistogram)>,
     /// Messages waiting in each bounded queue of the shell, with its bound.
     pub queues: Vec<(&'static str, u64, u64)>,
 }
@@ -292,6 +358,15 @@ impl Metrics {
         for (role, n) in &sh.pull_restarts_by_consumer {
             let _ = writeln!(out, "router_pull_restarts_total{{consumer=\"{role}\"}} {n}");
         }
+        header(
+            &mut out,
+            "router_delivery_age_seconds",
+            "histogram",
+            "Age of a delivery when the core takes it: from the server storing the message (its first store, so a redelivery's age includes the wait before it) to the driver handing it over.",
+        );
+        for (role, ages) in &sh.age_by_consumer {
+            ages.render(&mut out, "router_delivery_age_seconds", role);
+        }
         render_breakers(&mut out, &snap.breakers);
         header(&mut out, "router_build_info", "gauge", "Build information.");
         let _ = writeln!(
@@ -456,6 +531,36 @@ fn label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_ages_render_as_a_cumulative_histogram() {
+        let mut ages = AgeHistogram::default();
+        for us in [100, 400, 3_000, 200_000_000] {
+            ages.observe(us);
+        }
+        assert_eq!(ages.count(), 4);
+        let m = Metrics::default();
+        m.publish(
+            &Stats::default(),
+            TableSizes::default(),
+            ShellCounters {
+                age_by_consumer: vec![("decide", ages)],
+                ..ShellCounters::default()
+            },
+        );
+        let text = m.render();
+        for line in [
+            "# TYPE router_delivery_age_seconds histogram",
+            "router_delivery_age_seconds_bucket{consumer=\"decide\",le=\"0.0005\"} 2",
+            "router_delivery_age_seconds_bucket{consumer=\"decide\",le=\"0.005\"} 3",
+            "router_delivery_age_seconds_bucket{consumer=\"decide\",le=\"120\"} 3",
+            "router_delivery_age_seconds_bucket{consumer=\"decide\",le=\"+Inf\"} 4",
+            "router_delivery_age_seconds_count{consumer=\"decide\"} 4",
+            "router_delivery_age_seconds_sum{consumer=\"decide\"} 200.0035",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn readiness_follows_connection_streams_and_shutdown() {
