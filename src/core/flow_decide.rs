@@ -87,7 +87,7 @@ impl Router {
                 env,
             );
             if let Some(a) = assignment {
-                let publish = Router::jetstream_publish(a.subject, a.headers, a.payload, a.msg_id);
+                let publish = Router::publish_stored(a);
                 self.send(seq, msg, publish, Purpose::Assignment, env);
             }
             return;
@@ -696,7 +696,7 @@ impl Router {
             env,
         );
         if let Some(a) = assignment {
-            let publish = Router::jetstream_publish(a.subject, a.headers, a.payload, a.msg_id);
+            let publish = Router::publish_stored(a);
             self.send(seq, msg, publish, Purpose::Assignment, env);
         }
     }

@@ -54,29 +54,17 @@ impl Router {
                 // drops the copy), and ack this one only once that is confirmed. Only
                 // the carrier marks the key settled.
                 self.stats.results_duplicate += 1;
-                let usage = entry.usage.clone();
-                let publish = Router::jetstream_publish(
-                    usage.subject,
-                    usage.headers,
-                    usage.payload,
-                    usage.msg_id,
-                );
+                let publish = Router::publish_stored(entry.usage.clone());
                 self.send(seq, msg, publish, Purpose::UsageCopy, env);
                 return;
             }
             // Seen, but its usage event never confirmed: the same event again, carried
             // (and, once confirmed, settled) by this message.
             msg.origin.result_key = Some(key.clone());
-            let usage = entry.usage.clone();
+            let publish = Router::publish_stored(entry.usage.clone());
             if let Some(e) = self.results.get_mut(&key) {
                 e.carrier = Some(seq);
             }
-            let publish = Router::jetstream_publish(
-                usage.subject,
-                usage.headers,
-                usage.payload,
-                usage.msg_id,
-            );
             self.send(seq, msg, publish, Purpose::Usage, env);
             return;
         }
@@ -116,9 +104,7 @@ impl Router {
         msg.origin.result_key = Some(key.clone());
         let usage = self.usage_event(&result, &key, env.now().millis());
         self.results.insert(key, usage.clone(), seq);
-        let publish =
-            Router::jetstream_publish(usage.subject, usage.headers, usage.payload, usage.msg_id);
-        self.send(seq, msg, publish, Purpose::Usage, env);
+        self.send(seq, msg, Router::publish_stored(usage), Purpose::Usage, env);
     }
 
     fn usage_event(&self, result: &ExecResult, key: &str, now_ms: u64) -> StoredPublish {

@@ -656,6 +656,17 @@ impl Router {
         }
     }
 
+    /// The publish of an output kept for replay (assignment, usage event), under its own
+    /// message id, for the first time or again.
+    pub(super) fn publish_stored(stored: super::answers::StoredPublish) -> Publish {
+        Self::jetstream_publish(
+            stored.subject,
+            stored.headers,
+            stored.payload,
+            stored.msg_id,
+        )
+    }
+
     pub(super) fn jetstream_publish(
         subject: String,
         mut headers: Headers,
