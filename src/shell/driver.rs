@@ -35,7 +35,7 @@ use super::env::{wall_clock, ShellEnv};
 use super::feeds;
 use super::handles::HandleTable;
 use super::headers::headers_of;
-use super::metrics::{AgeHistogram, Metrics, ShellCounters};
+use super::metrics::{ConsumerCounters, Metrics, ShellCounters};
 use super::nats::{self, ConsumerSpec, Topology};
 use super::publisher::Publisher;
 use super::timers::Timers;
@@ -163,10 +163,10 @@ pub async fn serve_until(
         io_in_flight: 0,
         outbox_dropped: 0,
         metrics: metrics.clone(),
-        roles: consumers.iter().map(|(spec, _, _)| spec.role).collect(),
-        delivered_by_consumer: vec![0; consumers.len()],
-        pull_restarts: vec![0; consumers.len()],
-        ages: vec![AgeHistogram::default(); consumers.len()],
+        consumers: consumers
+            .iter()
+            .map(|(spec, _, _)| ConsumerCounters::new(spec.role))
+            .collect(),
     };
     metrics.set_streams_ready(true);
     tracing::info!(
@@ -286,13 +286,8 @@ struct Driver {
     io_in_flight: usize,
     outbox_dropped: u64,
     metrics: Metrics,
-    /// The role of each consumer, by index.
-    roles: Vec<&'static str>,
-    delivered_by_consumer: Vec<u64>,
-    /// Pull streams re-created after missed heartbeats, by consumer index.
-    pull_restarts: Vec<u64>,
-    /// Ages of deliveries when the core takes them, by consumer index.
-    ages: Vec<AgeHistogram>,
+    /// Counters of each consumer, by index (its role is the `consumer` label).
+    consumers: Vec<ConsumerCounters>,
 }
 
 impl Driver {
@@ -380,10 +375,10 @@ impl Driver {
                         resubscribe[index] = Some(Instant::now());
                     }
                     Some(Err(err)) => {
-                        tracing::warn!(%err, consumer = self.roles[index], "pull error");
+                        tracing::warn!(%err, consumer = self.role(index), "pull error");
                     }
                     None => {
-                        tracing::warn!(consumer = self.roles[index], "pull subscription ended; re-creating it");
+                        tracing::warn!(consumer = self.role(index), "pull subscription ended; re-creating it");
                         resubscribe[index] = Some(Instant::now() + RESUBSCRIBE_DELAY);
                     }
                 },
@@ -424,11 +419,11 @@ impl Driver {
     /// it may still deliver to the old pull request, and those messages are served.
     fn restart_stalled_pull(&mut self, index: usize, pulls: &mut PullGenerations) {
         tracing::warn!(
-            consumer = self.roles[index],
+            consumer = self.role(index),
             "pull stream silent (missed idle heartbeats); pulling afresh"
         );
-        if let Some(n) = self.pull_restarts.get_mut(index) {
-            *n += 1;
+        if let Some(c) = self.consumers.get_mut(index) {
+            c.pull_restarts += 1;
         }
         pulls.retire(index);
     }
@@ -446,24 +441,7 @@ impl Driver {
                 inbound_evicted: self.inbound_requests.evicted(),
                 outbox_dropped: self.outbox_dropped,
                 timers: self.timers.len() as u64,
-                deliveries_by_consumer: self
-                    .roles
-                    .iter()
-                    .copied()
-                    .zip(self.delivered_by_consumer.iter().copied())
-                    .collect(),
-                pull_restarts_by_consumer: self
-                    .roles
-                    .iter()
-                    .copied()
-                    .zip(self.pull_restarts.iter().copied())
-                    .collect(),
-                age_by_consumer: self
-                    .roles
-                    .iter()
-                    .copied()
-                    .zip(self.ages.iter().cloned())
-                    .collect(),
+                consumers: self.consumers.clone(),
                 queues: {
                     let (replies, replies_bound) = self.publisher.reply_queue();
                     let outbox_bound = self.outbox.max_capacity();
@@ -483,6 +461,11 @@ impl Driver {
                 },
             },
         );
+    }
+
+    /// The `consumer` label of consumer `index`.
+    fn role(&self, index: usize) -> &'static str {
+        self.consumers.get(index).map_or("?", |c| c.role)
     }
 
     /// Nothing held by the core and no publish or request whose outcome it awaits.
@@ -587,8 +570,8 @@ impl Driver {
     fn on_message(&mut self, index: usize, message: jetstream::Message) {
         let (stream_seq, delivered) = match message.info() {
             Ok(info) => {
-                if let Some(ages) = self.ages.get_mut(index) {
-                    ages.observe(age_us(info.published));
+                if let Some(c) = self.consumers.get_mut(index) {
+                    c.ages.observe(age_us(info.published));
                 }
                 (
                     info.stream_sequence,
@@ -605,11 +588,11 @@ impl Driver {
         let Some(ack_subject) = message.reply else {
             return;
         };
-        if let Some(n) = self.delivered_by_consumer.get_mut(index) {
-            *n += 1;
+        if let Some(c) = self.consumers.get_mut(index) {
+            c.deliveries += 1;
         }
         let headers = headers_of(message.headers.as_ref());
-        let span = message_span(self.roles[index], &headers, &message.payload);
+        let span = message_span(self.role(index), &headers, &message.payload);
         let _entered = span.enter();
         let id = self.deliveries.hold(ack_subject);
         tracing::debug!(delivery = id, stream_seq, delivered, "delivery");

@@ -80,6 +80,28 @@ impl AgeHistogram {
     }
 }
 
+/// What the driver counts for one JetStream consumer.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerCounters {
+    /// `decide`, `results` or `acks`: the `consumer` label.
+    pub role: &'static str,
+    /// Deliveries fed to the core.
+    pub deliveries: u64,
+    /// Pull streams re-created after missed idle heartbeats.
+    pub pull_restarts: u64,
+    /// How old each delivery was when the core got it.
+    pub ages: AgeHistogram,
+}
+
+impl ConsumerCounters {
+    pub fn new(role: &'static str) -> Self {
+        ConsumerCounters {
+            role,
+            ..ConsumerCounters::default()
+        }
+    }
+}
+
 /// What the driver knows and the core does not: its own queues.
 #[derive(Clone, Debug, Default)]
 pub struct ShellCounters {
@@ -89,12 +111,8 @@ pub struct ShellCounters {
     pub inbound_evicted: u64,
     pub outbox_dropped: u64,
     pub timers: u64,
-    /// Deliveries fed to the core, by consumer role.
-    pub deliveries_by_consumer: Vec<(&'static str, u64)>,
-    /// Pull streams re-created after missed idle heartbeats, by consumer role.
-    pub pull_restarts_by_consumer: Vec<(&'static str, u64)>,
-    /// How old each delivery was when the core got it, by consumer role.
-    pub age_by_consumer: Vec<(&'static str, AgeHistogram)>,
+    /// One entry per JetStream consumer.
+    pub consumers: Vec<ConsumerCounters>,
     /// Messages waiting in each bounded queue of the shell, with its bound.
     pub queues: Vec<(&'static str, u64, u64)>,
 }
@@ -343,10 +361,11 @@ impl Metrics {
             "counter",
             "JetStream deliveries fed to the core, by consumer.",
         );
-        for (role, n) in &sh.deliveries_by_consumer {
+        for c in &sh.consumers {
             let _ = writeln!(
                 out,
-                "router_consumer_deliveries_total{{consumer=\"{role}\"}} {n}"
+                "router_consumer_deliveries_total{{consumer=\"{}\"}} {}",
+                c.role, c.deliveries
             );
         }
         header(
@@ -355,8 +374,12 @@ impl Metrics {
             "counter",
             "Pull streams re-created because no message or idle heartbeat came for two heartbeat intervals.",
         );
-        for (role, n) in &sh.pull_restarts_by_consumer {
-            let _ = writeln!(out, "router_pull_restarts_total{{consumer=\"{role}\"}} {n}");
+        for c in &sh.consumers {
+            let _ = writeln!(
+                out,
+                "router_pull_restarts_total{{consumer=\"{}\"}} {}",
+                c.role, c.pull_restarts
+            );
         }
         header(
             &mut out,
@@ -364,8 +387,9 @@ impl Metrics {
             "histogram",
             "Age of a delivery when the core takes it: from the server storing the message (its first store, so a redelivery's age includes the wait before it) to the driver handing it over.",
         );
-        for (role, ages) in &sh.age_by_consumer {
-            ages.render(&mut out, "router_delivery_age_seconds", role);
+        for c in &sh.consumers {
+            c.ages
+                .render(&mut out, "router_delivery_age_seconds", c.role);
         }
         render_breakers(&mut out, &snap.breakers);
         header(&mut out, "router_build_info", "gauge", "Build information.");
@@ -544,7 +568,10 @@ mod tests {
             &Stats::default(),
             TableSizes::default(),
             ShellCounters {
-                age_by_consumer: vec![("decide", ages)],
+                consumers: vec![ConsumerCounters {
+                    ages,
+                    ..ConsumerCounters::new("decide")
+                }],
                 ..ShellCounters::default()
             },
         );
