@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::{
-    check_run_flow_step, encoded_len, header, subject_version, truthy, valid_publish_subject,
-    valid_trace_id, IntakeRules, MAX_IDEMPOTENCY_KEY_BYTES,
+    check_run_flow_step, encoded_len, header, nested_policy_id, subject_version, truthy,
+    valid_publish_subject, valid_trace_id, IntakeRules, MAX_IDEMPOTENCY_KEY_BYTES,
 };
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACE_ID, HEADER_VERSION};
 use crate::contracts::{DecideRequest, Task, VERSION};
@@ -160,7 +160,7 @@ pub(super) fn accept(
     let constraints = doc.constraints.unwrap_or_default();
     let metadata = doc.metadata.unwrap_or_default();
     let policy_id = match doc.policy_id {
-        None => nested_policy_id(&metadata).or_else(|| nested_policy_id(&constraints)),
+        None => nested_policy_id(Some(&metadata)).or_else(|| nested_policy_id(Some(&constraints))),
         Some(p) if valid_policy_id(&p) => Some(p.into_owned()),
         Some(_) => return None,
     };
@@ -196,11 +196,4 @@ pub(super) fn accept(
         flow_id,
         step_id,
     })
-}
-
-fn nested_policy_id(map: &Map<String, Value>) -> Option<String> {
-    match map.get("policy_id")? {
-        Value::String(s) if valid_policy_id(s) => Some(s.clone()),
-        _ => None,
-    }
 }

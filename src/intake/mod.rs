@@ -191,8 +191,10 @@ fn validate_full(
         _ => r.reject(code, reason),
     })?;
     let policy_id = match obj.get("policy_id") {
-        None | Some(Value::Null) => nested_string(&obj, "metadata", "policy_id")
-            .or_else(|| nested_string(&obj, "constraints", "policy_id")),
+        None | Some(Value::Null) => {
+            nested_policy_id(obj.get("metadata").and_then(Value::as_object))
+                .or_else(|| nested_policy_id(obj.get("constraints").and_then(Value::as_object)))
+        }
         Some(Value::String(p)) if crate::policy::valid_policy_id(p) => Some(p.clone()),
         Some(_) => return Err(r.reject(corr, "invalid_policy_id_format")),
     };
@@ -380,8 +382,10 @@ fn string_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-fn nested_string(obj: &Map<String, Value>, outer: &str, key: &str) -> Option<String> {
-    match obj.get(outer)?.get(key)? {
+/// A valid `policy_id` inside `outer` (the request's `metadata` or `constraints` object),
+/// if it has one.
+fn nested_policy_id(outer: Option<&Map<String, Value>>) -> Option<String> {
+    match outer?.get("policy_id")? {
         Value::String(s) if crate::policy::valid_policy_id(s) => Some(s.clone()),
         _ => None,
     }
