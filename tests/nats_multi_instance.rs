@@ -367,21 +367,26 @@ fn metric_total(log: &str, name: &str) -> Option<u64> {
 /// same request (same request id and idempotency key) as a new message. router-b's
 /// policy would choose another provider (the file changed in between), so only a shared
 /// answer makes it publish router-a's bytes.
+/// A router with answers shared through the KV bucket, named `node`, once it is ready.
+fn kv_router(server: &NatsServer, policies: &std::path::Path, node: &str) -> Router {
+    let router = Router::spawn(
+        &server.url(),
+        policies,
+        &["--node-id", node],
+        &[("BEAMLINE_STATE_BACKEND", "kv")],
+    );
+    router.wait_ready();
+    router
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_on_another_instance_gets_the_first_answer() {
     let server = NatsServer::start();
     let (policies, policy) = acme_policy(r#"{"providers":[{"name":"openai","weight":100}]}"#);
-    let env = [("BEAMLINE_STATE_BACKEND", "kv")];
     let (client, options) = client_of(&server).await;
     let request = || request_of("retry-1", "u-1").idempotency_key("order-17");
 
-    let mut a = Router::spawn(
-        &server.url(),
-        policies.path(),
-        &["--node-id", "router-a"],
-        &env,
-    );
-    a.wait_ready();
+    let mut a = kv_router(&server, policies.path(), "router-a");
     let first = client.decide_raw(request(), &options).await.unwrap();
     assert!(first.reply.is_ok(), "{:?}", first.reply);
     let status = tokio::task::block_in_place(|| a.stop(Duration::from_secs(15)));
@@ -393,13 +398,7 @@ async fn a_retry_on_another_instance_gets_the_first_answer() {
     )
     .unwrap();
 
-    let mut b = Router::spawn(
-        &server.url(),
-        policies.path(),
-        &["--node-id", "router-b"],
-        &env,
-    );
-    b.wait_ready();
+    let mut b = kv_router(&server, policies.path(), "router-b");
     let again = client.decide_raw(request(), &options).await.unwrap();
     let status = tokio::task::block_in_place(|| b.stop(Duration::from_secs(15)));
     let log_b = b.log();
@@ -425,7 +424,6 @@ async fn a_sticky_session_follows_its_user_to_another_instance() {
     let (policies, policy) = acme_policy(&format!(
         r#"{{"providers":[{{"name":"openai","weight":100}}],{sticky}}}"#
     ));
-    let env = [("BEAMLINE_STATE_BACKEND", "kv")];
     let (client, options) = client_of(&server).await;
     let request = |id: &str| request_of(id, "u-7");
     let provider = |raw: &Bytes| -> String {
@@ -437,13 +435,7 @@ async fn a_sticky_session_follows_its_user_to_another_instance() {
         )
     };
 
-    let mut a = Router::spawn(
-        &server.url(),
-        policies.path(),
-        &["--node-id", "router-a"],
-        &env,
-    );
-    a.wait_ready();
+    let mut a = kv_router(&server, policies.path(), "router-a");
     let first = client.decide_raw(request("s-1"), &options).await.unwrap();
     assert_eq!(provider(&first.raw), "openai (weighted)");
     let status = tokio::task::block_in_place(|| a.stop(Duration::from_secs(15)));
@@ -456,13 +448,7 @@ async fn a_sticky_session_follows_its_user_to_another_instance() {
     )
     .unwrap();
 
-    let mut b = Router::spawn(
-        &server.url(),
-        policies.path(),
-        &["--node-id", "router-b"],
-        &env,
-    );
-    b.wait_ready();
+    let mut b = kv_router(&server, policies.path(), "router-b");
     let second = client.decide_raw(request("s-2"), &options).await.unwrap();
     let status = tokio::task::block_in_place(|| b.stop(Duration::from_secs(15)));
     let log_b = b.log();
