@@ -1028,32 +1028,22 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
             "bench: router at {:.0}% ({rate:.0} req/s)",
             fraction * 100.0
         );
-        levels.push(
-            fixed_load(
-                &mut router,
+        // The router, then raw at the same rate for comparison.
+        let raw_too = opts.raw_levels.then_some(&mut raw);
+        for (i, target) in std::iter::once(&mut router).chain(raw_too).enumerate() {
+            if i > 0 {
+                eprintln!("bench: raw at {rate:.0} req/s");
+            }
+            let level = fixed_load(
+                target,
                 &mut seqs,
                 pids,
                 fraction,
                 rate,
                 opts.warmup,
                 opts.level,
-            )
-            .await,
-        );
-        if opts.raw_levels {
-            eprintln!("bench: raw at {rate:.0} req/s");
-            levels.push(
-                fixed_load(
-                    &mut raw,
-                    &mut seqs,
-                    pids,
-                    fraction,
-                    rate,
-                    opts.warmup,
-                    opts.level,
-                )
-                .await,
             );
+            levels.push(level.await);
         }
     }
     let router_peak_rss_bytes = pids.router.and_then(|p| vm_bytes(p, "VmHWM:"));

@@ -231,7 +231,7 @@ impl PullGenerations {
     fn new(consumers: usize) -> Self {
         PullGenerations {
             current: vec![0; consumers],
-            aborts: (0..consumers).map(|_| None).collect(),
+            aborts: vec![None; consumers],
         }
     }
 
