@@ -4,11 +4,14 @@
 //! - [`intake`]: validation of raw messages, in the documented order.
 //! - [`policy`]: the routing policy DSL and its store.
 //! - [`core`]: the deterministic, sans-IO state machine that owns every decision.
+//! - [`host`]: the shell's deterministic half (tables, time-outs, timers, advisories,
+//!   watchdog, drain), shared by the production driver and the simulator.
 //! - `shell` (feature `service`): the production driver over tokio and async-nats.
 //! - `bench` (feature `service`): the end-to-end benchmark behind `beamline-router bench`.
 
 pub mod contracts;
 pub mod core;
+pub mod host;
 pub mod intake;
 pub mod policy;
 

@@ -122,6 +122,10 @@ pub enum Up {
         stream: String,
         seq: u64,
     },
+    /// `CONSUMER.INFO`: the consumer's pending count.
+    ConsumerInfo {
+        cons: Cons,
+    },
 }
 
 /// How a core request ended, at the requester.
@@ -188,6 +192,11 @@ pub enum Down {
         id: u64,
         reply: KvReply,
     },
+    /// The answer to `Up::ConsumerInfo`.
+    ConsumerInfo {
+        cons: Cons,
+        pending: u64,
+    },
 }
 
 fn delivered_brief<S: serde::Serializer>(d: &Delivered, s: S) -> Result<S::Ok, S::Error> {
@@ -212,6 +221,7 @@ impl Up {
             Up::KvGet { key, .. } => format!("kv get {key}"),
             Up::KvPut { key, .. } => format!("kv put {key}"),
             Up::DirectGet { seq, .. } => format!("get #{seq}"),
+            Up::ConsumerInfo { cons } => format!("info {}", cons.durable()),
         }
     }
 }
@@ -231,6 +241,7 @@ impl Down {
             } => "no responders".to_string(),
             Down::Reply { .. } => "reply".to_string(),
             Down::Got { .. } => "got".to_string(),
+            Down::ConsumerInfo { pending, .. } => format!("info pending={pending}"),
             Down::Kv { reply, .. } => match reply {
                 KvReply::Created => "kv created".to_string(),
                 KvReply::Exists(_) => "kv exists".to_string(),

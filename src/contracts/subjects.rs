@@ -11,6 +11,12 @@ pub const USAGE: &str = "beamline.usage.v1.metered";
 pub const BACKPRESSURE_STATUS: &str = "beamline.router.v1.status.backpressure";
 /// Admin request-reply subjects share this prefix.
 pub const ADMIN_PREFIX: &str = "beamline.router.v1.admin.";
+/// `beamline.router.v1.admin.node.<node_id>.<op>`: one instance, by its `node_id`.
+pub const ADMIN_NODE_PREFIX: &str = "beamline.router.v1.admin.node.";
+/// `beamline.router.v1.admin.all.<op>`: every instance answers (gather the replies).
+pub const ADMIN_ALL_PREFIX: &str = "beamline.router.v1.admin.all.";
+/// The queue group of the status and admin subjects: one instance answers each request.
+pub const ROUTER_QUEUE_GROUP: &str = "beamline-router";
 
 /// The caller's reply subject. A plain NATS request to a subject that a stream captures
 /// is answered by the stream's PubAck, so the real reply subject travels in a header.

@@ -4,7 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::contracts::subjects::{ADMIN_PREFIX, BACKPRESSURE_STATUS};
+use crate::contracts::subjects::{
+    ADMIN_ALL_PREFIX, ADMIN_NODE_PREFIX, ADMIN_PREFIX, BACKPRESSURE_STATUS,
+};
 use crate::policy::DEFAULT_POLICY_ID;
 
 use super::breaker::Breakers;
@@ -18,9 +20,9 @@ impl Router {
     pub(super) fn on_inbound(&mut self, request: InboundRequest, env: &mut impl Env) {
         self.stats.inbound_requests += 1;
         let body: Value = serde_json::from_slice(&request.payload).unwrap_or(Value::Null);
-        let reply = if request.subject == BACKPRESSURE_STATUS {
+        let mut reply = if request.subject == BACKPRESSURE_STATUS {
             self.backpressure_status(&body, env.now().millis())
-        } else if let Some(op) = request.subject.strip_prefix(ADMIN_PREFIX) {
+        } else if let Some(op) = self.admin_op(&request.subject) {
             match self.authorize(&request, &body) {
                 Ok(()) => self.admin(op, &body, env),
                 Err(why) => {
@@ -31,10 +33,28 @@ impl Router {
         } else {
             json!({"ok": false, "error": {"code": "invalid_request", "message": format!("unknown subject {}", request.subject)}})
         };
+        // Every answer says which instance gave it: with several instances behind one
+        // queue group, or `admin.all`, the caller needs to know.
+        if let Value::Object(fields) = &mut reply {
+            fields.insert("node_id".into(), self.config.node_id.clone().into());
+        }
         env.execute(Command::Respond {
             id: request.id,
             payload: serde_json::to_vec(&reply).unwrap_or_default(),
         });
+    }
+
+    /// The admin operation a subject names: `admin.<op>` (any one instance, a queue
+    /// group), `admin.node.<node_id>.<op>` (this instance only) or `admin.all.<op>`
+    /// (every instance). Another instance's node subject is not ours.
+    fn admin_op<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        if let Some(rest) = subject.strip_prefix(ADMIN_NODE_PREFIX) {
+            let op = rest.strip_prefix(self.config.node_id.as_str())?;
+            return op.strip_prefix('.');
+        }
+        subject
+            .strip_prefix(ADMIN_ALL_PREFIX)
+            .or_else(|| subject.strip_prefix(ADMIN_PREFIX))
     }
 
     fn authorize(&self, request: &InboundRequest, body: &Value) -> Result<(), &'static str> {

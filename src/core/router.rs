@@ -283,6 +283,14 @@ impl Router {
         self.in_flight.len()
     }
 
+    /// Whether message `stream_seq` of the stream `subject` is captured by is held: between
+    /// its delivery (or `Input::Exhausted`) and its fate. The host releases a
+    /// MAX_DELIVERIES advisory once the core no longer holds its message.
+    pub fn holds(&self, subject: &str, stream_seq: u64) -> bool {
+        let source = self.source_of(subject);
+        self.in_flight.contains_key(&source_key(source, stream_seq))
+    }
+
     /// Sizes of every bounded table, for gauges.
     pub fn table_sizes(&self) -> TableSizes {
         let (answers_by_seq, answers_by_key) = self.answers.len();

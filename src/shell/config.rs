@@ -84,6 +84,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("streams", "usage", Kind::Str),
     ("streams", "assignments", Kind::Str),
     ("streams", "dlq", Kind::Str),
+    ("streams", "advisories", Kind::Str),
     ("streams", "duplicate_window_ms", Kind::Int),
     ("streams", "output_duplicate_window_ms", Kind::Int),
     ("decide", "consumer", Kind::Str),
@@ -245,6 +246,9 @@ pub struct StreamSettings {
     pub usage: String,
     pub assignments: String,
     pub dlq: String,
+    /// The server's MAX_DELIVERIES advisories for the router's consumers, pulled by the
+    /// durable `<decide.consumer>-advisories`.
+    pub advisories: String,
     pub duplicate_window_ms: u64,
     /// The duplicate window of the streams the router writes (assignments, usage, DLQ);
     /// 0 derives it from the consumers (`Settings::output_duplicate_window`).
@@ -260,6 +264,7 @@ impl Default for StreamSettings {
             usage: "BEAMLINE_USAGE".into(),
             assignments: "BEAMLINE_ASSIGNMENTS".into(),
             dlq: "BEAMLINE_DLQ".into(),
+            advisories: "BEAMLINE_ADVISORIES".into(),
             duplicate_window_ms: 120_000,
             output_duplicate_window_ms: 0,
         }
@@ -746,6 +751,7 @@ impl Settings {
             ("streams.usage", &st.usage),
             ("streams.assignments", &st.assignments),
             ("streams.dlq", &st.dlq),
+            ("streams.advisories", &st.advisories),
         ] {
             name(key, value)?;
         }
@@ -930,6 +936,20 @@ impl Settings {
     /// back; that can be as late as `max_deliver` deliveries, each after `ack_wait` plus
     /// the longest nak delay. Twice the longest such span of the decide and results
     /// consumers, and never less than `duplicate_window_ms`, unless set explicitly.
+    /// The advisory consumer: named after the decide consumer (one advisory stream per
+    /// deployment). An advisory waits while its message's DLQ record is retried, and is
+    /// nak'ed when its message cannot be read back; 100 deliveries of 30 s each outlast
+    /// any outage the router is meant to ride out.
+    pub fn advisory_consumer_settings(&self) -> ConsumerSettings {
+        ConsumerSettings {
+            consumer: format!("{}-advisories", self.decide.consumer),
+            max_deliver: 100,
+            ack_wait_ms: 30_000,
+            max_ack_pending: 256,
+            backoff_ms: Vec::new(),
+        }
+    }
+
     pub fn output_duplicate_window(&self) -> Duration {
         let st = &self.streams;
         if st.output_duplicate_window_ms > 0 {

@@ -1,22 +1,24 @@
-//! The driver: one loop that owns the core and is the only caller of `Router::handle`.
+//! The driver: one loop that owns the host (and through it the core) and performs what
+//! the host asks for with async-nats and tokio. It decides nothing: tables, time-outs,
+//! timers, the advisory journey, the pull watchdog and the shutdown drain are the host's
+//! (`crate::host`), which the simulator runs too.
 //!
 //! Each turn it waits (biased, in this order) for: the shutdown signal, a connection
-//! event, an input from a background task (publish and request outcomes, consumer
-//! pending, given-up messages), the next timer deadline, an inbound request, and only
-//! then a new delivery, so finishing work already taken always beats taking more. After
-//! each input it executes the commands the core emitted: settles and responses go to one
-//! outbox task in order, publishes and requests to a task each, timers into the table.
+//! event, an event from a background task (publish and request outcomes, reads of
+//! server state), the host's next deadline, an inbound request, and only then a new
+//! delivery, so finishing work already taken always beats taking more. After each event
+//! it performs the host's actions: settles and responses go to one outbox task in
+//! order, publishes, requests and reads to a task each, pulls are started inline.
 //!
-//! A pull stream that hears neither a message nor an idle heartbeat for two heartbeat
-//! intervals is replaced at once; the old one is retired, still served for `RETIRE_AFTER`
-//! and then dropped, so at most a handful per consumer exist even through a long outage
-//! (one more every 10 s, each gone after 35 s).
+//! Pull streams are transport state: a consumer's current stream is replaced when the
+//! host says so (`Action::Pull`, after a stall or an end); the old one is retired, still
+//! served for `RETIRE_AFTER` and then dropped, so at most a handful per consumer exist
+//! even through a long outage.
 //!
-//! Shutdown (SIGINT or SIGTERM): stop pulling and listening, keep serving outcomes and
-//! timers until the core holds nothing and no publish or request is pending or the
-//! grace period ends, then let the outbox finish, flush and return. Messages the pull
-//! had buffered but the core never saw are nak'ed at once (`hand_back_buffered`); those
-//! of a pull still in flight are redelivered by JetStream after `ack_wait`.
+//! Shutdown (SIGINT or SIGTERM): the host stops intake (`Action::StopIntake`: messages
+//! the pull had buffered but the core never saw are nak'ed at once), keeps serving
+//! outcomes and timers until it is idle or its grace period ends (`Action::Exit`), then
+//! the outbox finishes, the client flushes, and `serve` returns.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -33,35 +35,32 @@ use tokio::time::Instant;
 use super::config::Settings;
 use super::env::{wall_clock, ShellEnv};
 use super::feeds;
-use super::handles::HandleTable;
 use super::headers::headers_of;
 use super::metrics::{ConsumerCounters, Metrics, ShellCounters};
-use super::nats::{self, ConsumerSpec, Topology};
+use super::nats::{self, Topology};
 use super::publisher::Publisher;
-use super::timers::Timers;
+use super::{HostAction, HostEvent};
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACEPARENT, HEADER_TRACE_ID};
-use crate::core::{Clock, Command, ConnectionEvent, Delivery, InboundRequest, Input, Router};
+use crate::core::{Command, Router};
+use crate::host::{Arrival, ConsumerRef, Host, HostConfig, PullEvent, Role, Settle};
 use crate::policy;
 
 /// Everything `serve` needs: the validated settings.
 pub type ServeConfig = Settings;
 
-/// Bounds of the queues into and out of the loop. Background tasks wait when the inputs
-/// queue is full; see `Driver::send_out` for the outbox.
+/// Bounds of the queues into and out of the loop. Background tasks wait when the events
+/// queue is full. The outbox channel is twice the host's outbox bound, so that the
+/// host's bound (settles queued while disconnected) is the one that bites.
 const CONNECTION_EVENTS_BOUND: usize = 64;
-const INPUTS_BOUND: usize = 4096;
-const OUTBOX_BOUND: usize = 4096;
-/// Inbound requests awaiting the core's answer.
-const INBOUND_BOUND: usize = 1024;
-/// Retry delay when a pull subscription ended and must be re-created.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
-/// How often the consumer's pending count is read for backpressure.
-const PENDING_EVERY: Duration = Duration::from_secs(1);
+const EVENTS_BOUND: usize = 4096;
+const OUTBOX_BOUND: usize = 8192;
 const STATS_EVERY: Duration = Duration::from_secs(30);
 /// How often the metrics snapshot is refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Settles and replies still queued in the client get this long to reach the server.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A read of server state (pending count, a given-up message) may take this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Run the router until SIGINT or SIGTERM. `settings` must have been validated.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -106,6 +105,14 @@ pub async fn serve_until(
     }
     let (_, decide_consumer, max_deliver) = consumers[0].clone();
     let ack_wait = decide_consumer.cached_info().config.ack_wait;
+    // The streams whose messages an advisory may name, for reading them back.
+    let mut fetchable = Vec::new();
+    for (spec, _, _) in consumers
+        .iter()
+        .filter(|(s, _, _)| s.role != Role::Advisories)
+    {
+        fetchable.push(js.get_stream(&spec.stream).await?);
+    }
 
     let answer_bucket = if settings.state.shared() {
         let store = nats::ensure_answer_bucket(&js, &settings).await?;
@@ -116,57 +123,53 @@ pub async fn serve_until(
     };
 
     let router = Router::new(settings.router_config(max_deliver, ack_wait)?, policies);
-    let (inputs_tx, inputs_rx) = mpsc::channel(INPUTS_BOUND);
-    let mut publisher = Publisher::new(
-        client.clone(),
-        js.clone(),
-        settings.publish_timeout(),
-        inputs_tx.clone(),
-    );
+    let (events_tx, events_rx) = mpsc::channel(EVENTS_BOUND);
+    let mut publisher = Publisher::new(client.clone(), js.clone(), events_tx.clone());
     if let Some(store) = answer_bucket {
-        publisher = publisher
-            .with_answer_bucket(store, Duration::from_millis(settings.state.kv_timeout_ms));
+        publisher = publisher.with_answer_bucket(store);
     }
     let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_BOUND);
     let outbox = tokio::spawn(run_outbox(client.clone(), outbox_rx));
-    let inbound = nats::subscribe_inbound(&client).await?;
-    let mut feeds = vec![feeds::spawn_pending_poller(
-        decide_consumer.clone(),
-        PENDING_EVERY,
-        inputs_tx.clone(),
-    )];
-    for (spec, _, _) in &consumers {
-        feeds.push(
-            feeds::spawn_exhausted_watcher(
-                client.clone(),
-                js.clone(),
-                &spec.stream,
-                &spec.settings.consumer,
-                inputs_tx.clone(),
-            )
-            .await?,
-        );
-    }
+    let inbound = nats::subscribe_inbound(&client, &settings.router.node_id).await?;
     let held_bound: u64 = consumers
         .iter()
         .map(|(spec, _, _)| spec.settings.max_ack_pending.max(1))
         .sum();
+    let host_config = HostConfig {
+        publish_timeout_ms: settings.nats.publish_timeout_ms,
+        kv_timeout_ms: settings.state.kv_timeout_ms,
+        ..HostConfig::new(
+            consumers
+                .iter()
+                .map(|(spec, _, _)| ConsumerRef {
+                    role: spec.role,
+                    stream: spec.stream.clone(),
+                    durable: spec.settings.consumer.clone(),
+                })
+                .collect(),
+            held_bound,
+        )
+    };
     let driver = Driver {
-        router,
+        host: Host::new(router, host_config),
         env: ShellEnv::from_os(),
-        // Room for every unsettled delivery the server may hand out, several times over.
-        deliveries: HandleTable::new(usize::try_from(held_bound * 4).unwrap_or(usize::MAX)),
-        inbound_requests: HandleTable::new(INBOUND_BOUND),
-        timers: Timers::default(),
         publisher,
         outbox: outbox_tx,
-        io_in_flight: 0,
-        outbox_dropped: 0,
+        outbox_refused: 0,
+        events: events_tx,
         metrics: metrics.clone(),
-        consumers: consumers
+        counters: consumers
             .iter()
-            .map(|(spec, _, _)| ConsumerCounters::new(spec.role))
+            .map(|(spec, _, _)| ConsumerCounters::new(spec.role.label()))
             .collect(),
+        pull_batch: usize::try_from(settings.router.pull_batch).unwrap_or(64),
+        shutdown_grace_ms: settings.router.shutdown_grace_ms,
+        fetchable,
+        pulls: PullGenerations::new(consumers.len()),
+        messages: SelectAll::new(),
+        inbound: Some(inbound),
+        exit: None,
+        consumers: consumers.iter().map(|(_, c, _)| c.clone()).collect(),
     };
     metrics.set_streams_ready(true);
     tracing::info!(
@@ -177,22 +180,8 @@ pub async fn serve_until(
         node_id = %settings.router.node_id,
         "router ready"
     );
-    let consumers: Vec<(ConsumerSpec, PullConsumer)> =
-        consumers.into_iter().map(|(s, c, _)| (s, c)).collect();
-    let stats = driver
-        .run(
-            &settings,
-            consumers,
-            inbound,
-            connection_rx,
-            inputs_rx,
-            shutdown,
-        )
-        .await;
+    let stats = driver.run(connection_rx, events_rx, shutdown).await;
     tracing::info!(?stats, "driver stopped");
-    for feed in feeds {
-        feed.abort();
-    }
 
     // The driver dropped its sender: the outbox ends once it has sent what is queued.
     if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, outbox)
@@ -219,9 +208,9 @@ type PullItem = <pull::Stream as futures::Stream>::Item;
 /// it last sent has expired at the server by then (`expires` 30 s, and some).
 const RETIRE_AFTER: Duration = Duration::from_secs(35);
 
-/// Which pull stream of each consumer is current. A stream taken for stalled is replaced
-/// at once, and ended `RETIRE_AFTER` later; until then its deliveries are served, but its
-/// errors and its end no longer decide anything.
+/// Which pull stream of each consumer is current. A replaced stream is ended
+/// `RETIRE_AFTER` later; until then its deliveries are served, but its errors and its
+/// end are no longer reported to the host.
 struct PullGenerations {
     current: Vec<u64>,
     aborts: Vec<Option<AbortHandle>>,
@@ -239,8 +228,9 @@ impl PullGenerations {
         self.current.get(index) == Some(&generation)
     }
 
-    /// Make `stream` the current one of consumer `index`.
+    /// Make `stream` the current one of consumer `index`, retiring the one before.
     fn start(&mut self, index: usize, stream: pull::Stream) -> Feed {
+        self.retire(index);
         self.current[index] += 1;
         let generation = self.current[index];
         let (stream, abort) = futures::stream::abortable(stream);
@@ -256,7 +246,6 @@ impl PullGenerations {
 
     /// End the current stream of `index` after `RETIRE_AFTER`.
     fn retire(&mut self, index: usize) {
-        self.current[index] += 1;
         if let Some(abort) = self.aborts[index].take() {
             tokio::spawn(async move {
                 tokio::time::sleep(RETIRE_AFTER).await;
@@ -266,7 +255,7 @@ impl PullGenerations {
     }
 }
 
-/// Fire-and-forget messages, sent in the order the core issued them.
+/// Fire-and-forget messages, sent in the order the host issued them.
 enum Outgoing {
     /// `+ACK`, `-NAK`, `+TERM` or `+WPI` to a delivery's ack subject.
     Settle { subject: Subject, kind: AckKind },
@@ -275,173 +264,238 @@ enum Outgoing {
 }
 
 struct Driver {
-    router: Router,
+    host: Host<Subject, Subject>,
     env: ShellEnv,
-    deliveries: HandleTable,
-    inbound_requests: HandleTable,
-    timers: Timers,
     publisher: Publisher,
     outbox: mpsc::Sender<Outgoing>,
-    /// Publishes and requests whose outcome the core still awaits.
-    io_in_flight: usize,
-    outbox_dropped: u64,
+    /// Settles or answers the outbox channel refused (it is sized so that the host's
+    /// own bound bites first: a non-zero count means that sizing is wrong).
+    outbox_refused: u64,
+    events: mpsc::Sender<HostEvent>,
     metrics: Metrics,
     /// Counters of each consumer, by index (its role is the `consumer` label).
-    consumers: Vec<ConsumerCounters>,
+    counters: Vec<ConsumerCounters>,
+    pull_batch: usize,
+    shutdown_grace_ms: u64,
+    /// Streams an advisory may name.
+    fetchable: Vec<jetstream::stream::Stream>,
+    consumers: Vec<PullConsumer>,
+    pulls: PullGenerations,
+    /// One merged stream of every consumer's deliveries.
+    messages: SelectAll<Feed>,
+    inbound: Option<SelectAll<async_nats::Subscriber>>,
+    /// Set by `Action::Exit`: whether the drain completed.
+    exit: Option<bool>,
 }
 
 impl Driver {
     async fn run(
         mut self,
-        settings: &Settings,
-        consumers: Vec<(ConsumerSpec, PullConsumer)>,
-        inbound: SelectAll<async_nats::Subscriber>,
-        mut connection_events: mpsc::Receiver<ConnectionEvent>,
-        mut inputs: mpsc::Receiver<Input>,
+        mut connection_events: mpsc::Receiver<crate::core::ConnectionEvent>,
+        mut events: mpsc::Receiver<HostEvent>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> crate::core::Stats {
         tokio::pin!(shutdown);
-        let pull_batch = usize::try_from(settings.router.pull_batch).unwrap_or(64);
-        // One merged stream of every consumer's deliveries; a consumer whose pull stream
-        // ended is re-subscribed at its `resubscribe` instant.
-        let mut messages: SelectAll<Feed> = SelectAll::new();
-        let mut resubscribe: Vec<Option<Instant>> = vec![Some(Instant::now()); consumers.len()];
-        let mut pulls = PullGenerations::new(consumers.len());
-        let mut inbound = Some(inbound);
-        let mut drain_until: Option<Instant> = None;
+        let mut shutdown_seen = false;
         let mut stats_tick = tokio::time::interval(STATS_EVERY);
         stats_tick.tick().await;
         let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
+        self.host.start(wall_clock());
+        self.perform().await;
 
-        loop {
-            if let Some(deadline) = drain_until {
-                if self.idle() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    tracing::warn!(
-                        held = self.router.in_flight(),
-                        io = self.io_in_flight,
-                        "shutdown grace ended with work in flight; JetStream will redeliver it"
-                    );
-                    break;
-                }
-            }
-            let next_timer = self
-                .timers
-                .next_deadline()
-                .map(|at| Duration::from_millis(at.saturating_sub(wall_clock().millis())));
-            let next_resubscribe = resubscribe.iter().flatten().min().copied();
-
+        while self.exit.is_none() {
+            let next_deadline = self.host.poll_timeout().map(|at| {
+                Instant::now()
+                    + Duration::from_millis(at.millis().saturating_sub(wall_clock().millis()))
+            });
             tokio::select! {
                 biased;
-                () = &mut shutdown, if drain_until.is_none() => {
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
                     tracing::info!(
-                        held = self.router.in_flight(),
-                        io = self.io_in_flight,
+                        held = self.host.router().in_flight(),
+                        io = self.host.counters().io_in_flight,
                         "shutdown requested: no more pulls, finishing in-flight work"
                     );
                     self.metrics.set_shutting_down();
-                    let handed_back = self.hand_back_buffered(&mut messages);
-                    if handed_back > 0 {
-                        tracing::info!(handed_back, "buffered deliveries the core never saw nak'ed for another instance");
-                    }
-                    messages = SelectAll::new();
-                    resubscribe.iter_mut().for_each(|r| *r = None);
-                    inbound = None;
-                    drain_until = Some(Instant::now() + settings.shutdown_grace());
+                    let grace_ms = self.shutdown_grace_ms;
+                    self.handle(HostEvent::Shutdown { grace_ms });
                 }
-                () = sleep_until_opt(drain_until), if drain_until.is_some() => {}
-                Some(event) = connection_events.recv() => self.feed(Input::Connection(event)),
-                Some(input) = inputs.recv() => {
-                    if matches!(input, Input::PublishDone { .. } | Input::RequestDone { .. } | Input::KvDone { .. }) {
-                        self.io_in_flight = self.io_in_flight.saturating_sub(1);
-                    }
-                    self.feed(input);
+                Some(event) = connection_events.recv() => self.handle(HostEvent::Connection(event)),
+                Some(event) = events.recv() => self.handle(event),
+                () = sleep_until_opt(next_deadline), if next_deadline.is_some() => {
+                    self.host.handle_timeout(wall_clock(), &mut self.env);
                 }
-                () = tokio::time::sleep(next_timer.unwrap_or_default()), if next_timer.is_some() => {
-                    let now = wall_clock();
-                    for key in self.timers.pop_due(now) {
-                        self.feed(Input::Timer { key });
-                    }
-                }
-                Some(request) = next_of(&mut inbound), if inbound.is_some() => self.on_inbound(request),
-                Some((index, generation, item)) = messages.next(), if !messages.is_empty() => match item {
+                Some(request) = next_of(&mut self.inbound), if self.inbound.is_some() => self.on_inbound(request),
+                Some((index, generation, item)) = self.messages.next(), if !self.messages.is_empty() => match item {
                     // A retired stream's late deliveries are served like any other.
                     Some(Ok(message)) => self.on_message(index, message),
-                    Some(Err(_)) | None if !pulls.is_current(index, generation) => {}
+                    Some(Err(_)) | None if !self.pulls.is_current(index, generation) => {}
                     Some(Err(err)) if err.kind() == pull::MessagesErrorKind::MissingHeartbeat => {
-                        self.restart_stalled_pull(index, &mut pulls);
-                        resubscribe[index] = Some(Instant::now());
+                        tracing::warn!(consumer = self.role(index), "pull stream silent (missed idle heartbeats)");
+                        self.handle(HostEvent::Pull { consumer: index, event: PullEvent::Stalled });
                     }
                     Some(Err(err)) => {
                         tracing::warn!(%err, consumer = self.role(index), "pull error");
                     }
                     None => {
-                        tracing::warn!(consumer = self.role(index), "pull subscription ended; re-creating it");
-                        resubscribe[index] = Some(Instant::now() + RESUBSCRIBE_DELAY);
+                        tracing::warn!(consumer = self.role(index), "pull subscription ended");
+                        self.handle(HostEvent::Pull { consumer: index, event: PullEvent::Ended });
                     }
                 },
-                () = sleep_until_opt(next_resubscribe), if next_resubscribe.is_some() && drain_until.is_none() => {
-                    let now = Instant::now();
-                    for (index, (spec, consumer)) in consumers.iter().enumerate() {
-                        if resubscribe[index].is_none_or(|at| at > now) {
-                            continue;
-                        }
-                        match pull_stream(consumer, pull_batch).await {
-                            Ok(stream) => {
-                                resubscribe[index] = None;
-                                messages.push(pulls.start(index, stream));
-                            }
-                            Err(err) => {
-                                tracing::warn!(%err, consumer = %spec.settings.consumer, "cannot start pulling; retrying");
-                                resubscribe[index] = Some(Instant::now() + RESUBSCRIBE_DELAY);
-                            }
-                        }
-                    }
-                }
                 _ = metrics_tick.tick() => self.publish_metrics(),
                 _ = stats_tick.tick() => self.log_stats(),
             }
+            self.perform().await;
+        }
+        if self.exit == Some(false) {
+            tracing::warn!(
+                held = self.host.router().in_flight(),
+                io = self.host.counters().io_in_flight,
+                "shutdown grace ended with work in flight; JetStream will redeliver it"
+            );
         }
         self.log_stats();
-        self.publish_metrics();
-        self.router.stats().clone()
+        self.host.router().stats().clone()
     }
 
-    /// Neither a message nor an idle heartbeat for two heartbeat intervals: the server
-    /// holds no pull request of ours, or it or the connection is stuck. async-nats would
-    /// pull again only when its request expires (`expires` + 5 s, 35 s). Seen under CPU
-    /// contention with several worker threads: the stream's count of messages still
-    /// owed drifts above the truth, so it stops asking while the server has messages
-    /// waiting (docs/PERFORMANCE.md, "A stall of the pull"). The caller starts a fresh
-    /// stream at once; this one is retired, not dropped: if the server was only stuck,
-    /// it may still deliver to the old pull request, and those messages are served.
-    fn restart_stalled_pull(&mut self, index: usize, pulls: &mut PullGenerations) {
-        tracing::warn!(
-            consumer = self.role(index),
-            "pull stream silent (missed idle heartbeats); pulling afresh"
-        );
-        if let Some(c) = self.consumers.get_mut(index) {
-            c.pull_restarts += 1;
+    fn handle(&mut self, event: HostEvent) {
+        self.host.handle(wall_clock(), event, &mut self.env);
+    }
+
+    /// Perform every action the host has queued (performing one may queue more).
+    async fn perform(&mut self) {
+        while let Some(action) = self.host.poll_action() {
+            self.perform_one(action).await;
         }
-        pulls.retire(index);
+    }
+
+    async fn perform_one(&mut self, action: HostAction) {
+        match action {
+            HostAction::Settle { ack, how } => {
+                let kind = match how {
+                    Settle::Ack => AckKind::Ack,
+                    Settle::Nak { delay_ms } => {
+                        AckKind::Nak((delay_ms > 0).then(|| Duration::from_millis(delay_ms)))
+                    }
+                    Settle::Term => AckKind::Term,
+                    Settle::Progress => AckKind::Progress,
+                };
+                self.send_out(Outgoing::Settle { subject: ack, kind });
+            }
+            HostAction::Respond { reply, payload } => self.send_out(Outgoing::Respond {
+                subject: reply,
+                payload: payload.into(),
+            }),
+            HostAction::Io {
+                command,
+                timeout_ms,
+            } => self.perform_io(command, Duration::from_millis(timeout_ms)),
+            HostAction::Fetch { id, stream, seq } => {
+                match self
+                    .fetchable
+                    .iter()
+                    .find(|s| s.cached_info().config.name == stream)
+                {
+                    Some(s) => {
+                        feeds::spawn_fetch(s.clone(), id, seq, READ_TIMEOUT, self.events.clone())
+                    }
+                    None => {
+                        // The host only fetches from our own consumers' streams.
+                        tracing::error!(%stream, "fetch from a stream the driver does not know");
+                        let message = crate::host::Fetched::Failed;
+                        self.handle(HostEvent::Fetched { id, message });
+                    }
+                }
+            }
+            HostAction::ReadPending => {
+                feeds::spawn_read_pending(
+                    self.consumers[0].clone(),
+                    READ_TIMEOUT,
+                    self.events.clone(),
+                );
+            }
+            HostAction::Pull { consumer } => {
+                let event = match pull_stream(&self.consumers[consumer], self.pull_batch).await {
+                    Ok(stream) => {
+                        self.messages.push(self.pulls.start(consumer, stream));
+                        PullEvent::Started
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, consumer = self.role(consumer), "cannot start pulling; retrying");
+                        PullEvent::StartFailed
+                    }
+                };
+                if let Some(c) = self.counters.get_mut(consumer) {
+                    c.pull_restarts = self
+                        .host
+                        .counters()
+                        .pull_restarts
+                        .get(consumer)
+                        .copied()
+                        .unwrap_or(0);
+                }
+                self.handle(HostEvent::Pull { consumer, event });
+            }
+            HostAction::StopIntake => {
+                let handed_back = self.hand_back_buffered();
+                if handed_back > 0 {
+                    tracing::info!(
+                        handed_back,
+                        "buffered deliveries the core never saw nak'ed for another instance"
+                    );
+                }
+                self.messages = SelectAll::new();
+                self.inbound = None;
+            }
+            HostAction::Exit { drained } => self.exit = Some(drained),
+        }
+    }
+
+    fn perform_io(&mut self, command: Command, timeout: Duration) {
+        match command {
+            Command::Publish(publish) => self.publisher.spawn_publish(publish, timeout),
+            Command::Request {
+                id,
+                subject,
+                headers,
+                payload,
+                ..
+            } => self
+                .publisher
+                .spawn_request(id, subject, headers, payload, timeout),
+            Command::KvCreate { id, key, value } => {
+                self.publisher.spawn_kv_create(id, key, value, timeout)
+            }
+            Command::KvGet { id, key } => self.publisher.spawn_kv_access(id, key, None, timeout),
+            Command::KvPut { id, key, value } => {
+                self.publisher
+                    .spawn_kv_access(id, key, Some(value), timeout)
+            }
+            other => tracing::error!(?other, "the host asked for I/O that is not I/O"),
+        }
     }
 
     fn publish_metrics(&self) {
+        let now = wall_clock();
         self.metrics
-            .publish_breakers(self.router.breaker_views(self.env.now()));
+            .publish_breakers(self.host.router().breaker_views(now));
+        let h = self.host.counters();
+        let mut consumers = self.counters.clone();
+        for (c, restarts) in consumers.iter_mut().zip(&h.pull_restarts) {
+            c.pull_restarts = *restarts;
+        }
         self.metrics.publish(
-            self.router.stats(),
-            self.router.table_sizes(),
+            self.host.router().stats(),
+            self.host.router().table_sizes(),
             ShellCounters {
-                io_in_flight: self.io_in_flight as u64,
-                deliveries_held: self.deliveries.len() as u64,
-                deliveries_evicted: self.deliveries.evicted(),
-                inbound_evicted: self.inbound_requests.evicted(),
-                outbox_dropped: self.outbox_dropped,
-                timers: self.timers.len() as u64,
-                consumers: self.consumers.clone(),
+                io_in_flight: h.io_in_flight,
+                deliveries_held: h.deliveries_held,
+                deliveries_evicted: h.deliveries_evicted,
+                inbound_evicted: h.inbound_evicted,
+                outbox_dropped: h.outbox_dropped + self.outbox_refused,
+                timers: h.timers,
+                consumers,
                 queues: {
                     let (replies, replies_bound) = self.publisher.reply_queue();
                     let outbox_bound = self.outbox.max_capacity();
@@ -452,11 +506,7 @@ impl Driver {
                             outbox_bound as u64,
                         ),
                         ("replies", replies, replies_bound),
-                        (
-                            "inbound",
-                            self.inbound_requests.len() as u64,
-                            INBOUND_BOUND as u64,
-                        ),
+                        ("inbound", h.inbound_held, self.host.inbound_bound() as u64),
                     ]
                 },
             },
@@ -465,97 +515,24 @@ impl Driver {
 
     /// The `consumer` label of consumer `index`.
     fn role(&self, index: usize) -> &'static str {
-        self.consumers.get(index).map_or("?", |c| c.role)
+        self.counters.get(index).map_or("?", |c| c.role)
     }
 
-    /// Nothing held by the core and no publish or request whose outcome it awaits.
-    fn idle(&self) -> bool {
-        self.router.in_flight() == 0 && self.io_in_flight == 0
-    }
-
-    fn feed(&mut self, input: Input) {
-        self.env.stamp();
-        self.router.handle(input, &mut self.env);
-        for command in self.env.take_commands() {
-            self.execute(command);
-        }
-    }
-
-    fn execute(&mut self, command: Command) {
-        match command {
-            Command::Ack { delivery } => self.settle(delivery, AckKind::Ack),
-            Command::Nak { delivery, delay_ms } => {
-                let delay = (delay_ms > 0).then(|| Duration::from_millis(delay_ms));
-                self.settle(delivery, AckKind::Nak(delay));
-            }
-            Command::Term { delivery } => self.settle(delivery, AckKind::Term),
-            Command::InProgress { delivery } => self.settle(delivery, AckKind::Progress),
-            Command::Publish(publish) => {
-                self.io_in_flight += 1;
-                self.publisher.spawn_publish(publish);
-            }
-            Command::Request {
-                id,
-                subject,
-                headers,
-                payload,
-                timeout_ms,
-            } => {
-                self.io_in_flight += 1;
-                self.publisher
-                    .spawn_request(id, subject, headers, payload, timeout_ms);
-            }
-            Command::KvCreate { id, key, value } => {
-                self.io_in_flight += 1;
-                self.publisher.spawn_kv_create(id, key, value);
-            }
-            Command::KvGet { id, key } => {
-                self.io_in_flight += 1;
-                self.publisher.spawn_kv_access(id, key, None);
-            }
-            Command::KvPut { id, key, value } => {
-                self.io_in_flight += 1;
-                self.publisher.spawn_kv_access(id, key, Some(value));
-            }
-            Command::Respond { id, payload } => match self.inbound_requests.take(id) {
-                Some(subject) => self.send_out(Outgoing::Respond {
-                    subject,
-                    payload: payload.into(),
-                }),
-                None => tracing::warn!(inbound = id, "answer for an unknown or evicted request"),
-            },
-            Command::SetTimer { key, at } => self.timers.set(key, at),
-        }
-    }
-
-    fn settle(&mut self, delivery: u64, kind: AckKind) {
-        let subject = match kind {
-            AckKind::Progress => self.deliveries.get(delivery).cloned(),
-            _ => self.deliveries.take(delivery),
-        };
-        match subject {
-            Some(subject) => self.send_out(Outgoing::Settle { subject, kind }),
-            None => tracing::warn!(delivery, ?kind, "settle for an unknown or evicted delivery"),
-        }
-    }
-
-    /// Queue for the outbox task. Never blocks the loop: if the queue is full (the
-    /// client has been cut off for a long time) the message is dropped. A dropped settle
-    /// means JetStream redelivers after `ack_wait`, which the core treats as any
-    /// redelivery; a dropped response means the caller times out.
+    /// Queue for the outbox task. Never blocks the loop; the host has already bounded
+    /// what is queued while disconnected, so a refusal here is counted and logged.
     fn send_out(&mut self, outgoing: Outgoing) {
         if self.outbox.try_send(outgoing).is_err() {
-            self.outbox_dropped += 1;
-            tracing::warn!("outbox full; dropping a settle or response");
+            self.outbox_refused += 1;
+            tracing::warn!("outbox channel full; dropping a settle or response");
         }
     }
 
     /// Deliveries the pull had already buffered but the loop never read: nak them
     /// without delay, so that another instance gets them now rather than after
     /// `ack_wait`. Only what is ready at once; a pull still in flight is not waited for.
-    fn hand_back_buffered(&mut self, messages: &mut SelectAll<Feed>) -> usize {
+    fn hand_back_buffered(&mut self) -> usize {
         let mut handed_back = 0;
-        while let Some(Some((_, _, Some(Ok(message))))) = messages.next().now_or_never() {
+        while let Some(Some((_, _, Some(Ok(message))))) = self.messages.next().now_or_never() {
             if let Some(subject) = message.message.reply {
                 self.send_out(Outgoing::Settle {
                     subject,
@@ -568,14 +545,15 @@ impl Driver {
     }
 
     fn on_message(&mut self, index: usize, message: jetstream::Message) {
-        let (stream_seq, delivered) = match message.info() {
+        let (stream_seq, delivered, pending) = match message.info() {
             Ok(info) => {
-                if let Some(c) = self.consumers.get_mut(index) {
+                if let Some(c) = self.counters.get_mut(index) {
                     c.ages.observe(age_us(info.published));
                 }
                 (
                     info.stream_sequence,
                     u64::try_from(info.delivered).unwrap_or(0),
+                    info.pending,
                 )
             }
             Err(err) => {
@@ -588,21 +566,22 @@ impl Driver {
         let Some(ack_subject) = message.reply else {
             return;
         };
-        if let Some(c) = self.consumers.get_mut(index) {
+        if let Some(c) = self.counters.get_mut(index) {
             c.deliveries += 1;
         }
         let headers = headers_of(message.headers.as_ref());
         let span = message_span(self.role(index), &headers, &message.payload);
         let _entered = span.enter();
-        let id = self.deliveries.hold(ack_subject);
-        tracing::debug!(delivery = id, stream_seq, delivered, "delivery");
-        self.feed(Input::Delivery(Delivery {
-            id,
+        tracing::debug!(stream_seq, delivered, "delivery");
+        self.handle(HostEvent::Delivery(Arrival {
+            consumer: index,
+            ack: ack_subject,
             subject: message.subject.to_string(),
             headers,
             payload: message.payload.to_vec(),
             stream_seq,
             delivered,
+            pending: Some(pending),
         }));
     }
 
@@ -612,26 +591,21 @@ impl Driver {
             tracing::debug!(subject = %request.subject, "inbound message without reply subject");
             return;
         };
-        let id = self.inbound_requests.hold(reply);
-        self.feed(Input::Inbound(InboundRequest {
-            id,
+        self.handle(HostEvent::Inbound {
+            reply,
             subject: request.subject.to_string(),
             headers: headers_of(request.headers.as_ref()),
             payload: request.payload.to_vec(),
-        }));
+        });
     }
 
     fn log_stats(&self) {
         self.publish_metrics();
         tracing::info!(
-            stats = ?self.router.stats(),
-            held = self.router.in_flight(),
-            deliveries = self.deliveries.len(),
-            deliveries_evicted = self.deliveries.evicted(),
-            inbound_evicted = self.inbound_requests.evicted(),
-            timers = self.timers.len(),
-            io = self.io_in_flight,
-            outbox_dropped = self.outbox_dropped,
+            stats = ?self.host.router().stats(),
+            held = self.host.router().in_flight(),
+            host = ?self.host.counters(),
+            outbox_refused = self.outbox_refused,
             "router stats"
         );
     }

@@ -1,10 +1,10 @@
-//! The core's `Env` in production: the wall clock, OS-seeded randomness, and a command
-//! buffer the driver drains after every input.
+//! What production gives the host: the wall clock (read once per event) and OS-seeded
+//! randomness.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::{Broker, Buggify, Clock, Command, Entropy, Time};
+use crate::core::{Buggify, Entropy, Time};
 
 /// Milliseconds since the Unix epoch: the production meaning of `core::Time`.
 pub fn wall_clock() -> Time {
@@ -36,47 +36,23 @@ impl SplitMix64 {
     }
 }
 
+/// The randomness and fault points production gives the host: OS-seeded draws, and no
+/// faults ever.
 pub struct ShellEnv {
-    now: Time,
     rng: SplitMix64,
-    commands: Vec<Command>,
 }
 
 impl ShellEnv {
     pub fn from_os() -> Self {
         ShellEnv {
-            now: wall_clock(),
             rng: SplitMix64::from_os(),
-            commands: Vec::new(),
         }
-    }
-
-    /// Read the wall clock once per input: the core sees one instant per `handle` call.
-    pub fn stamp(&mut self) -> Time {
-        self.now = wall_clock();
-        self.now
-    }
-
-    pub fn take_commands(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
-    }
-}
-
-impl Clock for ShellEnv {
-    fn now(&self) -> Time {
-        self.now
     }
 }
 
 impl Entropy for ShellEnv {
     fn next_u64(&mut self) -> u64 {
         self.rng.next()
-    }
-}
-
-impl Broker for ShellEnv {
-    fn execute(&mut self, command: Command) {
-        self.commands.push(command);
     }
 }
 
@@ -95,10 +71,7 @@ mod tests {
     }
 
     #[test]
-    fn stamp_fixes_now_until_the_next_input() {
-        let mut env = ShellEnv::from_os();
-        let t = env.stamp();
-        assert_eq!(env.now(), t);
-        assert!(t.millis() > 1_600_000_000_000, "ms since the Unix epoch");
+    fn the_wall_clock_counts_ms_since_the_unix_epoch() {
+        assert!(wall_clock().millis() > 1_600_000_000_000);
     }
 }

@@ -1,111 +1,72 @@
-//! Background tasks that read state off the server and hand it to the driver as core
-//! inputs, over the same bounded channel the publish outcomes use:
+//! Reads of server state the host asks for, one task each, reported back as host events
+//! over the same bounded channel the publish outcomes use:
 //!
-//! - the decide consumer's pending count (`Input::ConsumerPending`), for backpressure;
-//! - messages the server gave up on (`Input::Exhausted`): nats-server announces them on
-//!   `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`, and the task
-//!   reads the message back from the stream, since its last delivery may never have
-//!   reached the core.
-//!
-//! Advisories are plain NATS messages: one published while the router is disconnected
-//! is lost. The message then stays in the stream unsettled; nothing else is lost.
+//! - `ReadPending`: the decide consumer's pending count (`Event::Pending`), for
+//!   backpressure; a failed read reports nothing (the core keeps the last value and
+//!   knows how old it is);
+//! - `Fetch`: a message read back from its stream by sequence (`Event::Fetched`), for
+//!   a MAX_DELIVERIES advisory (the host's `advisories` module says why).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::headers::headers_of;
-use crate::core::{Exhausted, Input};
+use super::HostEvent;
+use crate::host::Fetched;
 
-/// Read the consumer's `num_pending` every `every` and report it.
-pub fn spawn_pending_poller(
+/// Read the consumer's `num_pending` once and report it.
+pub fn spawn_read_pending(
     mut consumer: PullConsumer,
-    every: Duration,
-    inputs: mpsc::Sender<Input>,
-) -> JoinHandle<()> {
+    timeout: Duration,
+    events: mpsc::Sender<HostEvent>,
+) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match consumer.info().await {
-                Ok(info) => {
-                    let pending = info.num_pending;
-                    if inputs
-                        .send(Input::ConsumerPending { pending })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                // Disconnected or slow server: the core keeps the last value and knows
-                // how old it is.
-                Err(err) => tracing::debug!(%err, "cannot read consumer info"),
+        match tokio::time::timeout(timeout, consumer.info()).await {
+            Ok(Ok(info)) => {
+                let pending = info.num_pending;
+                let _ = events.send(HostEvent::Pending { pending }).await;
             }
+            Ok(Err(err)) => tracing::debug!(%err, "cannot read consumer info"),
+            Err(_) => tracing::debug!("consumer info timed out"),
         }
-    })
+    });
 }
 
-/// The fields of nats-server's `io.nats.jetstream.advisory.v1.max_deliver` we need.
-#[derive(Debug, Deserialize)]
-struct MaxDeliveriesAdvisory {
-    stream_seq: u64,
-    deliveries: u64,
-}
-
-pub fn max_deliveries_subject(stream: &str, consumer: &str) -> String {
-    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
-}
-
-/// Subscribe to a consumer's MAX_DELIVERIES advisories and report each given-up
-/// message, read back from the stream.
-pub async fn spawn_exhausted_watcher(
-    client: async_nats::Client,
-    js: jetstream::Context,
-    stream_name: &str,
-    consumer: &str,
-    inputs: mpsc::Sender<Input>,
-) -> anyhow::Result<JoinHandle<()>> {
-    let mut advisories = client
-        .subscribe(max_deliveries_subject(stream_name, consumer))
-        .await?;
-    let stream = js.get_stream(stream_name).await?;
-    Ok(tokio::spawn(async move {
-        while let Some(message) = advisories.next().await {
-            let advisory: MaxDeliveriesAdvisory = match serde_json::from_slice(&message.payload) {
-                Ok(a) => a,
-                Err(err) => {
-                    tracing::warn!(%err, "unreadable MAX_DELIVERIES advisory");
-                    continue;
+/// Read message `seq` of `stream` and report it as `Event::Fetched { id }`.
+pub fn spawn_fetch(
+    stream: jetstream::stream::Stream,
+    id: u64,
+    seq: u64,
+    timeout: Duration,
+    events: mpsc::Sender<HostEvent>,
+) {
+    tokio::spawn(async move {
+        let message = match tokio::time::timeout(timeout, stream.get_raw_message(seq)).await {
+            Ok(Ok(original)) => {
+                tracing::info!(
+                    stream_seq = seq,
+                    "server gave up on a message; read it back"
+                );
+                Fetched::Found {
+                    subject: original.subject.to_string(),
+                    headers: headers_of(Some(&original.headers)),
+                    payload: original.payload.to_vec(),
                 }
-            };
-            let seq = advisory.stream_seq;
-            match stream.get_raw_message(seq).await {
-                Ok(original) => {
-                    tracing::info!(
-                        stream_seq = seq,
-                        deliveries = advisory.deliveries,
-                        "server gave up on a message"
-                    );
-                    let input = Input::Exhausted(Exhausted {
-                        subject: original.subject.to_string(),
-                        headers: headers_of(Some(&original.headers)),
-                        payload: original.payload.to_vec(),
-                        stream_seq: seq,
-                        deliveries: advisory.deliveries,
-                    });
-                    if inputs.send(input).await.is_err() {
-                        return;
-                    }
-                }
-                // Deleted or aged out in between: nothing left to dead-letter.
-                Err(err) => tracing::warn!(%err, stream_seq = seq, "given-up message not readable"),
             }
-        }
-    }))
+            Ok(Err(err))
+                if err.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            {
+                tracing::warn!(%err, stream_seq = seq, "given-up message not in the stream any more");
+                Fetched::Gone
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%err, stream_seq = seq, "cannot read a given-up message; retrying");
+                Fetched::Failed
+            }
+            Err(_) => Fetched::Failed,
+        };
+        let _ = events.send(HostEvent::Fetched { id, message }).await;
+    });
 }

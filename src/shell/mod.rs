@@ -1,19 +1,19 @@
 //! The production shell: drives the sans-IO core over tokio and async-nats.
 //!
-//! It holds no routing logic. It turns JetStream deliveries, publish outcomes, timer
-//! expiries and connection events into core inputs, and core commands into async-nats
-//! calls. Everything it decides on its own is plumbing: bounds, timeouts, retries of the
-//! connection, shutdown.
+//! It holds no routing logic and no bookkeeping rule: it turns JetStream deliveries,
+//! I/O outcomes and connection events into host events (`crate::host`), and performs
+//! the host's actions with async-nats. Tables, bounds, time-outs, timers, the advisory
+//! journey, the pull watchdog and the shutdown drain are the host's, which the
+//! simulator runs too.
 //!
 //! - [`config`]: the TOML file, environment overrides and validation.
 //! - [`nats`]: connect (URLs, auth, TLS), create the streams and durable pull consumers.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` over a small HTTP server.
-//! - [`driver`]: the one loop that feeds the core and executes its commands.
-//! - [`env`]: the core's `Env` over the wall clock and OS-seeded randomness.
-//! - [`timers`]: the core's timers, ordered by deadline.
-//! - [`handles`]: ids handed to the core, mapped back to ack and reply subjects.
-//! - [`publisher`]: one task per publish or request, outcomes reported back as inputs.
-//! - [`feeds`]: background reads of server state (consumer pending, given-up messages).
+//! - [`driver`]: the one loop that owns the host and performs its actions.
+//! - [`env`]: the wall clock and OS-seeded randomness.
+//! - [`publisher`]: one task per publish or request, outcomes reported back as events.
+//! - [`feeds`]: reads of server state the host asks for (consumer pending, given-up
+//!   messages).
 //! - [`headers`]: header conversion between the core and async-nats.
 //! - [`traffic`]: a gateway-like load generator for demos and integration tests.
 
@@ -26,13 +26,16 @@ pub mod config;
 pub mod driver;
 pub mod env;
 pub mod feeds;
-pub mod handles;
 pub mod headers;
 pub mod metrics;
 pub mod nats;
 pub mod publisher;
-pub mod timers;
 pub mod traffic;
 
 pub use config::{ConfigError, Settings};
+
+/// The host as production instantiates it: deliveries are settled through their ack
+/// subject, inbound requests answered on their reply subject.
+pub(crate) type HostEvent = crate::host::Event<async_nats::Subject, async_nats::Subject>;
+pub(crate) type HostAction = crate::host::Action<async_nats::Subject, async_nats::Subject>;
 pub use driver::{serve, serve_until, ServeConfig};

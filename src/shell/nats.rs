@@ -12,13 +12,15 @@ use tokio::sync::mpsc;
 use super::config::{ConsumerSettings, Settings};
 use super::metrics::Metrics;
 use crate::core::ConnectionEvent;
+use crate::host::advisories::max_deliveries_subject;
+use crate::host::Role;
 
 /// Which stream a consumer reads, and which subject it filters.
 #[derive(Clone, Debug)]
 pub struct ConsumerSpec {
-    /// `decide`, `results` or `acks`: the label of its metrics and logs.
-    pub role: &'static str,
+    pub role: Role,
     pub stream: String,
+    /// Its filter subject (empty: the whole stream).
     pub subject: String,
     pub settings: ConsumerSettings,
 }
@@ -37,6 +39,9 @@ pub struct Topology {
 const INTAKE_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Dead letters and usage events are read after the fact: keep them for two weeks.
 const KEEP_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+/// An advisory is acked within seconds of its message's DLQ record; one still there
+/// after a day names a message long gone.
+const ADVISORY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 impl Topology {
     pub fn from_settings(s: &Settings) -> Topology {
@@ -75,13 +80,13 @@ impl Topology {
         let mut dlq_subjects = vec![sub.decide_dlq.clone(), sub.result_dlq()];
         let mut consumers = vec![
             ConsumerSpec {
-                role: "decide",
+                role: Role::Decide,
                 stream: st.decide.clone(),
                 subject: sub.decide.clone(),
                 settings: s.decide.consumer_settings(),
             },
             ConsumerSpec {
-                role: "results",
+                role: Role::Results,
                 stream: st.results.clone(),
                 subject: sub.result.clone(),
                 settings: s.results.consumer_settings(),
@@ -96,13 +101,32 @@ impl Topology {
             ));
             dlq_subjects.push(sub.ack_dlq());
             consumers.push(ConsumerSpec {
-                role: "acks",
+                role: Role::Acks,
                 stream: st.acks.clone(),
                 subject: sub.assignment_ack.clone(),
                 settings: s.acks.consumer_settings(),
             });
         }
         streams.push((st.dlq.clone(), dlq_subjects, KEEP_MAX_AGE, output));
+        // The server's MAX_DELIVERIES advisories for the consumers above, captured in a
+        // stream so that none is lost while the router is disconnected
+        // (`crate::host::advisories`), and pulled like any other work.
+        let advisory_subjects = consumers
+            .iter()
+            .map(|c| max_deliveries_subject(&c.stream, &c.settings.consumer))
+            .collect();
+        streams.push((
+            st.advisories.clone(),
+            advisory_subjects,
+            ADVISORY_MAX_AGE,
+            intake,
+        ));
+        consumers.push(ConsumerSpec {
+            role: Role::Advisories,
+            stream: st.advisories.clone(),
+            subject: String::new(),
+            settings: s.advisory_consumer_settings(),
+        });
         Topology { streams, consumers }
     }
 }
@@ -335,13 +359,30 @@ pub async fn ensure_consumer(
     Ok((consumer, server_max_deliver))
 }
 
-/// Subscribe to the requests addressed to the router itself: the backpressure status a
-/// gateway polls and the admin subjects. The core answers them (`Command::Respond`).
+/// Subscribe to the requests addressed to the router itself, so that each is answered
+/// as its subject says (the core answers, `Command::Respond`, with its `node_id`):
+/// - the backpressure status a gateway polls and `admin.<op>`: one instance of all, a
+///   queue group;
+/// - `admin.node.<node_id>.<op>`: this instance only;
+/// - `admin.all.<op>`: every instance (the caller gathers the replies).
 pub async fn subscribe_inbound(
     client: &async_nats::Client,
+    node_id: &str,
 ) -> anyhow::Result<futures::stream::SelectAll<async_nats::Subscriber>> {
-    use crate::contracts::subjects::{ADMIN_PREFIX, BACKPRESSURE_STATUS};
-    let status = client.subscribe(BACKPRESSURE_STATUS).await?;
-    let admin = client.subscribe(format!("{ADMIN_PREFIX}>")).await?;
-    Ok(futures::stream::select_all([status, admin]))
+    use crate::contracts::subjects::{
+        ADMIN_ALL_PREFIX, ADMIN_NODE_PREFIX, ADMIN_PREFIX, BACKPRESSURE_STATUS, ROUTER_QUEUE_GROUP,
+    };
+    let group = || ROUTER_QUEUE_GROUP.to_string();
+    let status = client.queue_subscribe(BACKPRESSURE_STATUS, group()).await?;
+    // `admin.*` only: `admin.node.<id>.<op>` and `admin.all.<op>` have more tokens.
+    let admin_any = client
+        .queue_subscribe(format!("{ADMIN_PREFIX}*"), group())
+        .await?;
+    let admin_node = client
+        .subscribe(format!("{ADMIN_NODE_PREFIX}{node_id}.*"))
+        .await?;
+    let admin_all = client.subscribe(format!("{ADMIN_ALL_PREFIX}*")).await?;
+    Ok(futures::stream::select_all([
+        status, admin_any, admin_node, admin_all,
+    ]))
 }

@@ -1,6 +1,9 @@
-//! Executes the core's `Publish` and `Request` commands, one tokio task each, so that a
-//! slow or disconnected server never blocks the driver loop. Each task reports exactly
-//! one `Input::PublishDone` or `Input::RequestDone` back over the inputs channel.
+//! Performs the core's publishes, requests and shared-bucket operations (the host's
+//! `Action::Io`), one tokio task each, so that a slow or disconnected server never
+//! blocks the driver loop. Each task reports one `PublishDone`, `RequestDone` or
+//! `KvDone` event back to the host. The host holds every operation to its deadline
+//! and decides when one timed out; a task gives up at the same deadline only to free
+//! what it holds, and an outcome it reports late is dropped by the host.
 //!
 //! Outcomes:
 //! - `Core`: confirmed once `flush` returns, i.e. the bytes reached the server's socket.
@@ -22,20 +25,20 @@ use async_nats::jetstream::{self, kv};
 use tokio::sync::mpsc;
 
 use super::headers::header_map_of;
+use super::HostEvent;
 use crate::core::{
-    Headers, Input, KvOutcome, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
+    Headers, KvOutcome, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
 };
 
 #[derive(Clone)]
 pub struct Publisher {
     client: async_nats::Client,
     jetstream: jetstream::Context,
-    timeout: Duration,
-    inputs: mpsc::Sender<Input>,
+    inputs: mpsc::Sender<HostEvent>,
     /// The shared answer bucket, when `state.backend = "kv"`.
-    answers: Option<(kv::Store, Duration)>,
+    answers: Option<kv::Store>,
     /// Core publishes (replies) for the flusher task, which confirms them in batches.
-    core: mpsc::Sender<Publish>,
+    core: mpsc::Sender<(Publish, Duration)>,
 }
 
 /// Core publishes queued for the flusher; beyond this a publish gets a task of its own.
@@ -47,54 +50,58 @@ impl Publisher {
     pub fn new(
         client: async_nats::Client,
         jetstream: jetstream::Context,
-        timeout: Duration,
-        inputs: mpsc::Sender<Input>,
+        inputs: mpsc::Sender<HostEvent>,
     ) -> Self {
         let (core, queue) = mpsc::channel(CORE_QUEUE_BOUND);
-        tokio::spawn(run_flusher(client.clone(), timeout, queue, inputs.clone()));
+        tokio::spawn(run_flusher(client.clone(), queue, inputs.clone()));
         Publisher {
             client,
             jetstream,
-            timeout,
             inputs,
             answers: None,
             core,
         }
     }
 
-    /// Execute `KvCreate` against `store`, giving each create `timeout`.
-    pub fn with_answer_bucket(mut self, store: kv::Store, timeout: Duration) -> Self {
-        self.answers = Some((store, timeout));
+    /// Perform shared-bucket operations against `store`.
+    pub fn with_answer_bucket(mut self, store: kv::Store) -> Self {
+        self.answers = Some(store);
         self
     }
 
     /// Start a create-if-absent in the shared answer bucket and return at once.
-    pub fn spawn_kv_create(&self, id: RequestId, key: String, value: Vec<u8>) {
+    pub fn spawn_kv_create(&self, id: RequestId, key: String, value: Vec<u8>, timeout: Duration) {
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = this.kv_create(&key, value).await;
+            let outcome = this.kv_create(&key, value, timeout).await;
             if let KvOutcome::Failed { reason } = &outcome {
                 tracing::warn!(claim = id, %reason, "shared answer claim failed");
             }
-            let _ = this.inputs.send(Input::KvDone { id, outcome }).await;
+            let _ = this.inputs.send(HostEvent::KvDone { id, outcome }).await;
         });
     }
 
     /// Start a read (`KvGet`) or a write (`KvPut`, with `Some(value)`) of the shared
     /// bucket and return at once.
-    pub fn spawn_kv_access(&self, id: RequestId, key: String, value: Option<Vec<u8>>) {
+    pub fn spawn_kv_access(
+        &self,
+        id: RequestId,
+        key: String,
+        value: Option<Vec<u8>>,
+        timeout: Duration,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = this.kv_access(&key, value).await;
+            let outcome = this.kv_access(&key, value, timeout).await;
             if let KvOutcome::Failed { reason } = &outcome {
                 tracing::debug!(access = id, %reason, "shared bucket access failed");
             }
-            let _ = this.inputs.send(Input::KvDone { id, outcome }).await;
+            let _ = this.inputs.send(HostEvent::KvDone { id, outcome }).await;
         });
     }
 
-    async fn kv_access(&self, key: &str, value: Option<Vec<u8>>) -> KvOutcome {
-        let Some((store, timeout)) = &self.answers else {
+    async fn kv_access(&self, key: &str, value: Option<Vec<u8>>, timeout: Duration) -> KvOutcome {
+        let Some(store) = &self.answers else {
             return KvOutcome::Failed {
                 reason: "no shared bucket configured".to_string(),
             };
@@ -113,7 +120,7 @@ impl Publisher {
                 },
             }
         };
-        match tokio::time::timeout(*timeout, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(reason)) => KvOutcome::Failed { reason },
             Err(_) => KvOutcome::Failed {
@@ -122,8 +129,8 @@ impl Publisher {
         }
     }
 
-    async fn kv_create(&self, key: &str, value: Vec<u8>) -> KvOutcome {
-        let Some((store, timeout)) = &self.answers else {
+    async fn kv_create(&self, key: &str, value: Vec<u8>, timeout: Duration) -> KvOutcome {
+        let Some(store) = &self.answers else {
             return KvOutcome::Failed {
                 reason: "no shared answer bucket configured".to_string(),
             };
@@ -144,7 +151,7 @@ impl Publisher {
                 Err(e) => Err(format!("kv create: {e}")),
             }
         };
-        match tokio::time::timeout(*timeout, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(reason)) => KvOutcome::Failed { reason },
             Err(_) => KvOutcome::Failed {
@@ -161,25 +168,31 @@ impl Publisher {
 
     /// Start the publish and return at once. The inputs channel is bounded; the number
     /// of publishes in flight is bounded by the core (at most a few per held message).
-    pub fn spawn_publish(&self, publish: Publish) {
+    pub fn spawn_publish(&self, publish: Publish, timeout: Duration) {
         // Core publishes share one flush per batch (one write, one round trip to the
         // connection task) instead of a task and a flush each.
         let publish = match publish.kind {
-            PublishKind::Core => match self.core.try_send(publish) {
+            PublishKind::Core => match self.core.try_send((publish, timeout)) {
                 Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => p,
+                Err(
+                    mpsc::error::TrySendError::Full((p, _))
+                    | mpsc::error::TrySendError::Closed((p, _)),
+                ) => p,
             },
             PublishKind::JetStream => publish,
         };
         let this = self.clone();
         tokio::spawn(async move {
             let id = publish.id;
-            let outcome = this.run(publish).await;
+            let outcome = this.run(publish, timeout).await;
             if let PublishOutcome::Failed { reason } = &outcome {
                 tracing::warn!(publish = id, %reason, "publish failed");
             }
             // The receiver is gone only when the driver has stopped: nobody is left to tell.
-            let _ = this.inputs.send(Input::PublishDone { id, outcome }).await;
+            let _ = this
+                .inputs
+                .send(HostEvent::PublishDone { id, outcome })
+                .await;
         });
     }
 
@@ -190,15 +203,18 @@ impl Publisher {
         subject: String,
         headers: Headers,
         payload: Vec<u8>,
-        timeout_ms: u64,
+        timeout: Duration,
     ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = this.request(subject, &headers, payload, timeout_ms).await;
+            let outcome = this.request(subject, &headers, payload, timeout).await;
             if !matches!(outcome, RequestOutcome::Reply { .. }) {
                 tracing::debug!(request = id, ?outcome, "request not answered");
             }
-            let _ = this.inputs.send(Input::RequestDone { id, outcome }).await;
+            let _ = this
+                .inputs
+                .send(HostEvent::RequestDone { id, outcome })
+                .await;
         });
     }
 
@@ -207,13 +223,12 @@ impl Publisher {
         subject: String,
         headers: &Headers,
         payload: Vec<u8>,
-        timeout_ms: u64,
+        timeout: Duration,
     ) -> RequestOutcome {
         let headers = match header_map_of(headers, None) {
             Ok(headers) => headers,
             Err(reason) => return RequestOutcome::Failed { reason },
         };
-        let timeout = Duration::from_millis(timeout_ms);
         let request = async_nats::Request::new()
             .headers(headers)
             .payload(payload.into())
@@ -239,7 +254,7 @@ impl Publisher {
         }
     }
 
-    async fn run(&self, publish: Publish) -> PublishOutcome {
+    async fn run(&self, publish: Publish, timeout: Duration) -> PublishOutcome {
         let headers = match header_map_of(&publish.headers, publish.msg_id.as_deref()) {
             Ok(headers) => headers,
             Err(reason) => return PublishOutcome::Failed { reason },
@@ -267,11 +282,11 @@ impl Publisher {
                 }
             }
         };
-        match tokio::time::timeout(self.timeout, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(())) => PublishOutcome::Confirmed,
             Ok(Err(reason)) => PublishOutcome::Failed { reason },
             Err(_) => PublishOutcome::Failed {
-                reason: format!("no confirmation within {} ms", self.timeout.as_millis()),
+                reason: format!("no confirmation within {} ms", timeout.as_millis()),
             },
         }
     }
@@ -279,18 +294,18 @@ impl Publisher {
 
 /// Core publishes, in batches: publish everything queued (up to `CORE_BATCH`), flush
 /// once, and confirm them all, or fail them all if the flush did not complete within
-/// `timeout`. Under load a batch is many replies; when idle, one.
+/// the batch's shortest time-out. Under load a batch is many replies; when idle, one.
 async fn run_flusher(
     client: async_nats::Client,
-    timeout: Duration,
-    mut queue: mpsc::Receiver<Publish>,
-    inputs: mpsc::Sender<Input>,
+    mut queue: mpsc::Receiver<(Publish, Duration)>,
+    inputs: mpsc::Sender<HostEvent>,
 ) {
     let mut batch = Vec::with_capacity(CORE_BATCH);
     while queue.recv_many(&mut batch, CORE_BATCH).await > 0 {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
-        for publish in batch.drain(..) {
+        let timeout = batch.iter().map(|(_, t)| *t).min().unwrap_or_default();
+        for (publish, _) in batch.drain(..) {
             let headers = match header_map_of(&publish.headers, publish.msg_id.as_deref()) {
                 Ok(headers) => headers,
                 Err(reason) => {
@@ -339,7 +354,7 @@ async fn run_flusher(
             }
             // The receiver is gone only when the driver has stopped.
             if inputs
-                .send(Input::PublishDone { id, outcome })
+                .send(HostEvent::PublishDone { id, outcome })
                 .await
                 .is_err()
             {

@@ -12,7 +12,6 @@ pub mod gateway;
 pub mod ops;
 pub mod usage;
 
-use beamline_router::core::TimerKey;
 use serde::Serialize;
 
 use crate::net::NodeId;
@@ -27,20 +26,9 @@ pub enum ActorTimer {
         pull: u64,
     },
     // --- router processes ---
-    /// A core timer: fire when the process's own clock reaches `at` (core time).
-    CoreTimer {
-        key: TimerKey,
+    /// The host's next deadline (`Host::poll_timeout`), at this world time.
+    HostWake {
         at: u64,
-    },
-    PublishTimeout {
-        id: u64,
-    },
-    RequestTimeout {
-        id: u64,
-    },
-    /// A shared-bucket create with no answer in time (the shell's `kv_timeout_ms`).
-    KvTimeout {
-        id: u64,
     },
     // --- gateways ---
     GwStart {

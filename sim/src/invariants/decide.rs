@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Attr, Checker, DecideMsg, Proc, ResultMsg, SeenReply};
 use crate::actors::gateway::{parse_inbox, Invalid, PlannedRequest, RequestKind, Workload};
-use crate::host::{dlq_msg_id, DeliveryRef};
+use crate::host::DeliveryRef;
 use crate::wire::Cons;
 
 /// Error codes an extension pipeline may end with (docs/API_CONTRACTS.md, "Replies").
@@ -958,6 +958,32 @@ mod tests {
         assert!(
             dlq_record_problem(&record, Some("validation_failed"), None, Some(&original), 3)
                 .is_some()
+        );
+    }
+}
+
+/// The DLQ record's `Nats-Msg-Id` the contract gives message `seq` of `dlq_subject`'s
+/// DLQ (docs/API_CONTRACTS.md: `dlq-<seq>` for decide, `dlq-<dlq subject>-<seq>`
+/// otherwise). Written from the contract, not borrowed from the core: it is what the
+/// checker holds the core to.
+pub fn dlq_msg_id(dlq_subject: &str, seq: u64) -> String {
+    if dlq_subject.contains("decide") {
+        format!("dlq-{seq}")
+    } else {
+        format!("dlq-{dlq_subject}-{seq}")
+    }
+}
+
+#[cfg(test)]
+mod msg_id_tests {
+    use super::*;
+
+    #[test]
+    fn dlq_msg_ids_follow_the_contract() {
+        assert_eq!(dlq_msg_id("beamline.router.v1.decide.dlq", 7), "dlq-7");
+        assert_eq!(
+            dlq_msg_id("caf.exec.result.v1.dlq", 7),
+            "dlq-caf.exec.result.v1.dlq-7"
         );
     }
 }

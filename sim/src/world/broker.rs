@@ -84,6 +84,10 @@ impl World {
                     });
                 self.send_down(from, Down::Got { id, msg });
             }
+            Up::ConsumerInfo { cons } => {
+                let pending = self.js.num_pending(cons.durable());
+                self.send_down(from, Down::ConsumerInfo { cons, pending });
+            }
         }
     }
 

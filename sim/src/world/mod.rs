@@ -51,8 +51,7 @@ use crate::wire::{Cons, Down, Up};
 
 /// nats-server's default duplicate window: the intake streams' (decide, results).
 pub const DUPLICATE_WINDOW_MS: u64 = 120_000;
-/// The subject prefix of the server's MAX_DELIVERIES advisories.
-pub const MAX_DELIVERIES_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
+pub use beamline_router::host::advisories::MAX_DELIVERIES_PREFIX;
 /// A caller's changes to what a seed draws: `crate::scenario` pins settings, the
 /// workload and the fault menu, and adds timed faults. The world applies `profile`
 /// right after drawing the profile (before anything is built from it) and `schedule`
@@ -133,6 +132,8 @@ struct RouterProc {
     host: Option<RouterHost>,
     clock_offset: i64,
     crashes: u64,
+    /// The connection state the host was last told about.
+    told_connected: bool,
 }
 
 pub struct World {
@@ -247,6 +248,7 @@ impl World {
                     host: None,
                     clock_offset: offset,
                     crashes: 0,
+                    told_connected: false,
                 }
             })
             .collect();

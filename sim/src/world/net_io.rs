@@ -203,14 +203,28 @@ impl World {
             let node = self.topo.ext(i);
             return (self.exts[i].subscribed() && reachable(self, node)).then_some(node);
         }
-        let ours = subject == beamline_router::contracts::subjects::BACKPRESSURE_STATUS
-            || subject.starts_with(beamline_router::contracts::subjects::ADMIN_PREFIX);
+        use beamline_router::contracts::subjects::{
+            ADMIN_NODE_PREFIX, ADMIN_PREFIX, BACKPRESSURE_STATUS,
+        };
+        let ours = subject == BACKPRESSURE_STATUS || subject.starts_with(ADMIN_PREFIX);
         if !ours {
             return None;
         }
+        // `admin.node.<node_id>.<op>` reaches that instance only (router r is
+        // `router-<r+1>`); everything else one instance of the queue group.
+        let addressed = subject
+            .strip_prefix(ADMIN_NODE_PREFIX)
+            .and_then(|rest| rest.split('.').next())
+            .map(str::to_string);
         let candidates: Vec<NodeId> = (0..self.topo.routers())
-            .map(|r| self.topo.router(r))
-            .filter(|&n| reachable(self, n) && self.routers[n].host.is_some())
+            .filter(|&r| {
+                addressed
+                    .as_deref()
+                    .is_none_or(|id| id == format!("router-{}", r + 1))
+            })
+            .map(|r| (r, self.topo.router(r)))
+            .filter(|&(r, n)| reachable(self, n) && self.routers[r].host.is_some())
+            .map(|(_, n)| n)
             .collect();
         if candidates.is_empty() {
             return None;

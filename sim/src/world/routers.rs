@@ -1,17 +1,24 @@
-//! The router processes: starting, crashing and restarting them, handing the core what
-//! arrives (deliveries, confirmations, answers, inbound requests, advisories turned into
-//! `Input::Exhausted`), and carrying out its commands.
+//! The router processes: starting, crashing and restarting them, and carrying the
+//! shared host's actions over the simulated wire and what arrives back to it, as the
+//! production driver does with async-nats. No decision is made here: deliveries,
+//! outcomes, time-outs, timers, advisories, the pending feed and the pull watchdog are
+//! the host's (`beamline_router::host`). What this file adds is the world's view: the
+//! trace of every core step and the checkers that judge it.
 
 use beamline_router::contracts::subjects;
 use beamline_router::core::{
-    Command, ConnectionEvent, Exhausted, Input, KvOutcome, PublishKind, PublishOutcome,
-    RequestOutcome,
+    Command, ConnectionEvent, Input, KvOutcome, PublishKind, PublishOutcome, RequestOutcome,
+};
+use beamline_router::host::{
+    Action, Arrival, CoreStep, Event as HostEvent, Fetched, PullEvent, Settle,
 };
 use serde_json::json;
 
 use super::{Event, World};
 use crate::actors::{ActorTimer, Out};
-use crate::host::{dlq_msg_id, parse_advisory, RouterHost};
+use crate::host::{
+    consumer_index, DeliveryRef, HostSettings, ReplyRef, RouterHost, SimEnv, SimHost, CONSUMERS,
+};
 use crate::invariants::decide::{Original, StepInput};
 use crate::jetstream::AckKind;
 use crate::net::NodeId;
@@ -22,24 +29,41 @@ use crate::wire::{Cons, Down, KvReply, ReplyOutcome, Up};
 
 /// How long a router waits for the shared bucket (the shell's `state.kv_timeout_ms`).
 const KV_TIMEOUT_MS: u64 = 2_000;
+/// The advisory consumer's `max_ack_pending` (`build_jetstream`).
+const ADVISORIES_MAX_ACK_PENDING: u64 = 1_000;
+
+type SimEvent = HostEvent<DeliveryRef, ReplyRef>;
+type SimAction = Action<DeliveryRef, ReplyRef>;
 
 impl World {
-    /// Build router `r`'s process (a new incarnation) and connect it.
+    fn host_settings(&self) -> HostSettings {
+        HostSettings {
+            batch: self.profile.pull_batch,
+            expires_ms: self.profile.pull_expires_ms,
+            publish_timeout_ms: self.profile.publish_timeout_ms,
+            kv_timeout_ms: KV_TIMEOUT_MS,
+            max_ack_pending: self.profile.max_ack_pending as u64,
+            advisories_max_ack_pending: ADVISORIES_MAX_ACK_PENDING,
+        }
+    }
+
+    /// Build router `r`'s process (a new incarnation), start its host and connect it.
     pub(super) fn start_router(&mut self, r: usize) {
         let node = self.topo.router(r);
         let inc = self.nodes[node].incarnation;
         let mut config = self.core_config.clone();
         config.node_id = format!("router-{}", r + 1);
         let entropy = SimRng::stream(self.options.seed, &format!("core-{r}-{inc}"));
+        let settings = self.host_settings();
         self.routers[r].host = Some(RouterHost::new(
             node,
             config,
             world_policies(self.profile.shared_answers),
             entropy,
             self.routers[r].clock_offset,
-            self.profile.pull_batch,
-            self.profile.pull_expires_ms,
+            &settings,
         ));
+        self.routers[r].told_connected = false;
         self.nodes[node].alive = true;
         self.nodes[node].connected = false;
         self.trace.record(
@@ -48,6 +72,7 @@ impl World {
             self.topo.name(node),
             &json!({"incarnation": inc, "clock_offset_ms": self.routers[r].clock_offset}),
         );
+        self.drive(r, false, |host, now, _| host.start(now));
         self.try_reconnect(node);
     }
 
@@ -86,22 +111,30 @@ impl World {
         self.start_router(r);
     }
 
-    /// Hand one input to router `r`'s core and carry out its commands.
-    pub(super) fn feed(&mut self, r: usize, input: Input) {
-        self.feed_with(r, input, StepInput { message: None });
+    /// Hand one transport event to router `r`'s host.
+    pub(super) fn host_event(&mut self, r: usize, event: SimEvent) {
+        self.drive(r, false, |host, now, env| host.handle(now, event, env));
     }
 
-    fn feed_with(&mut self, r: usize, input: Input, step_input: StepInput) -> Vec<Command> {
-        let node = self.topo.router(r);
+    /// Run `f` on router `r`'s host at its clock's now; then trace and check every core
+    /// step it took, perform its actions and schedule its next wake-up.
+    fn drive(
+        &mut self,
+        r: usize,
+        from_wake: bool,
+        f: impl FnOnce(&mut SimHost, beamline_router::core::Time, &mut SimEnv),
+    ) {
         let in_chaos = self.in_chaos();
-        let Some(host) = self.routers[r].host.as_mut() else {
-            return Vec::new();
+        let Some(process) = self.routers[r].host.as_mut() else {
+            return;
         };
-        let name = self.topo.name(node).to_string();
-        self.trace.record(self.now, "core.in", &name, &input);
-        let before = host.router().stats().clone();
-        let step = host.handle(self.now, in_chaos, &mut self.buggify, input);
-        for (site, active) in &step.activated {
+        let now = process.core_now(self.now);
+        let (host, mut env) = process.env(&mut self.buggify, in_chaos);
+        f(host, now, &mut env);
+        let (fired, activated) = (env.fired, env.activated);
+        let steps = host.take_steps();
+        let name = self.topo.name(self.topo.router(r)).to_string();
+        for (site, active) in &activated {
             self.trace.record(
                 self.now,
                 "buggify.site",
@@ -109,165 +142,210 @@ impl World {
                 &json!({"site": site, "active": active}),
             );
         }
-        for site in &step.fired {
+        for site in &fired {
             self.trace.record(self.now, "buggify.fired", &name, site);
         }
+        for step in steps {
+            self.observe_step(r, &name, step);
+        }
+        self.check_host_contract(r);
+        self.perform(r);
+        self.schedule_wake(r, from_wake);
+    }
+
+    /// Trace one core step and hold it to the invariants.
+    fn observe_step(&mut self, r: usize, name: &str, step: CoreStep<DeliveryRef>) {
+        let in_chaos = self.in_chaos();
+        self.trace.record(self.now, "core.in", name, &step.input);
+        match &step.input {
+            Input::PublishDone {
+                id,
+                outcome: PublishOutcome::Failed { reason },
+            } => self.publish_failed(r, *id, reason),
+            Input::RequestDone {
+                id,
+                outcome: RequestOutcome::Timeout,
+            } => self.request_failed(r, *id, "timeout"),
+            Input::RequestDone {
+                id,
+                outcome: RequestOutcome::Failed { reason },
+            } => self.request_failed(r, *id, reason),
+            _ => {}
+        }
+        if !in_chaos && step.after.backpressure_naks > step.before.backpressure_naks {
+            self.backpressure_after_heal = true;
+        }
+        let message = match &step.input {
+            Input::Delivery(d) => step
+                .consumer
+                .and_then(|i| CONSUMERS.get(i))
+                .map(|&cons| (cons, d.stream_seq)),
+            Input::Exhausted(e) => Some((cons_of_subject(&e.subject), e.stream_seq)),
+            _ => None,
+        };
         let proc = self.proc_of(r);
-        {
-            let host = self.routers[r].host.as_ref().expect("fed above");
-            let after = host.router().stats().clone();
-            if !in_chaos && after.backpressure_naks > before.backpressure_naks {
-                self.backpressure_after_heal = true;
-            }
-            let js = &self.js;
-            let pending = |cons: Cons, seq: u64| {
-                js.consumer(cons.durable()).is_some_and(|c| {
-                    matches!(c.state(seq), crate::jetstream::MessageState::Pending { .. })
+        let js = &self.js;
+        let pending = |cons: Cons, seq: u64| {
+            js.consumer(cons.durable()).is_some_and(|c| {
+                matches!(c.state(seq), crate::jetstream::MessageState::Pending { .. })
+            })
+        };
+        let original = |cons: Cons, seq: u64| {
+            js.stream(cons.stream())
+                .and_then(|s| s.get(seq))
+                .map(|m| Original {
+                    subject: &m.subject,
+                    headers: &m.headers,
+                    payload: &m.payload,
                 })
-            };
-            let original = |cons: Cons, seq: u64| {
-                js.stream(cons.stream())
-                    .and_then(|s| s.get(seq))
-                    .map(|m| Original {
-                        subject: &m.subject,
-                        headers: &m.headers,
-                        payload: &m.payload,
-                    })
-            };
-            self.checker.on_core_step(
-                self.now,
-                proc,
-                step_input,
-                &step.commands,
-                |id| host.delivery(id),
-                original,
-                &pending,
-                &self.workload,
-                &before,
-                &after,
-            );
-        }
+        };
+        let handles = &step.handles;
+        self.checker.on_core_step(
+            self.now,
+            proc,
+            StepInput { message },
+            &step.commands,
+            |id| handles.iter().find(|(d, _)| *d == id).map(|(_, h)| *h),
+            original,
+            &pending,
+            &self.workload,
+            &step.before,
+            &step.after,
+        );
         for command in &step.commands {
-            self.trace.record(self.now, "core.cmd", &name, command);
+            self.trace.record(self.now, "core.cmd", name, command);
+            if let Command::Request { id, .. } = command {
+                self.checker
+                    .publish_sent_at
+                    .insert((proc, u64::MAX - id), self.now);
+            }
         }
-        for command in step.commands.iter().cloned() {
-            self.execute(r, command);
-        }
-        self.ack_advisories(r);
-        step.commands
     }
 
-    /// A sticky-session read or write of the shared bucket, timed out like a create.
-    fn kv_access(&mut self, r: usize, id: u64, up: Up) {
-        let node = self.topo.router(r);
-        let now = self.now;
-        let Some(host) = self.routers[r].host.as_mut() else {
+    /// What the host counts and the core must never cause: an operation id reused while
+    /// in flight, a settle or answer for a handle it never had (the world's tables are
+    /// large enough never to evict).
+    fn check_host_contract(&mut self, r: usize) {
+        let Some(process) = self.routers[r].host.as_mut() else {
             return;
         };
-        if !host.track_request(id) {
+        let c = process.host.counters();
+        let evicted = c.deliveries_evicted + c.inbound_evicted;
+        let (reused, unknown) = (c.io_ids_reused, c.unknown_handles.saturating_sub(evicted));
+        if reused > process.seen_reused {
+            process.seen_reused = reused;
             self.checker.fail(
-                now,
-                "request_id_reused",
-                format!("kv access id {id} reused while in flight"),
+                self.now,
+                "io_id_reused",
+                "the core reused a publish, request or KV id while it was in flight".to_string(),
             );
-            return;
+        } else if unknown > process.seen_unknown {
+            process.seen_unknown = unknown;
+            self.checker.fail(
+                self.now,
+                "unknown_handle",
+                "the core settled a delivery or answered a request it never received".to_string(),
+            );
         }
-        self.timer(node, now + KV_TIMEOUT_MS, ActorTimer::KvTimeout { id });
-        self.send_up(node, up);
     }
 
-    fn execute(&mut self, r: usize, command: Command) {
+    /// Carry out what router `r`'s host asked for.
+    fn perform(&mut self, r: usize) {
+        let node = self.topo.router(r);
+        let mut actions = Vec::new();
+        if let Some(process) = self.routers[r].host.as_mut() {
+            while let Some(action) = process.host.poll_action() {
+                actions.push(action);
+            }
+        }
+        let mut reports = Vec::new();
+        for action in actions {
+            match action {
+                SimAction::Settle { ack, how } => {
+                    let kind = match how {
+                        Settle::Ack => AckKind::Ack,
+                        Settle::Nak { delay_ms } => AckKind::Nak { delay_ms },
+                        Settle::Term => AckKind::Term,
+                        Settle::Progress => AckKind::Progress,
+                    };
+                    self.send_up(
+                        node,
+                        Up::Ack {
+                            cons: ack.cons,
+                            seq: ack.stream_seq,
+                            kind,
+                        },
+                    );
+                }
+                SimAction::Respond {
+                    reply: (to, id),
+                    payload,
+                } => self.send_up(node, Up::Respond { to, id, payload }),
+                SimAction::Io { command, .. } => self.perform_io(r, command),
+                SimAction::Fetch { id, stream, seq } => {
+                    self.send_up(node, Up::DirectGet { id, stream, seq })
+                }
+                // A read while the client knows it is disconnected fails at once, as
+                // async-nats' does; the host keeps its last value.
+                SimAction::ReadPending if self.nodes[node].connected => {
+                    self.send_up(node, Up::ConsumerInfo { cons: Cons::Decide })
+                }
+                SimAction::ReadPending => {}
+                SimAction::Pull { consumer } => {
+                    if let Some(&cons) = CONSUMERS.get(consumer) {
+                        // The modelled client pulls now if connected, else on reconnect.
+                        self.pull(node, cons);
+                        reports.push(SimEvent::Pull {
+                            consumer,
+                            event: PullEvent::Started,
+                        });
+                    }
+                }
+                SimAction::StopIntake => {
+                    if let Some(process) = self.routers[r].host.as_mut() {
+                        process.intake_stopped = true;
+                    }
+                }
+                SimAction::Exit { drained } => {
+                    self.trace
+                        .record(self.now, "router.exit", self.topo.name(node), &drained);
+                    self.crash_router(r, 1_000, true);
+                    return;
+                }
+            }
+        }
+        for report in reports {
+            self.host_event(r, report);
+        }
+    }
+
+    /// A publish, request or shared-bucket operation, onto the wire (with the
+    /// deliberately broken hosts' mischief).
+    fn perform_io(&mut self, r: usize, command: Command) {
         let node = self.topo.router(r);
         let now = self.now;
-        let Some(host) = self.routers[r].host.as_mut() else {
-            return;
-        };
         match command {
-            Command::Ack { delivery } => self.send_ack(r, delivery, AckKind::Ack),
-            Command::Nak { delivery, delay_ms } => {
-                self.send_ack(r, delivery, AckKind::Nak { delay_ms })
-            }
-            Command::Term { delivery } => self.send_ack(r, delivery, AckKind::Term),
-            Command::InProgress { delivery } => self.send_ack(r, delivery, AckKind::Progress),
-            Command::SetTimer { key, at } => {
-                host.arm_timer(key, at);
-                let world_at = host.world_time_of(at, now);
-                self.timer(node, world_at, ActorTimer::CoreTimer { key, at });
-            }
             Command::Request {
                 id,
                 subject,
                 headers,
                 payload,
-                timeout_ms,
-            } => {
-                if !host.track_request(id) {
-                    self.checker.fail(
-                        now,
-                        "request_id_reused",
-                        format!("request id {id} reused while in flight"),
-                    );
-                    return;
-                }
-                self.checker
-                    .publish_sent_at
-                    .insert((self.proc_of(r), u64::MAX - id), now);
-                self.timer(node, now + timeout_ms, ActorTimer::RequestTimeout { id });
-                self.send_up(
-                    node,
-                    Up::Request {
-                        id,
-                        subject,
-                        headers,
-                        payload,
-                    },
-                );
-            }
+                ..
+            } => self.send_up(
+                node,
+                Up::Request {
+                    id,
+                    subject,
+                    headers,
+                    payload,
+                },
+            ),
             Command::KvCreate { id, key, value } => {
-                if !host.track_request(id) {
-                    self.checker.fail(
-                        now,
-                        "request_id_reused",
-                        format!("kv create id {id} reused while in flight"),
-                    );
-                    return;
-                }
-                self.timer(node, now + KV_TIMEOUT_MS, ActorTimer::KvTimeout { id });
-                self.send_up(node, Up::KvCreate { id, key, value });
+                self.send_up(node, Up::KvCreate { id, key, value })
             }
-            Command::KvGet { id, key } => self.kv_access(r, id, Up::KvGet { id, key }),
-            Command::KvPut { id, key, value } => {
-                self.kv_access(r, id, Up::KvPut { id, key, value })
-            }
-            Command::Respond { id, payload } => match host.take_inbound(id) {
-                Some((to, request)) => self.send_up(
-                    node,
-                    Up::Respond {
-                        to,
-                        id: request,
-                        payload,
-                    },
-                ),
-                None => self.checker.fail(
-                    now,
-                    "unknown_inbound",
-                    format!("Respond to inbound request {id}, never received"),
-                ),
-            },
+            Command::KvGet { id, key } => self.send_up(node, Up::KvGet { id, key }),
+            Command::KvPut { id, key, value } => self.send_up(node, Up::KvPut { id, key, value }),
             Command::Publish(p) => {
-                if !host.track_publish(p.id, p.msg_id.clone()) {
-                    self.checker.fail(
-                        now,
-                        "publish_id_reused",
-                        format!("publish id {} reused while in flight", p.id),
-                    );
-                    return;
-                }
-                self.timer(
-                    node,
-                    now + self.profile.publish_timeout_ms,
-                    ActorTimer::PublishTimeout { id: p.id },
-                );
                 let reply = p.kind == PublishKind::Core
                     && p.subject.starts_with(crate::actors::gateway::INBOX_PREFIX);
                 let dlq = p.subject == subjects::DECIDE_DLQ || p.subject == subjects::RESULT_DLQ;
@@ -298,7 +376,7 @@ impl World {
                 if bug == Some(Bug::DoubleUsage) && p.subject == subjects::USAGE {
                     let mut headers = p.headers.clone();
                     for h in &mut headers {
-                        if h.0 == beamline_router::contracts::subjects::HEADER_MSG_ID {
+                        if h.0 == subjects::HEADER_MSG_ID {
                             h.1 = format!("{}-again", h.1);
                         }
                     }
@@ -331,50 +409,33 @@ impl World {
                     },
                 );
             }
+            other => self.checker.fail(
+                now,
+                "host_io",
+                format!("the host asked for I/O that is not I/O: {other:?}"),
+            ),
         }
     }
 
-    fn send_ack(&mut self, r: usize, delivery: u64, kind: AckKind) {
+    /// Wake router `r`'s host at its next deadline, unless an earlier wake-up is due.
+    fn schedule_wake(&mut self, r: usize, from_wake: bool) {
         let node = self.topo.router(r);
-        let Some(d) = self.routers[r]
-            .host
-            .as_ref()
-            .and_then(|h| h.delivery(delivery))
-        else {
-            self.checker.fail(
-                self.now,
-                "unknown_delivery",
-                format!("{kind:?} for delivery {delivery}, never delivered"),
-            );
+        let now = self.now;
+        let Some(process) = self.routers[r].host.as_mut() else {
             return;
         };
-        self.send_up(
-            node,
-            Up::Ack {
-                cons: d.cons,
-                seq: d.stream_seq,
-                kind,
-            },
-        );
-    }
-
-    fn ack_advisories(&mut self, r: usize) {
-        let node = self.topo.router(r);
-        let done = self.routers[r]
-            .host
-            .as_mut()
-            .map(|h| h.take_advisories_done())
-            .unwrap_or_default();
-        for seq in done {
-            self.send_up(
-                node,
-                Up::Ack {
-                    cons: Cons::Advisories,
-                    seq,
-                    kind: AckKind::Ack,
-                },
-            );
+        let Some(at) = process.host.poll_timeout() else {
+            return;
+        };
+        // Right after a wake-up, nothing is due at this instant any more.
+        let world_at = process
+            .world_time_of(at, now)
+            .max(now + u64::from(from_wake));
+        if process.wake.is_some_and(|w| w <= world_at && w >= now) {
+            return;
         }
+        process.wake = Some(world_at);
+        self.timer(node, world_at, ActorTimer::HostWake { at: world_at });
     }
 
     /// Something reached router process `r`.
@@ -387,49 +448,28 @@ impl World {
                     .as_mut()
                     .and_then(|h| h.puller(cons))
                     .is_some_and(|p| p.on_delivery(d.pull));
-                match cons {
-                    Cons::Advisories => self.on_advisory(r, d.stream_seq, &d.payload),
-                    Cons::Decide | Cons::Results => self.on_delivery(r, cons, d, pending),
-                    Cons::Assign | Cons::Usage => {}
+                if matches!(cons, Cons::Decide | Cons::Results | Cons::Advisories) {
+                    self.on_delivery(r, cons, d, pending);
                 }
                 if batch_done {
                     self.pull(node, cons);
                 }
             }
             Down::PubAck { id, error } => {
-                let confirmed = error.is_none();
-                let known = self.routers[r]
-                    .host
-                    .as_mut()
-                    .is_some_and(|h| h.settle_publish(id, confirmed));
-                if known {
-                    let outcome = match error {
-                        None => PublishOutcome::Confirmed,
-                        Some(reason) => {
-                            self.publish_failed(r, id, &reason);
-                            PublishOutcome::Failed { reason }
-                        }
-                    };
-                    self.feed(r, Input::PublishDone { id, outcome });
-                }
+                let outcome = match error {
+                    None => PublishOutcome::Confirmed,
+                    Some(reason) => PublishOutcome::Failed { reason },
+                };
+                self.host_event(r, SimEvent::PublishDone { id, outcome });
             }
             Down::Reply { id, outcome } => {
-                if self.routers[r]
-                    .host
-                    .as_mut()
-                    .is_some_and(|h| h.settle_request(id))
-                {
-                    let outcome = match outcome {
-                        ReplyOutcome::Reply(payload) => RequestOutcome::Reply { payload },
-                        ReplyOutcome::NoResponders => {
-                            self.request_failed(r, id, "no responders");
-                            RequestOutcome::Failed {
-                                reason: "no responders".to_string(),
-                            }
-                        }
-                    };
-                    self.feed(r, Input::RequestDone { id, outcome });
-                }
+                let outcome = match outcome {
+                    ReplyOutcome::Reply(payload) => RequestOutcome::Reply { payload },
+                    ReplyOutcome::NoResponders => RequestOutcome::Failed {
+                        reason: "no responders".to_string(),
+                    },
+                };
+                self.host_event(r, SimEvent::RequestDone { id, outcome });
             }
             Down::Msg {
                 subject,
@@ -437,49 +477,62 @@ impl World {
                 payload,
                 reply,
             } => {
-                let Some((from, request)) = reply else { return };
-                let Some(host) = self.routers[r].host.as_mut() else {
-                    return;
-                };
-                let id = host.register_inbound(from, request);
-                let inbound = beamline_router::core::InboundRequest {
-                    id,
-                    subject,
-                    headers,
-                    payload,
-                };
-                self.feed(r, Input::Inbound(inbound));
-            }
-            Down::Got { id, msg } => self.on_got(r, id, msg),
-            Down::Kv { id, reply } => {
-                if self.routers[r]
+                let Some(reply) = reply else { return };
+                let intake_stopped = self.routers[r]
                     .host
-                    .as_mut()
-                    .is_some_and(|h| h.settle_request(id))
-                {
-                    let outcome = match reply {
-                        KvReply::Created => KvOutcome::Created,
-                        KvReply::Exists(value) => KvOutcome::Exists { value },
-                        KvReply::Value(Some(value)) => KvOutcome::Found { value },
-                        KvReply::Value(None) => KvOutcome::Missing,
-                        KvReply::Stored => KvOutcome::Found { value: Vec::new() },
-                        KvReply::Refused(reason) => KvOutcome::Failed { reason },
+                    .as_ref()
+                    .is_some_and(|h| h.intake_stopped);
+                if !intake_stopped {
+                    let event = SimEvent::Inbound {
+                        reply,
+                        subject,
+                        headers,
+                        payload,
                     };
-                    self.feed(r, Input::KvDone { id, outcome });
+                    self.host_event(r, event);
                 }
             }
+            Down::Got { id, msg } => {
+                let message = match msg {
+                    Some(m) => Fetched::Found {
+                        subject: m.subject,
+                        headers: m.headers,
+                        payload: m.payload,
+                    },
+                    None => Fetched::Gone,
+                };
+                self.host_event(r, SimEvent::Fetched { id, message });
+            }
+            Down::Kv { id, reply } => {
+                let outcome = match reply {
+                    KvReply::Created => KvOutcome::Created,
+                    KvReply::Exists(value) => KvOutcome::Exists { value },
+                    KvReply::Value(Some(value)) => KvOutcome::Found { value },
+                    KvReply::Value(None) => KvOutcome::Missing,
+                    KvReply::Stored => KvOutcome::Found { value: Vec::new() },
+                    KvReply::Refused(reason) => KvOutcome::Failed { reason },
+                };
+                self.host_event(r, SimEvent::KvDone { id, outcome });
+            }
+            Down::ConsumerInfo { pending, .. } => self.host_event(r, SimEvent::Pending { pending }),
         }
     }
 
     fn on_delivery(&mut self, r: usize, cons: Cons, d: crate::jetstream::Delivered, pending: u64) {
         let node = self.topo.router(r);
         let bug = self.options.bug;
-        let Some(host) = self.routers[r].host.as_mut() else {
+        if cons == Cons::Advisories && bug == Some(Bug::DropAdvisories) {
+            let ack = Up::Ack {
+                cons,
+                seq: d.stream_seq,
+                kind: AckKind::Ack,
+            };
+            self.send_up(node, ack);
+            return;
+        }
+        let Some(consumer) = consumer_index(cons) else {
             return;
         };
-        if cons == Cons::Decide && host.pending_changed(pending) {
-            self.feed(r, Input::ConsumerPending { pending });
-        }
         if cons == Cons::Decide {
             let proc = self.proc_of(r);
             self.checker.on_core_delivery(self.now, proc, d.stream_seq);
@@ -487,126 +540,72 @@ impl World {
         let Some(host) = self.routers[r].host.as_mut() else {
             return;
         };
-        let told = if bug == Some(Bug::IgnoreDelivered) {
+        let told = if bug == Some(Bug::IgnoreDelivered) && cons != Cons::Advisories {
             1
         } else {
             d.delivered
         };
-        let delivery = host.register_delivery(cons, &d, told);
         if cons == Cons::Decide && bug == Some(Bug::ForgetAnswers) && host.router().in_flight() == 0
         {
             host.reset_core();
+            self.trace.record(
+                self.now,
+                "bug.forget-answers",
+                self.topo.name(node),
+                &d.stream_seq,
+            );
         }
+        let Some(host) = self.routers[r].host.as_mut() else {
+            return;
+        };
+        let handle = DeliveryRef {
+            cons,
+            stream_seq: d.stream_seq,
+            delivered: d.delivered,
+        };
         if cons == Cons::Decide && bug == Some(Bug::AckOnDelivery) {
+            let stats = host.router().stats().clone();
             self.trace.record(
                 self.now,
                 "bug.ack-on-delivery",
                 self.topo.name(node),
-                &json!({"delivery": delivery.id}),
+                &json!({"seq": d.stream_seq}),
             );
             let proc = self.proc_of(r);
-            let ack = [Command::Ack {
-                delivery: delivery.id,
-            }];
-            let host = self.routers[r].host.as_ref().expect("present");
-            let stats = host.router().stats().clone();
+            let ack = [Command::Ack { delivery: 0 }];
             self.checker.on_core_step(
                 self.now,
                 proc,
                 StepInput { message: None },
                 &ack,
-                |id| host.delivery(id),
+                |_| Some(handle),
                 |_, _| None,
                 &|_, _| false,
                 &self.workload,
                 &stats,
                 &stats,
             );
-            self.send_ack(r, delivery.id, AckKind::Ack);
-        }
-        self.feed_with(
-            r,
-            Input::Delivery(delivery),
-            StepInput {
-                message: Some((cons, d.stream_seq)),
-            },
-        );
-    }
-
-    /// A MAX_DELIVERIES advisory reached router `r`: fetch the message it names.
-    fn on_advisory(&mut self, r: usize, advisory_seq: u64, payload: &[u8]) {
-        let node = self.topo.router(r);
-        let advisory = parse_advisory(advisory_seq, payload);
-        let ours = advisory
-            .as_ref()
-            .is_some_and(|a| a.stream == "DECIDE" || a.stream == "RESULTS");
-        if self.options.bug == Some(Bug::DropAdvisories) || !ours {
+            let kind = AckKind::Ack;
             self.send_up(
                 node,
                 Up::Ack {
-                    cons: Cons::Advisories,
-                    seq: advisory_seq,
-                    kind: AckKind::Ack,
+                    cons,
+                    seq: d.stream_seq,
+                    kind,
                 },
             );
-            return;
         }
-        let Some(advisory) = advisory else { return };
-        let Some(host) = self.routers[r].host.as_mut() else {
-            return;
+        let arrival = Arrival {
+            consumer,
+            ack: handle,
+            subject: d.subject,
+            headers: d.headers,
+            payload: d.payload,
+            stream_seq: d.stream_seq,
+            delivered: told,
+            pending: Some(pending),
         };
-        let id = host.ids.fresh();
-        let (stream, seq) = (advisory.stream.clone(), advisory.stream_seq);
-        host.start_get(id, advisory);
-        self.send_up(node, Up::DirectGet { id, stream, seq });
-    }
-
-    /// The message an advisory named, read back from its stream: `Input::Exhausted`.
-    fn on_got(&mut self, r: usize, id: u64, msg: Option<crate::wire::GotMessage>) {
-        let node = self.topo.router(r);
-        let Some(advisory) = self.routers[r].host.as_mut().and_then(|h| h.take_get(id)) else {
-            return;
-        };
-        let Some(msg) = msg else {
-            // Gone from the stream: nothing left to dead-letter.
-            self.send_up(
-                node,
-                Up::Ack {
-                    cons: Cons::Advisories,
-                    seq: advisory.advisory_seq,
-                    kind: AckKind::Ack,
-                },
-            );
-            return;
-        };
-        let (cons, dlq_subject) = if advisory.stream == "DECIDE" {
-            (Cons::Decide, subjects::DECIDE_DLQ)
-        } else {
-            (Cons::Results, subjects::RESULT_DLQ)
-        };
-        let input = Input::Exhausted(Exhausted {
-            subject: msg.subject,
-            headers: msg.headers,
-            payload: msg.payload,
-            stream_seq: advisory.stream_seq,
-            deliveries: advisory.deliveries,
-        });
-        let commands = self.feed_with(
-            r,
-            input,
-            StepInput {
-                message: Some((cons, advisory.stream_seq)),
-            },
-        );
-        if let Some(host) = self.routers[r].host.as_mut() {
-            host.after_exhausted(
-                &advisory,
-                cons,
-                dlq_msg_id(dlq_subject, advisory.stream_seq),
-                &commands,
-            );
-        }
-        self.ack_advisories(r);
+        self.host_event(r, SimEvent::Delivery(arrival));
     }
 
     fn publish_failed(&mut self, r: usize, id: u64, reason: &str) {
@@ -634,89 +633,53 @@ impl World {
     pub(super) fn router_timer(&mut self, r: usize, timer: ActorTimer) {
         let node = self.topo.router(r);
         let now = self.now;
-        let Some(host) = self.routers[r].host.as_mut() else {
+        let Some(process) = self.routers[r].host.as_mut() else {
             return;
         };
         match timer {
-            ActorTimer::CoreTimer { key, at } => {
-                if host.fire_timer(key, at, now) {
-                    self.feed(r, Input::Timer { key });
-                } else if host.timer_armed(key, at) {
-                    // Not due on this process's clock (it jumped back): wait for it.
-                    let world_at = host.world_time_of(at, now).max(now + 1);
-                    self.timer(node, world_at, ActorTimer::CoreTimer { key, at });
+            ActorTimer::HostWake { at } => {
+                if process.wake == Some(at) {
+                    process.wake = None;
                 }
-            }
-            ActorTimer::PublishTimeout { id } if host.settle_publish(id, false) => {
-                self.publish_failed(r, id, "timeout");
-                let outcome = PublishOutcome::Failed {
-                    reason: "timeout".to_string(),
-                };
-                self.feed(r, Input::PublishDone { id, outcome });
-            }
-            ActorTimer::RequestTimeout { id } if host.settle_request(id) => {
-                self.request_failed(r, id, "timeout");
-                self.feed(
-                    r,
-                    Input::RequestDone {
-                        id,
-                        outcome: RequestOutcome::Timeout,
-                    },
-                );
-            }
-            ActorTimer::KvTimeout { id } if host.settle_request(id) => {
-                self.feed(
-                    r,
-                    Input::KvDone {
-                        id,
-                        outcome: KvOutcome::Failed {
-                            reason: "timeout".to_string(),
-                        },
-                    },
-                );
+                self.drive(r, true, |host, now, env| host.handle_timeout(now, env));
             }
             ActorTimer::PullExpire { cons, pull } => {
-                let expired = host.puller(cons).is_some_and(|p| p.expired(pull));
+                let expired = process.puller(cons).is_some_and(|p| p.expired(pull));
                 if expired {
                     self.pull(node, cons);
                 }
             }
             _ => {}
         }
+        let _ = now;
     }
 
-    /// Re-arm every core timer of router `r` after its clock jumped.
+    /// Router `r`'s clock jumped: wake its host by the new reading.
     pub(super) fn rearm_timers(&mut self, r: usize) {
-        let node = self.topo.router(r);
-        let Some(host) = self.routers[r].host.as_ref() else {
-            return;
-        };
-        let timers: Vec<(u64, u64)> = host
-            .armed_timers()
-            .into_iter()
-            .map(|(key, at)| (key, host.world_time_of(at, self.now)))
-            .collect();
-        let armed = host.armed_timers();
-        for ((key, at), (_, world_at)) in armed.into_iter().zip(timers) {
-            self.timer(node, world_at, ActorTimer::CoreTimer { key, at });
+        if let Some(process) = self.routers[r].host.as_mut() {
+            process.wake = None;
         }
+        self.schedule_wake(r, false);
     }
 
-    /// Tell router `r`'s core its connection changed, and pull again when it is up.
+    /// Tell router `r`'s host its connection changed, and pull again when it is up (the
+    /// client re-pulls on reconnect, as async-nats' pull stream does).
     pub(super) fn router_connection(&mut self, r: usize, up: bool) {
         let node = self.topo.router(r);
-        let was = self.routers[r].host.as_ref().is_some_and(|h| h.connected());
+        let was = self.routers[r].told_connected;
         if up {
             if was {
                 // The client learns of the old connection's end at the latest now.
-                self.feed(r, Input::Connection(ConnectionEvent::Down));
+                self.host_event(r, SimEvent::Connection(ConnectionEvent::Down));
             }
-            self.feed(r, Input::Connection(ConnectionEvent::Up));
-            for cons in [Cons::Decide, Cons::Results, Cons::Advisories] {
+            self.routers[r].told_connected = true;
+            self.host_event(r, SimEvent::Connection(ConnectionEvent::Up));
+            for cons in CONSUMERS {
                 self.pull(node, cons);
             }
         } else if was {
-            self.feed(r, Input::Connection(ConnectionEvent::Down));
+            self.routers[r].told_connected = false;
+            self.host_event(r, SimEvent::Connection(ConnectionEvent::Down));
         }
     }
 
@@ -744,5 +707,14 @@ impl World {
             _ => {}
         }
         self.apply_out(node, out);
+    }
+}
+
+/// The consumer whose stream captures `subject` (an exhausted message's).
+fn cons_of_subject(subject: &str) -> Cons {
+    if subject == subjects::RESULT {
+        Cons::Results
+    } else {
+        Cons::Decide
     }
 }

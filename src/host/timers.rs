@@ -1,5 +1,5 @@
-//! The core's timers: `SetTimer { key, at }` arms (or re-arms) `key`; when the wall
-//! clock passes `at` the driver feeds `Input::Timer { key }`.
+//! The core's timers: `SetTimer { key, at }` arms (or re-arms) `key`; when the host's
+//! clock passes `at` it feeds `Input::Timer { key }`. One table for both worlds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
