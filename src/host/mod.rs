@@ -638,14 +638,17 @@ impl<A: Clone, R> Host<A, R> {
                 }
             }
         }
-        for command in &commands {
-            self.route(now, command.clone());
+        // Production routes the commands themselves (no copy of a payload on the hot
+        // path); only a recording host keeps copies for its step record.
+        let kept = if record { commands.clone() } else { Vec::new() };
+        for command in commands {
+            self.route(now, command);
         }
         if let Some(input) = recorded_input {
             self.steps.push(CoreStep {
                 input,
                 consumer,
-                commands,
+                commands: kept,
                 handles,
                 before,
                 after: self.router.stats().clone(),

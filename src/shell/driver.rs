@@ -426,15 +426,6 @@ impl Driver {
                         PullEvent::StartFailed
                     }
                 };
-                if let Some(c) = self.counters.get_mut(consumer) {
-                    c.pull_restarts = self
-                        .host
-                        .counters()
-                        .pull_restarts
-                        .get(consumer)
-                        .copied()
-                        .unwrap_or(0);
-                }
                 self.handle(HostEvent::Pull { consumer, event });
             }
             HostAction::StopIntake => {

@@ -632,7 +632,6 @@ impl World {
     /// A timer of router process `r`.
     pub(super) fn router_timer(&mut self, r: usize, timer: ActorTimer) {
         let node = self.topo.router(r);
-        let now = self.now;
         let Some(process) = self.routers[r].host.as_mut() else {
             return;
         };
@@ -651,7 +650,6 @@ impl World {
             }
             _ => {}
         }
-        let _ = now;
     }
 
     /// Router `r`'s clock jumped: wake its host by the new reading.
