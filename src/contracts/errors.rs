@@ -64,6 +64,10 @@ pub enum ErrorCode {
     PostProcessorFailed,
     ExtensionUnavailable,
     ExtensionError,
+    /// The server gave up on the request after `max_deliver` deliveries (the router was
+    /// overloaded, disconnected or failing); it was dead-lettered, never decided. Safe to
+    /// send again.
+    DeliveryExhausted,
     Internal,
 }
 
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::PostProcessorFailed => "post_processor_failed",
             ErrorCode::ExtensionUnavailable => "extension_unavailable",
             ErrorCode::ExtensionError => "extension_error",
+            ErrorCode::DeliveryExhausted => "delivery_exhausted",
             ErrorCode::Internal => "internal",
         }
     }

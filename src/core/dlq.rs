@@ -60,7 +60,31 @@ pub fn refused(
     })
 }
 
-pub fn exhausted(origin: &Origin, seq: u64, delivered: u64, now: Time, node: &str) -> Vec<u8> {
+/// Why a valid message was given up on, for its DLQ record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exhaustion {
+    /// Its last delivery reached us, and a publish it needed failed.
+    PublishFailed,
+    /// The server gave up on it (MAX_DELIVERIES advisory) before we completed a delivery.
+    ServerGaveUp,
+}
+
+pub fn exhausted(
+    origin: &Origin,
+    seq: u64,
+    delivered: u64,
+    why: Exhaustion,
+    now: Time,
+    node: &str,
+) -> Vec<u8> {
+    let message = match why {
+        Exhaustion::PublishFailed => {
+            format!("reply could not be published in {delivered} deliveries")
+        }
+        Exhaustion::ServerGaveUp => format!(
+            "the server gave up after {delivered} deliveries, none of which the router completed"
+        ),
+    };
     encode(&DlqRecord {
         reason: DlqReason::MaxdeliverExhausted,
         original_subject: origin.subject.clone(),
@@ -73,7 +97,7 @@ pub fn exhausted(origin: &Origin, seq: u64, delivered: u64, now: Time, node: &st
         trace_id: None,
         error: DlqError {
             code: "MAXDELIVER_EXHAUSTED".to_string(),
-            message: format!("reply could not be published in {delivered} deliveries"),
+            message,
             severity: "error".to_string(),
         },
         received_at: now.millis(),
@@ -81,6 +105,15 @@ pub fn exhausted(origin: &Origin, seq: u64, delivered: u64, now: Time, node: &st
     })
 }
 
+/// A record holds only strings and integers, which always encode; should that ever
+/// break, the record still names its reason and message rather than being empty.
 fn encode(record: &DlqRecord) -> Vec<u8> {
-    serde_json::to_vec(record).unwrap_or_default()
+    serde_json::to_vec(record).unwrap_or_else(|_| {
+        format!(
+            r#"{{"reason":"{}","stream_seq":{},"error":{{"code":"INTERNAL","message":"record encoding failed","severity":"error"}}}}"#,
+            reason_str(record.reason),
+            record.stream_seq
+        )
+        .into_bytes()
+    })
 }

@@ -407,10 +407,19 @@ impl Pipeline {
                 metadata: &self.context,
                 config: &item.config,
             };
+            let payload = match serde_json::to_vec(&body) {
+                Ok(payload) => payload,
+                // Never call an extension with an empty body: the item fails as an
+                // extension error would (required: the decision fails).
+                Err(e) => match self.fail("extension_error", format!("call body: {e}")) {
+                    Some(err) => return Step::Failed(err),
+                    None => continue,
+                },
+            };
             return Step::Call(Call {
                 extension_id: def.id.clone(),
                 subject: def.subject.clone(),
-                payload: serde_json::to_vec(&body).unwrap_or_default(),
+                payload,
                 timeout_ms: def.timeout_ms,
             });
         }

@@ -17,9 +17,8 @@ use super::extensions::{
 };
 use super::io::{Command, Delivery, Headers, KvOutcome, RequestOutcome};
 use super::reply;
-use super::router::{header, InFlight, Purpose, Router, TimerPurpose, Work};
+use super::router::{InFlight, Purpose, Router, TimerPurpose, Work};
 use super::shared::{self, SharedAnswer, SharedSession};
-use crate::contracts::subjects::HEADER_REPLY_TO;
 
 /// A decide request between intake and its reply.
 #[derive(Debug)]
@@ -45,10 +44,8 @@ impl Router {
         msg: &mut InFlight,
         env: &mut impl Env,
     ) {
-        let reply_to = header(&d.headers, HEADER_REPLY_TO)
-            .filter(|s| intake::valid_publish_subject(s))
-            .unwrap_or(&self.config.default_reply_subject)
-            .to_string();
+        let reply_to = self.reply_subject(&d.headers);
+        msg.origin.reply_to = Some(reply_to.clone());
         let rules = IntakeRules {
             max_payload_bytes: self.config.max_payload_bytes,
             min_payload_bytes: self.config.min_payload_bytes,
@@ -455,12 +452,18 @@ impl Router {
                         .assignment_subject
                         .clone()
                         .unwrap_or_else(|| self.config.assignment.subject.clone());
-                    stored = Some(StoredPublish {
-                        subject,
-                        headers,
-                        payload: serde_json::to_vec(&a).unwrap_or_default(),
-                        msg_id: a.assignment_id,
-                    });
+                    match serde_json::to_vec(&a) {
+                        Ok(payload) => {
+                            stored = Some(StoredPublish {
+                                subject,
+                                headers,
+                                payload,
+                                msg_id: a.assignment_id,
+                            })
+                        }
+                        // Never an empty assignment: skipped, as a gated one is.
+                        Err(_) => self.stats.assignments_skipped += 1,
+                    }
                 }
                 Err(_) => self.stats.assignments_skipped += 1,
             }
@@ -533,15 +536,21 @@ impl Router {
             reply: body,
             assignment,
         };
-        match claim {
-            Some(claim) if self.config.shared_idempotency => {
+        // An answer that cannot be encoded for the bucket (never, for what it holds)
+        // is published unshared rather than claimed with an empty value.
+        let shared_value = claim
+            .as_ref()
+            .filter(|_| self.config.shared_idempotency)
+            .and_then(|_| answer.encode());
+        match (claim, shared_value) {
+            (Some(claim), Some(value)) => {
                 let id = self.next_id();
                 self.kv_claims.insert(id, seq);
                 self.stats.shared_claims += 1;
                 env.execute(Command::KvCreate {
                     id,
                     key: shared::bucket_key(&claim.0, &claim.1),
-                    value: answer.encode(),
+                    value,
                 });
                 msg.work = Work::Claiming(Box::new(PendingAnswer {
                     reply_to,
@@ -549,7 +558,7 @@ impl Router {
                     answer,
                 }));
             }
-            claim => self.publish_answer(seq, msg, reply_to, claim, answer, env),
+            (claim, _) => self.publish_answer(seq, msg, reply_to, claim, answer, env),
         }
     }
 
@@ -560,11 +569,13 @@ impl Router {
         let Some(provider) = self.sticky.get(tenant, session, now) else {
             return;
         };
-        let value = SharedSession {
+        let Some(value) = (SharedSession {
             provider: provider.to_string(),
             expires_at_ms: now.after(ttl_ms).millis(),
-        }
-        .encode();
+        })
+        .encode() else {
+            return;
+        };
         let key = shared::sticky_key(tenant, session);
         let id = self.next_id();
         env.execute(Command::KvPut { id, key, value });

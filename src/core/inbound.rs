@@ -40,7 +40,7 @@ impl Router {
         }
         env.execute(Command::Respond {
             id: request.id,
-            payload: serde_json::to_vec(&reply).unwrap_or_default(),
+            payload: super::reply::to_bytes(&reply),
         });
     }
 

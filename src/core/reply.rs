@@ -152,6 +152,24 @@ pub fn pipeline_error(
     )
 }
 
+/// The error reply for a decide message the server gave up on before it was answered
+/// (`max_deliver` deliveries): it was dead-lettered, and the gateway may send it again.
+pub fn exhausted(request_id: Option<String>, trace_id: Option<String>, deliveries: u64) -> Vec<u8> {
+    let mut details = Map::new();
+    details.insert("reason".into(), "maxdeliver_exhausted".into());
+    details.insert("deliveries".into(), deliveries.into());
+    error_bytes(
+        ErrorCode::DeliveryExhausted,
+        format!("Not decided: the server gave up after {deliveries} deliveries"),
+        None,
+        Some(details),
+        ResponseContext {
+            request_id,
+            trace_id,
+        },
+    )
+}
+
 /// The error reply for a message refused at intake.
 pub fn rejection(rejection: &Rejection) -> Vec<u8> {
     let mut details = Map::new();

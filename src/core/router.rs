@@ -14,7 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::contracts::subjects::{HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID};
+use crate::contracts::subjects::{
+    HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID, HEADER_REPLY_TO,
+};
 use crate::contracts::DlqReason;
 use crate::policy::PolicyStore;
 
@@ -145,6 +147,8 @@ pub(super) struct InFlight {
     /// Set when the message must end in the DLQ (refused, or exhausted).
     pub dlq: Option<Publish>,
     pub dlq_confirmed: bool,
+    /// A reply to the gateway was confirmed: a dead letter then needs no error reply.
+    pub replied: bool,
 }
 
 /// What a DLQ record needs to know about the original message, kept instead of the
@@ -159,6 +163,8 @@ pub(super) struct Origin {
     pub tenant_id: Option<String>,
     /// For results: the correlation key, marked settled when the result is acked.
     pub result_key: Option<String>,
+    /// For decide: where the gateway waits for the answer.
+    pub reply_to: Option<String>,
 }
 
 impl Origin {
@@ -170,6 +176,7 @@ impl Origin {
             request_id: None,
             tenant_id: None,
             result_key: None,
+            reply_to: None,
         }
     }
 }
@@ -414,6 +421,7 @@ impl Router {
             &msg.origin,
             seq.1,
             m.deliveries,
+            dlq::Exhaustion::ServerGaveUp,
             env.now(),
             &self.config.node_id,
         );
@@ -426,7 +434,42 @@ impl Router {
         );
         msg.dlq = Some(publish.clone());
         self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+        if source == Source::Decide {
+            msg.origin.reply_to = Some(self.reply_subject(&d.headers));
+            self.reply_exhausted(seq, &mut msg, m.deliveries, env);
+        }
         self.in_flight.insert(seq, msg);
+    }
+
+    /// Where the answer to a decide message goes: its `Reply-To` header if that is a
+    /// subject we may publish to, else the configured default.
+    pub(super) fn reply_subject(&self, headers: &[(String, String)]) -> String {
+        header(headers, HEADER_REPLY_TO)
+            .filter(|s| crate::intake::valid_publish_subject(s))
+            .unwrap_or(&self.config.default_reply_subject)
+            .to_string()
+    }
+
+    /// Tell the gateway that a decide message it never got an answer to was given up
+    /// on, so that it can send it again at once instead of waiting out its timeout.
+    /// Best effort (core NATS): the DLQ record, not this reply, is the message's fate.
+    fn reply_exhausted(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        deliveries: u64,
+        env: &mut impl Env,
+    ) {
+        let Some(reply_to) = msg.origin.reply_to.clone() else {
+            return;
+        };
+        if msg.replied {
+            return;
+        }
+        self.stats.replies_error += 1;
+        let body = super::reply::exhausted(msg.origin.request_id.clone(), None, deliveries);
+        let publish = Self::core_publish(reply_to, Vec::new(), body);
+        self.send(seq, msg, publish, Purpose::Reply, env);
     }
 
     /// Each consumer has its own `max_deliver`.
@@ -467,6 +510,7 @@ impl Router {
             failed: false,
             dlq: None,
             dlq_confirmed: false,
+            replied: false,
         }
     }
 
@@ -497,9 +541,10 @@ impl Router {
                 }
             }
             (Purpose::Usage, true) => self.stats.usage_emitted += 1,
+            (Purpose::Reply, true) => msg.replied = true,
             (Purpose::Dlq, false) => {}
             (_, false) => msg.failed = true,
-            (Purpose::Reply | Purpose::UsageCopy, true) => {}
+            (Purpose::UsageCopy, true) => {}
         }
         self.maybe_resolve(seq, env);
     }
@@ -582,6 +627,7 @@ impl Router {
                     &msg.origin,
                     seq.1,
                     msg.delivered,
+                    dlq::Exhaustion::PublishFailed,
                     env.now(),
                     &self.config.node_id,
                 );
@@ -595,6 +641,8 @@ impl Router {
                 );
                 msg.dlq = Some(publish.clone());
                 self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+                let delivered = msg.delivered;
+                self.reply_exhausted(seq, &mut msg, delivered, env);
                 self.in_flight.insert(seq, msg);
             }
             Next::Settle(fate) => {

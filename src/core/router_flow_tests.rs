@@ -782,8 +782,14 @@ fn a_failed_claim_gives_the_message_back_then_dead_letters_on_the_last_delivery(
     );
     let cmds = env.take();
     let ps = publishes(&cmds);
-    assert_eq!(ps.len(), 1, "{cmds:?}");
+    assert_eq!(ps.len(), 2, "{cmds:?}");
     assert_eq!(ps[0].subject, "beamline.router.v1.decide.dlq");
+    // Nothing was ever published for it: the gateway hears that it was given up on.
+    assert_eq!(ps[1].subject, "_INBOX.gw");
+    assert!(
+        String::from_utf8_lossy(&ps[1].payload).contains("delivery_exhausted"),
+        "{cmds:?}"
+    );
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
         vec![Command::Term { delivery: 2 }]
@@ -911,7 +917,7 @@ fn a_session_pinned_by_another_instance_is_adopted_before_choosing() {
         kv_done(
             id,
             KvOutcome::Found {
-                value: pinned.encode(),
+                value: pinned.encode().unwrap(),
             },
         ),
         &mut env,

@@ -151,7 +151,17 @@ fn failed_reply_naks_then_dead_letters_on_the_last_delivery() {
     r.handle(done(third.id, false), &mut env);
     let cmds = env.take();
     let dlq = publishes(&cmds)[0].clone();
-    assert_eq!(cmds.len(), 1);
+    assert_eq!(
+        cmds.len(),
+        2,
+        "the DLQ record and the gateway's error reply: {cmds:?}"
+    );
+    let told = publishes(&cmds)[1].clone();
+    assert_eq!(told.subject, "_INBOX.gw.1");
+    let v: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
+    assert_eq!(v["error"]["code"], "delivery_exhausted", "{v}");
+    assert_eq!(v["context"]["request_id"], "r-1", "{v}");
+    r.handle(done(told.id, true), &mut env);
     assert_eq!(dlq.subject, "beamline.router.v1.decide.dlq");
     assert_eq!(dlq.kind, PublishKind::JetStream);
     assert_eq!(dlq.msg_id.as_deref(), Some("dlq-9"));
@@ -362,11 +372,22 @@ fn exhausted_message_never_seen_is_dead_lettered() {
     r.handle(exhausted(7, request("r-7", "")), &mut env);
     let cmds = env.take();
     let dlq = publishes(&cmds)[0].clone();
-    assert_eq!(cmds.len(), 1);
+    assert_eq!(
+        cmds.len(),
+        2,
+        "the DLQ record and the gateway's error reply: {cmds:?}"
+    );
     assert_eq!(dlq.msg_id.as_deref(), Some("dlq-7"));
     let record: DlqRecord = serde_json::from_slice(&dlq.payload).unwrap();
     assert_eq!(record.error.code, "MAXDELIVER_EXHAUSTED");
     assert_eq!(record.request_id.as_deref(), Some("r-7"));
+    // No Reply-To header: the default reply subject hears it.
+    let told = publishes(&cmds)[1].clone();
+    assert_eq!(told.subject, "beamline.router.v1.decide.reply");
+    let v: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
+    assert_eq!(v["error"]["code"], "delivery_exhausted", "{v}");
+    assert_eq!(v["context"]["request_id"], "r-7", "{v}");
+    r.handle(done(told.id, false), &mut env);
     // A failed record is retried by timer: no delivery is left to nak.
     r.handle(done(dlq.id, false), &mut env);
     assert!(matches!(env.take()[..], [Command::SetTimer { .. }]));

@@ -66,7 +66,9 @@ pub struct SharedAnswer {
 }
 
 impl SharedAnswer {
-    pub fn encode(&self) -> Vec<u8> {
+    /// `None` if it cannot be encoded (never, for the types it holds): nothing is
+    /// written then, rather than an empty value.
+    pub fn encode(&self) -> Option<Vec<u8>> {
         let envelope = Envelope {
             v: VERSION,
             reply: String::from_utf8_lossy(&self.reply).into_owned(),
@@ -77,7 +79,7 @@ impl SharedAnswer {
                 msg_id: a.msg_id.clone(),
             }),
         };
-        serde_json::to_vec(&envelope).unwrap_or_default()
+        serde_json::to_vec(&envelope).ok()
     }
 
     /// `None` for a value this version cannot read (another version, or not ours).
@@ -113,8 +115,10 @@ pub struct SharedSession {
 }
 
 impl SharedSession {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// `None` if it cannot be encoded (never, for the types it holds): nothing is
+    /// written then, rather than an empty value.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self).ok()
     }
 
     pub fn decode(bytes: &[u8]) -> Option<SharedSession> {
@@ -143,7 +147,7 @@ mod tests {
             reply: br#"{"ok":true,"decision":{"provider_id":"openai"}}"#.to_vec(),
             assignment: None,
         };
-        assert_eq!(SharedAnswer::decode(&plain.encode()), Some(plain));
+        assert_eq!(SharedAnswer::decode(&plain.encode().unwrap()), Some(plain));
         let with = SharedAnswer {
             reply: br#"{"ok":true}"#.to_vec(),
             assignment: Some(StoredPublish {
@@ -153,7 +157,7 @@ mod tests {
                 msg_id: "a-1".into(),
             }),
         };
-        assert_eq!(SharedAnswer::decode(&with.encode()), Some(with));
+        assert_eq!(SharedAnswer::decode(&with.encode().unwrap()), Some(with));
     }
 
     #[test]
@@ -162,7 +166,7 @@ mod tests {
             provider: "openai".into(),
             expires_at_ms: 42,
         };
-        assert_eq!(SharedSession::decode(&s.encode()), Some(s));
+        assert_eq!(SharedSession::decode(&s.encode().unwrap()), Some(s));
         assert_ne!(sticky_key("acme", "u-1"), bucket_key("acme", "u-1"));
         assert_eq!(SharedSession::decode(b"{}"), None);
     }

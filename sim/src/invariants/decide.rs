@@ -557,7 +557,10 @@ impl Checker {
             );
             return;
         }
-        if error_code(payload).as_deref() == Some("rate_limited") {
+        if matches!(
+            error_code(payload).as_deref(),
+            Some("rate_limited" | "delivery_exhausted")
+        ) {
             return; // not recorded under the key: a later attempt may be decided
         }
         let same_proc_differs = self.replies.get(&request).and_then(|seen| {
@@ -689,6 +692,10 @@ pub fn reply_problem(payload: &[u8], r: &PlannedRequest) -> Option<String> {
         }
     }
     let code = v.pointer("/error/code").and_then(Value::as_str);
+    if !ok && code == Some("delivery_exhausted") {
+        // Any request the server gave up on before it was answered (it was dead-lettered).
+        return None;
+    }
     if ok {
         let provider = v.pointer("/decision/provider_id").and_then(Value::as_str);
         if !provider.is_some_and(|p| crate::policies::PROVIDERS.contains(&p)) {
