@@ -22,7 +22,7 @@ use beamline_router::core::decider::{self, Stores};
 use beamline_router::core::sticky::StickyStore;
 use beamline_router::core::{
     Command, Delivery, Entropy, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router,
-    RouterConfig, Time,
+    RouterConfig, Settle, Source, Time,
 };
 use beamline_router::intake::{validate_decide, IntakeRules};
 use beamline_router::policy::PolicyStore;
@@ -93,6 +93,7 @@ fn request(n: u64, policy: &str, user: u64, idempotency: bool) -> Vec<u8> {
 fn delivery(n: u64, payload: Vec<u8>) -> Input {
     Input::Delivery(Delivery {
         id: n,
+        source: Source::Decide,
         subject: SUBJECT.into(),
         headers: vec![
             ("Reply-To".into(), format!("_INBOX.gw.{n}")),
@@ -161,8 +162,13 @@ impl<E: FnMut() -> u64> Harness<E> {
                         },
                         env,
                     ),
-                    Command::Ack { .. } => *acks += 1,
-                    Command::InProgress { .. } => {}
+                    Command::Settle {
+                        how: Settle::Ack, ..
+                    } => *acks += 1,
+                    Command::Settle {
+                        how: Settle::Progress,
+                        ..
+                    } => {}
                     other => panic!("unexpected command in the happy path: {other:?}"),
                 }
             }

@@ -43,7 +43,7 @@ use std::time::Instant;
 
 use beamline_router::core::{
     Command, Delivery, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router, RouterConfig,
-    Time,
+    Settle, Source, Time,
 };
 
 /// Counts heap allocations, so that churn per decision can be reported beside what stays
@@ -128,6 +128,7 @@ fn request(n: u64, policy: &str, user: Option<u64>, idempotency: bool) -> Vec<u8
 fn delivery(n: u64, payload: Vec<u8>) -> Input {
     Input::Delivery(Delivery {
         id: n,
+        source: Source::Decide,
         subject: "beamline.router.v1.decide".into(),
         headers: vec![
             ("Reply-To".into(), "_INBOX.gw.reply".into()),
@@ -188,8 +189,13 @@ impl<E: FnMut() -> u64> Harness<E> {
                         },
                         env,
                     ),
-                    Command::Ack { .. } => *acks += 1,
-                    Command::InProgress { .. } => {}
+                    Command::Settle {
+                        how: Settle::Ack, ..
+                    } => *acks += 1,
+                    Command::Settle {
+                        how: Settle::Progress,
+                        ..
+                    } => {}
                     other => panic!("unexpected command: {other:?}"),
                 }
             }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use beamline_router::core::{
     Command, Delivery, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router, RouterConfig,
-    Time,
+    Settle, Source, Time,
 };
 use beamline_router::policy::load_dir;
 use serde_json::{json, Value};
@@ -51,6 +51,7 @@ fn request(seq: u64, policy_id: &str) -> Input {
     });
     Input::Delivery(Delivery {
         id: seq,
+        source: Source::Decide,
         subject: "beamline.router.v1.decide".into(),
         headers: vec![("Reply-To".into(), "_INBOX.trace".into())],
         payload: body.to_string().into_bytes(),
@@ -92,10 +93,6 @@ fn trace(policy_id: &str, n: u64) -> String {
                         router.handle(Input::RequestDone { id, outcome }, &mut env);
                         progressed = true;
                     }
-                    Command::SetTimer { key, .. } => {
-                        router.handle(Input::Timer { key }, &mut env);
-                        progressed = true;
-                    }
                     Command::Publish(p) => {
                         if p.subject == "_INBOX.trace" {
                             line.push_str(&format!(" -> {}", summarize(&p.payload)));
@@ -112,15 +109,31 @@ fn trace(policy_id: &str, n: u64) -> String {
                         );
                         progressed = true;
                     }
-                    Command::Ack { .. } => line.push_str(" ack"),
-                    Command::Term { .. } => line.push_str(" term"),
-                    Command::Nak { delay_ms, .. } => line.push_str(&format!(" nak({delay_ms})")),
-                    Command::InProgress { .. } => line.push_str(" wpi"),
+                    Command::Settle {
+                        how: Settle::Ack, ..
+                    } => line.push_str(" ack"),
+                    Command::Settle {
+                        how: Settle::Term, ..
+                    } => line.push_str(" term"),
+                    Command::Settle {
+                        how: Settle::Nak { delay_ms },
+                        ..
+                    } => line.push_str(&format!(" nak({delay_ms})")),
+                    Command::Settle {
+                        how: Settle::Progress,
+                        ..
+                    } => line.push_str(" wpi"),
                     Command::Respond { .. } => {}
                     // The fixtures router keeps answers in memory; a claim here is a bug.
-                    Command::KvCreate { .. } | Command::KvGet { .. } | Command::KvPut { .. } => {
-                        line.push_str(" UNEXPECTED-kv")
-                    }
+                    Command::Kv { .. } => line.push_str(" UNEXPECTED-kv"),
+                }
+            }
+            // A retry waits on the core's own timer: let the clock reach it.
+            if !progressed {
+                if let Some(at) = router.poll_timeout() {
+                    env.now = env.now.max(at);
+                    router.handle(Input::Timeout, &mut env);
+                    progressed = true;
                 }
             }
             if !progressed {
@@ -141,6 +154,7 @@ fn trace(policy_id: &str, n: u64) -> String {
             router.handle(
                 Input::Delivery(Delivery {
                     id: 10_000 + seq,
+                    source: Source::Result,
                     subject: "caf.exec.result.v1".into(),
                     headers: vec![],
                     payload: result.to_string().into_bytes(),
@@ -160,7 +174,15 @@ fn trace(policy_id: &str, n: u64) -> String {
                     );
                 }
             }
-            let acked = env.take().iter().any(|c| matches!(c, Command::Ack { .. }));
+            let acked = env.take().iter().any(|c| {
+                matches!(
+                    c,
+                    Command::Settle {
+                        how: Settle::Ack,
+                        ..
+                    }
+                )
+            });
             line.push_str(&format!(
                 " | result {status}{}",
                 if acked { " ack" } else { "" }
@@ -238,6 +260,7 @@ proptest::proptest! {
         for i in 0..copies {
             router.handle(Input::Delivery(Delivery {
                 id: i as u64, subject: "beamline.router.v1.decide".into(),
+                source: Source::Decide,
                 headers: vec![("Reply-To".into(), "_INBOX.p".into())],
                 payload: body.clone().into_bytes(), stream_seq: i as u64 + 1, delivered: 1,
             }), &mut env);

@@ -9,14 +9,13 @@
 //!   publish) for that delivery's message (stream, stream_seq);
 //! - every `Term` comes after a confirmed DLQ publish (a JetStream publish to a subject
 //!   ending in `.dlq`, carrying `x-dlq-reason`) for that delivery's message;
-//! - every `Ack`, `Nak`, `Term` and `InProgress` names a delivery the router was given,
-//!   and each delivery gets at most one of `Ack`, `Nak`, `Term`, with no `InProgress`
-//!   after it;
+//! - every settle (`Ack`, `Nak`, `Term`, `Progress`) names a delivery the router was
+//!   given, and each delivery gets at most one final settle, with no `Progress` after it;
 //! - no panic.
 //!
-//! Publishes, and timers, are attributed to the message whose input produced them: a
-//! delivery's message, or the message of the publish (timer) whose outcome (firing) was
-//! fed in.
+//! Publishes are attributed to the message whose input produced them: a delivery's
+//! message, or the message of the publish whose outcome was fed in. The core owns its
+//! timers; a publish a timer fires (a DLQ retry) is attributed by its message id.
 
 #![no_main]
 
@@ -29,7 +28,7 @@ use libfuzzer_sys::fuzz_target;
 use beamline_router::contracts::subjects;
 use beamline_router::core::{
     Command, Delivery, DeliveryId, Input, PublishId, PublishKind, PublishOutcome, RecordingEnv,
-    Router, RouterConfig, Time, TimerKey,
+    Router, RouterConfig, Settle, Source as Stream, Time,
 };
 use beamline_router::policy::{parse_policy, PolicyStore};
 
@@ -250,12 +249,6 @@ struct RouterInput {
 }
 
 /// Which stream a message came from, as the router tells them apart (by subject).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Stream {
-    Decide,
-    Result,
-    AssignmentAck,
-}
 
 type Key = (Stream, u64);
 
@@ -278,8 +271,8 @@ struct Harness {
     pending: Vec<(PublishId, Key, Class)>,
     publish_owner: BTreeMap<PublishId, (Key, Class)>,
     confirmed: BTreeSet<(Key, Class)>,
-    timers: Vec<(TimerKey, u64, Key)>,
-    timer_owner: BTreeMap<TimerKey, Key>,
+    /// The message of every JetStream message id published so far.
+    msg_id_owner: BTreeMap<String, Key>,
 }
 
 fn stream_of(config: &RouterConfig, subject: &str) -> Stream {
@@ -318,9 +311,13 @@ impl Harness {
     fn check(&mut self, command: Command, owner: Option<Key>) {
         match command {
             Command::Publish(p) => {
-                let owner = owner.unwrap_or_else(|| {
+                let by_msg_id = p.msg_id.as_ref().and_then(|m| self.msg_id_owner.get(m));
+                let owner = owner.or(by_msg_id.copied()).unwrap_or_else(|| {
                     panic!("publish {p:?} emitted by an input that belongs to no message")
                 });
+                if let Some(m) = &p.msg_id {
+                    self.msg_id_owner.insert(m.clone(), owner);
+                }
                 let class = match p.kind {
                     PublishKind::Core => Class::Reply,
                     PublishKind::JetStream
@@ -339,7 +336,10 @@ impl Harness {
                 self.publish_owner.insert(p.id, (owner, class));
                 self.pending.push((p.id, owner, class));
             }
-            Command::Ack { delivery } => {
+            Command::Settle {
+                delivery,
+                how: Settle::Ack,
+            } => {
                 let key = self.finish(delivery, "Ack");
                 if key.0 == Stream::Decide {
                     assert!(
@@ -348,17 +348,26 @@ impl Harness {
                     );
                 }
             }
-            Command::Term { delivery } => {
+            Command::Settle {
+                delivery,
+                how: Settle::Term,
+            } => {
                 let key = self.finish(delivery, "Term");
                 assert!(
                     self.confirmed.contains(&(key, Class::Dlq)),
                     "Term of delivery {delivery} ({key:?}) without a confirmed DLQ publish"
                 );
             }
-            Command::Nak { delivery, .. } => {
+            Command::Settle {
+                delivery,
+                how: Settle::Nak { .. },
+            } => {
                 self.finish(delivery, "Nak");
             }
-            Command::InProgress { delivery } => {
+            Command::Settle {
+                delivery,
+                how: Settle::Progress,
+            } => {
                 assert!(
                     self.deliveries.contains_key(&delivery),
                     "InProgress of unknown {delivery}"
@@ -368,12 +377,7 @@ impl Harness {
                     "InProgress of delivery {delivery} after its Ack/Nak/Term"
                 );
             }
-            Command::SetTimer { key, at } => {
-                let owner = owner.expect("a timer set by an input that belongs to no message");
-                self.timer_owner.insert(key, owner);
-                self.timers.push((key, at, owner));
-            }
-            Command::Request { .. } | Command::Respond { .. } => {}
+            Command::Request { .. } | Command::Respond { .. } | Command::Kv { .. } => {}
         }
     }
 
@@ -441,6 +445,7 @@ fuzz_target!(|input: RouterInput| {
                 h.next_delivery += 1;
                 let d = Delivery {
                     id: h.next_delivery,
+                    source: stream,
                     subject: spec.subject.as_str().to_string(),
                     headers,
                     payload: spec.body.render(),
@@ -465,7 +470,7 @@ fuzz_target!(|input: RouterInput| {
                 d.id = h.next_delivery;
                 d.delivered += 1;
                 h.sent[i].delivered = d.delivered;
-                let key = (stream_of(&config, &d.subject), d.stream_seq);
+                let key = (d.source, d.stream_seq);
                 h.deliveries.insert(d.id, key);
                 h.feed(&mut router, &mut env, Input::Delivery(d), Some(key));
             }
@@ -503,13 +508,16 @@ fuzz_target!(|input: RouterInput| {
                     owner,
                 );
             }
+            // The core owns its timers: they fire in deadline order, so `which` says how
+            // many of the earliest fire now (one to three).
             Step::FireTimer { which } => {
-                if h.timers.is_empty() {
-                    continue;
+                for _ in 0..=(which % 3) {
+                    let Some(at) = router.poll_timeout() else {
+                        break;
+                    };
+                    env.now = Time(env.now.0.max(at.millis()));
+                    h.feed(&mut router, &mut env, Input::Timeout, None);
                 }
-                let (key, at, owner) = h.timers.remove(usize::from(which) % h.timers.len());
-                env.now = Time(env.now.0.max(at));
-                h.feed(&mut router, &mut env, Input::Timer { key }, Some(owner));
             }
             Step::Advance { seconds } => {
                 env.now = env.now.after(u64::from(seconds) * 1_000);

@@ -57,12 +57,12 @@ pub struct RouterConfig {
     pub backpressure: BackpressureConfig,
     pub assignment: AssignmentConfig,
     pub extensions: ExtensionRegistry,
-    /// Claim keyed answers in the shared bucket (`Command::KvCreate`) before publishing
+    /// Claim keyed answers in the shared bucket (`KvOp::Create`) before publishing
     /// them, so that several instances answer a key alike (`shared.rs`). Off: the answer
     /// book in memory is the only record, which is enough for one instance.
     pub shared_idempotency: bool,
     /// Look sticky sessions up in the shared bucket when this instance has no live
-    /// mapping, and write chosen mappings back (`Command::KvGet` / `KvPut`).
+    /// mapping, and write chosen mappings back (`KvOp::Get` / `KvOp::Put`).
     pub shared_sticky: bool,
     /// Admin requests must carry this token; `None` refuses every admin request.
     pub admin_token: Option<String>,

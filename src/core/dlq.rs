@@ -6,16 +6,17 @@ use crate::contracts::{DlqError, DlqReason, DlqRecord};
 use crate::intake::Rejection;
 
 use super::env::Time;
-use super::io::Delivery;
+use super::io::{Delivery, Source};
 use super::router::Origin;
 
 /// The DLQ record's `Nats-Msg-Id`: `dlq-<seq>` for decide messages (the documented
-/// contract), `dlq-<subject>-<seq>` for the other streams, whose sequences overlap.
-pub fn msg_id(dlq_subject: &str, stream_seq: u64) -> String {
-    if dlq_subject.contains("decide") {
-        format!("dlq-{stream_seq}")
-    } else {
-        format!("dlq-{dlq_subject}-{stream_seq}")
+/// contract), `dlq-<source>-<seq>` for the other streams, whose sequences overlap. It
+/// depends on the message's source and sequence only, never on how an operator spelled
+/// a subject, so every instance (and every version) names one message's record alike.
+pub fn msg_id(source: Source, stream_seq: u64) -> String {
+    match source {
+        Source::Decide => format!("dlq-{stream_seq}"),
+        other => format!("dlq-{}-{stream_seq}", other.as_str()),
     }
 }
 

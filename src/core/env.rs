@@ -41,7 +41,7 @@ pub trait Entropy {
 }
 
 /// Where the core's commands go. The shell executes them and later reports their
-/// outcomes as inputs (`Input::PublishDone`, `Input::Timer`).
+/// outcomes as inputs (`Input::PublishDone`, `Input::KvDone`, ...).
 pub trait Broker {
     fn execute(&mut self, command: Command);
 }

@@ -15,7 +15,7 @@ use super::env::{Env, Time};
 use super::extensions::{
     AfterCall, CallResult, ExtensionGate, OnFailure, Pipeline, PipelineItem, Stage, Step,
 };
-use super::io::{Command, Delivery, Headers, KvOutcome, RequestOutcome};
+use super::io::{Command, Delivery, Headers, KvOp, KvOutcome, RequestOutcome};
 use super::reply;
 use super::router::{InFlight, Purpose, Router, TimerPurpose, Work};
 use super::shared::{self, SharedAnswer, SharedSession};
@@ -232,12 +232,8 @@ impl Router {
         };
         match outcome {
             Some(Ok(AfterCall::RetryAfter(delay))) => {
-                let key = self.next_id();
-                self.timers.insert(key, TimerPurpose::RetryExtension(seq));
-                env.execute(Command::SetTimer {
-                    key,
-                    at: now.after(delay).millis(),
-                });
+                self.timers
+                    .set(now.after(delay), TimerPurpose::RetryExtension(seq));
             }
             Some(Ok(AfterCall::Continue)) => self.step_decide(seq, &mut msg, env),
             Some(Err(error)) => self.fail_pipeline(seq, &mut msg, error, env),
@@ -305,7 +301,10 @@ impl Router {
                             let key = shared::sticky_key(tenant, value);
                             let id = self.next_id();
                             self.kv_lookups.insert(id, seq);
-                            env.execute(Command::KvGet { id, key });
+                            env.execute(Command::Kv {
+                                id,
+                                op: KvOp::Get { key },
+                            });
                             return;
                         }
                     }
@@ -547,10 +546,12 @@ impl Router {
                 let id = self.next_id();
                 self.kv_claims.insert(id, seq);
                 self.stats.shared_claims += 1;
-                env.execute(Command::KvCreate {
+                env.execute(Command::Kv {
                     id,
-                    key: shared::bucket_key(&claim.0, &claim.1),
-                    value,
+                    op: KvOp::Create {
+                        key: shared::bucket_key(&claim.0, &claim.1),
+                        value,
+                    },
                 });
                 msg.work = Work::Claiming(Box::new(PendingAnswer {
                     reply_to,
@@ -578,7 +579,10 @@ impl Router {
         };
         let key = shared::sticky_key(tenant, session);
         let id = self.next_id();
-        env.execute(Command::KvPut { id, key, value });
+        env.execute(Command::Kv {
+            id,
+            op: KvOp::Put { key, value },
+        });
     }
 
     /// The shared bucket's answer about a sticky session: adopt a live mapping, then go
@@ -656,7 +660,10 @@ impl Router {
                 }
             },
             // A create never answers `Found` or `Missing`; treat either like a failure.
-            KvOutcome::Failed { .. } | KvOutcome::Found { .. } | KvOutcome::Missing => {
+            KvOutcome::Failed { .. }
+            | KvOutcome::Found { .. }
+            | KvOutcome::Missing
+            | KvOutcome::Stored => {
                 self.stats.shared_failures += 1;
                 msg.failed = true;
                 None

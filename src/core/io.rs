@@ -11,7 +11,8 @@ pub type DeliveryId = u64;
 /// A core-assigned id for one publish, echoed back in `Input::PublishDone`.
 pub type PublishId = u64;
 
-/// A core-assigned timer key, echoed back in `Input::Timer`.
+/// A core-assigned timer key. The core keeps its timers itself (`Router::poll_timeout`,
+/// `Input::Timeout`); the key only orders timers due at the same moment.
 pub type TimerKey = u64;
 
 /// A core-assigned id for one outbound request (an extension call), echoed back in
@@ -26,10 +27,37 @@ pub type InboundId = u64;
 /// trace, and NATS allows repeated names.
 pub type Headers = Vec<(String, String)>;
 
+/// Which of the router's consumers a message came from. The host knows it from the
+/// consumer it pulled; the core never guesses it from a (configurable) subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Source {
+    /// Decide requests from gateways.
+    Decide,
+    /// Workers' execution results.
+    Result,
+    /// Workers' acks of assignments.
+    AssignmentAck,
+}
+
+impl Source {
+    /// Every source, in key order.
+    pub const ALL: [Source; 3] = [Source::Decide, Source::Result, Source::AssignmentAck];
+
+    /// A stable short name: DLQ message ids and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Decide => "decide",
+            Source::Result => "results",
+            Source::AssignmentAck => "acks",
+        }
+    }
+}
+
 /// One delivery of a message from a durable pull consumer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     pub id: DeliveryId,
+    pub source: Source,
     /// The subject the message was published to (e.g. `beamline.router.v1.decide`).
     pub subject: String,
     pub headers: Headers,
@@ -91,9 +119,8 @@ pub enum Input {
         outcome: RequestOutcome,
     },
     Inbound(InboundRequest),
-    Timer {
-        key: TimerKey,
-    },
+    /// Time passed: run every core timer due by now (`Router::poll_timeout` says when).
+    Timeout,
     Connection(ConnectionEvent),
     /// The decide consumer's pending count, as last read from the server (backpressure).
     ConsumerPending {
@@ -104,32 +131,63 @@ pub enum Input {
     /// delivery (lost on the wire), so it dead-letters the message unless it already
     /// settled it.
     Exhausted(Exhausted),
-    /// How a `Command::KvCreate` ended.
+    /// How a `Command::Kv` ended.
     KvDone {
         id: RequestId,
         outcome: KvOutcome,
     },
 }
 
-/// How a create-if-absent in the shared answer bucket ended.
+/// One operation on the shared bucket (NATS KV).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum KvOp {
+    /// Create `key` with `value` unless it exists (KV `create`): shared answers.
+    /// Outcomes: `Created`, `Exists`, `Failed`.
+    Create {
+        key: String,
+        #[serde(serialize_with = "serialize_lossy")]
+        value: Vec<u8>,
+    },
+    /// Read `key`: sticky sessions. Outcomes: `Found`, `Missing`, `Failed`.
+    Get { key: String },
+    /// Write `key`, replacing what is there: sticky sessions. Outcomes: `Stored`,
+    /// `Failed`. The core does not wait for it.
+    Put {
+        key: String,
+        #[serde(serialize_with = "serialize_lossy")]
+        value: Vec<u8>,
+    },
+}
+
+impl KvOp {
+    pub fn key(&self) -> &str {
+        match self {
+            KvOp::Create { key, .. } | KvOp::Get { key } | KvOp::Put { key, .. } => key,
+        }
+    }
+}
+
+/// How a `KvOp` ended; each operation has its own outcomes (see `KvOp`), and `Failed`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum KvOutcome {
-    /// The entry did not exist; ours is stored.
+    /// `Create`: the entry did not exist; ours is stored.
     Created,
-    /// The entry existed (another instance, or an earlier attempt of ours whose outcome
-    /// was lost): its current value.
+    /// `Create`: the entry existed (another instance, or an earlier attempt of ours
+    /// whose outcome was lost): its current value.
     Exists {
         #[serde(serialize_with = "serialize_lossy")]
         value: Vec<u8>,
     },
-    /// `KvGet`: the entry's value. `KvPut`: stored.
+    /// `Get`: the entry's value.
     Found {
         #[serde(serialize_with = "serialize_lossy")]
         value: Vec<u8>,
     },
-    /// `KvGet`: no such entry (never written, or expired).
+    /// `Get`: no such entry (never written, or expired).
     Missing,
-    /// The bucket did not answer in time or refused: the create (or put) may or may not
+    /// `Put`: stored.
+    Stored,
+    /// The bucket did not answer in time or refused: a create or put may or may not
     /// have happened.
     Failed { reason: String },
 }
@@ -137,6 +195,7 @@ pub enum KvOutcome {
 /// A message the server will not deliver again, as read back from its stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Exhausted {
+    pub source: Source,
     pub subject: String,
     pub headers: Headers,
     #[serde(serialize_with = "serialize_lossy")]
@@ -167,33 +226,36 @@ pub struct Publish {
     pub msg_id: Option<String>,
 }
 
+/// How a delivery is settled with the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Settle {
+    /// Done with this message: `+ACK`.
+    Ack,
+    /// Redeliver after `delay_ms`: `-NAK {"delay":..}`.
+    Nak { delay_ms: u64 },
+    /// Never redeliver: `+TERM`. Always preceded by a confirmed DLQ record.
+    Term,
+    /// Still working, reset the ack timer: `+WPI`. Not final: the delivery stays.
+    Progress,
+}
+
+impl Settle {
+    /// Whether the delivery is over after this (everything but `Progress`).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Settle::Progress)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Command {
-    /// Done with this message: `+ACK`.
-    Ack {
+    /// Tell the server what became of one delivery.
+    Settle {
         delivery: DeliveryId,
-    },
-    /// Redeliver after `delay_ms`: `-NAK {"delay":..}`.
-    Nak {
-        delivery: DeliveryId,
-        delay_ms: u64,
-    },
-    /// Never redeliver: `+TERM`. Always preceded by a confirmed DLQ record.
-    Term {
-        delivery: DeliveryId,
-    },
-    /// Still working, reset the ack timer: `+WPI`.
-    InProgress {
-        delivery: DeliveryId,
+        how: Settle,
     },
     Publish(Publish),
-    /// Deliver `Input::Timer { key }` at `at` (milliseconds on the core's clock).
-    SetTimer {
-        key: TimerKey,
-        at: u64,
-    },
     /// A core NATS request (extension call); the outcome comes back as
-    /// `Input::RequestDone`. The shell enforces `timeout_ms`.
+    /// `Input::RequestDone`. The host enforces `timeout_ms`.
     Request {
         id: RequestId,
         subject: String,
@@ -202,28 +264,11 @@ pub enum Command {
         payload: Vec<u8>,
         timeout_ms: u64,
     },
-    /// Create `key` with `value` in the shared answer bucket unless it exists (NATS KV
-    /// `create`); the outcome comes back as `Input::KvDone`. The shell enforces its own
-    /// timeout and reports it as `KvOutcome::Failed`.
-    KvCreate {
+    /// An operation on the shared bucket; the outcome comes back as `Input::KvDone`. The
+    /// host enforces its time-out and reports it as `KvOutcome::Failed`.
+    Kv {
         id: RequestId,
-        key: String,
-        #[serde(serialize_with = "serialize_lossy")]
-        value: Vec<u8>,
-    },
-    /// Read `key` from the shared bucket (sticky sessions); the outcome comes back as
-    /// `Input::KvDone` with `Found`, `Missing` or `Failed`.
-    KvGet {
-        id: RequestId,
-        key: String,
-    },
-    /// Write `key` (sticky sessions), replacing what is there; `Input::KvDone` with
-    /// `Found` (stored) or `Failed`. The core does not wait for it.
-    KvPut {
-        id: RequestId,
-        key: String,
-        #[serde(serialize_with = "serialize_lossy")]
-        value: Vec<u8>,
+        op: KvOp,
     },
     /// The answer to an inbound request.
     Respond {

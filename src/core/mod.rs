@@ -22,13 +22,14 @@ mod reply;
 mod router;
 pub mod shared;
 pub mod sticky;
+mod timers;
 
 pub use config::RouterConfig;
-pub use dlq::sha256_hex;
+pub use dlq::{msg_id as dlq_msg_id, sha256_hex};
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{
     Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, InboundId, InboundRequest,
-    Input, KvOutcome, Publish, PublishId, PublishKind, PublishOutcome, RequestId, RequestOutcome,
-    TimerKey,
+    Input, KvOp, KvOutcome, Publish, PublishId, PublishKind, PublishOutcome, RequestId,
+    RequestOutcome, Settle, Source, TimerKey,
 };
 pub use router::{BreakerViews, Router, Stats, TableSizes};

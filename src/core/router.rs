@@ -29,11 +29,12 @@ use super::env::{Env, Time};
 use super::flow_decide::DecideWork;
 use super::io::{
     Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, Input, Publish, PublishId,
-    PublishKind, PublishOutcome, RequestId, TimerKey,
+    PublishKind, PublishOutcome, RequestId, Settle, Source,
 };
 use super::provider_stats::ProviderStats;
 use super::rate_limit::RateLimiter;
 use super::sticky::StickyStore;
+use super::timers::Timers;
 
 /// Counters a shell or the simulator can read at any time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -85,14 +86,6 @@ pub struct Stats {
     pub shared_sessions_adopted: u64,
 }
 
-/// Which consumer a message came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Source {
-    Decide,
-    Result,
-    AssignmentAck,
-}
-
 /// What a publish was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Purpose {
@@ -121,7 +114,7 @@ pub(super) enum Work {
     /// for its answer and reply with the same bytes.
     AwaitingClaim { reply_to: String },
     /// Waiting for the shared bucket to say whose answer this key has
-    /// (`Command::KvCreate`); nothing is published before it does.
+    /// (`KvOp::Create`); nothing is published before it does.
     Claiming(Box<super::flow_decide::PendingAnswer>),
     /// Publishes sent (or none needed); the fate follows their outcomes.
     Publishing,
@@ -203,7 +196,7 @@ pub struct Router {
     /// (tenant, idempotency key) being decided (through the extension pipeline) -> the
     /// message deciding it and the messages waiting for its answer.
     pub(super) claims: BTreeMap<(String, String), (SeqKey, Vec<SeqKey>)>,
-    pub(super) timers: BTreeMap<TimerKey, TimerPurpose>,
+    pub(super) timers: Timers<TimerPurpose>,
     pub(super) answers: AnswerBook,
     pub(super) results: ResultBook,
     pub(super) breakers: Breakers,
@@ -240,7 +233,7 @@ impl Router {
             kv_claims: BTreeMap::new(),
             kv_lookups: BTreeMap::new(),
             claims: BTreeMap::new(),
-            timers: BTreeMap::new(),
+            timers: Timers::default(),
             next_id: 1,
             next_housekeeping: Time(0),
             connected: true,
@@ -255,7 +248,7 @@ impl Router {
             Input::PublishDone { id, outcome } => self.on_publish_done(id, outcome, env),
             Input::RequestDone { id, outcome } => self.on_request_done(id, outcome, env),
             Input::Inbound(request) => self.on_inbound(request, env),
-            Input::Timer { key } => self.on_timer(key, env),
+            Input::Timeout => self.on_timeout(env),
             Input::Connection(ConnectionEvent::Down) => {
                 self.connected = false;
                 self.stats.disconnects += 1;
@@ -290,12 +283,22 @@ impl Router {
         self.in_flight.len()
     }
 
-    /// Whether message `stream_seq` of the stream `subject` is captured by is held: between
-    /// its delivery (or `Input::Exhausted`) and its fate. The host releases a
-    /// MAX_DELIVERIES advisory once the core no longer holds its message.
-    pub fn holds(&self, subject: &str, stream_seq: u64) -> bool {
-        let source = self.source_of(subject);
+    /// Whether message `stream_seq` of `source`'s stream is held: between its delivery (or
+    /// `Input::Exhausted`) and its fate. The host releases a MAX_DELIVERIES advisory once
+    /// the core no longer holds its message.
+    pub fn holds(&self, source: Source, stream_seq: u64) -> bool {
         self.in_flight.contains_key(&source_key(source, stream_seq))
+    }
+
+    /// When the core next needs `Input::Timeout`: its earliest timer (a DLQ or extension
+    /// retry). The host asks after every input.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.next_deadline()
+    }
+
+    /// Timers set and not yet run, for a gauge.
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
     }
 
     /// Sizes of every bounded table, for gauges.
@@ -344,7 +347,7 @@ impl Router {
 
     fn on_delivery(&mut self, d: Delivery, env: &mut impl Env) {
         self.stats.deliveries += 1;
-        let source = self.source_of(&d.subject);
+        let source = d.source;
         let seq = source_key(source, d.stream_seq);
         if let Some(msg) = self.in_flight.get_mut(&seq) {
             // Redelivered while we still work on it: join, decide nothing new.
@@ -391,7 +394,7 @@ impl Router {
     }
 
     fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {
-        let source = self.source_of(&m.subject);
+        let source = m.source;
         let seq = source_key(source, m.stream_seq);
         let limit = self.max_deliver_for(source);
         if let Some(msg) = self.in_flight.get_mut(&seq) {
@@ -406,6 +409,7 @@ impl Router {
         self.stats.exhausted_unseen += 1;
         let d = Delivery {
             id: 0,
+            source,
             subject: m.subject,
             headers: m.headers,
             payload: m.payload,
@@ -426,7 +430,7 @@ impl Router {
             &self.config.node_id,
         );
         let publish = self.dlq_publish(
-            self.dlq_subject(source),
+            source,
             seq,
             &msg.origin,
             record,
@@ -478,16 +482,6 @@ impl Router {
             Source::Decide => self.config.max_deliver,
             Source::Result => self.config.results_max_deliver,
             Source::AssignmentAck => self.config.acks_max_deliver,
-        }
-    }
-
-    fn source_of(&self, subject: &str) -> Source {
-        if subject == self.config.result_subject {
-            Source::Result
-        } else if subject == self.config.ack_subject {
-            Source::AssignmentAck
-        } else {
-            Source::Decide
         }
     }
 
@@ -549,22 +543,22 @@ impl Router {
         self.maybe_resolve(seq, env);
     }
 
-    fn on_timer(&mut self, key: TimerKey, env: &mut impl Env) {
-        match self.timers.remove(&key) {
-            Some(TimerPurpose::RetryDlq(seq)) => {
-                let Some(msg) = self.in_flight.get_mut(&seq) else {
-                    return;
-                };
-                // Retry with the same message id: the stream drops a copy that did arrive
-                // although its ack was lost.
-                if let Some(publish) = msg.dlq.clone() {
-                    let mut msg = self.in_flight.remove(&seq).expect("present above");
-                    self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+    fn on_timeout(&mut self, env: &mut impl Env) {
+        for purpose in self.timers.pop_due(env.now()) {
+            match purpose {
+                TimerPurpose::RetryDlq(seq) => {
+                    let Some(mut msg) = self.in_flight.remove(&seq) else {
+                        continue;
+                    };
+                    // Retry with the same message id: the stream drops a copy that did
+                    // arrive although its ack was lost.
+                    if let Some(publish) = msg.dlq.clone() {
+                        self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+                    }
                     self.in_flight.insert(seq, msg);
                 }
+                TimerPurpose::RetryExtension(seq) => self.continue_decide(seq, env),
             }
-            Some(TimerPurpose::RetryExtension(seq)) => self.continue_decide(seq, env),
-            None => {}
         }
     }
 
@@ -579,7 +573,10 @@ impl Router {
                 msg.last_progress = now;
                 for &delivery in &msg.deliveries {
                     self.stats.in_progress += 1;
-                    env.execute(Command::InProgress { delivery });
+                    env.execute(Command::Settle {
+                        delivery,
+                        how: Settle::Progress,
+                    });
                 }
             }
         }
@@ -614,12 +611,8 @@ impl Router {
         };
         match next {
             Next::RetryDlqLater => {
-                let key = self.next_id();
-                self.timers.insert(key, TimerPurpose::RetryDlq(seq));
-                env.execute(Command::SetTimer {
-                    key,
-                    at: env.now().after(self.config.dlq_retry_ms).millis(),
-                });
+                let at = env.now().after(self.config.dlq_retry_ms);
+                self.timers.set(at, TimerPurpose::RetryDlq(seq));
                 self.in_flight.insert(seq, msg);
             }
             Next::DeadLetter => {
@@ -631,9 +624,8 @@ impl Router {
                     env.now(),
                     &self.config.node_id,
                 );
-                let subject = self.dlq_subject(msg.source);
                 let publish = self.dlq_publish(
-                    subject,
+                    msg.source,
                     seq,
                     &msg.origin,
                     record,
@@ -666,24 +658,26 @@ impl Router {
     }
 
     pub(super) fn settle(&mut self, deliveries: &[DeliveryId], fate: Fate, env: &mut impl Env) {
+        let how = match fate {
+            Fate::Ack => Settle::Ack,
+            Fate::Term => Settle::Term,
+        };
         for &delivery in deliveries {
             match fate {
-                Fate::Ack => {
-                    self.stats.acks += 1;
-                    env.execute(Command::Ack { delivery });
-                }
-                Fate::Term => {
-                    self.stats.terms += 1;
-                    env.execute(Command::Term { delivery });
-                }
+                Fate::Ack => self.stats.acks += 1,
+                Fate::Term => self.stats.terms += 1,
             }
+            env.execute(Command::Settle { delivery, how });
         }
     }
 
     pub(super) fn nak(&mut self, deliveries: &[DeliveryId], delay_ms: u64, env: &mut impl Env) {
         for &delivery in deliveries {
             self.stats.naks += 1;
-            env.execute(Command::Nak { delivery, delay_ms });
+            env.execute(Command::Settle {
+                delivery,
+                how: Settle::Nak { delay_ms },
+            });
         }
     }
 
@@ -756,7 +750,7 @@ impl Router {
     /// sequence, so a retry (or a redelivery refused again) cannot store a second copy.
     pub(super) fn dlq_publish(
         &self,
-        subject: String,
+        source: Source,
         seq: SeqKey,
         origin: &Origin,
         record: Vec<u8>,
@@ -769,7 +763,8 @@ impl Router {
         if let Some(original) = &origin.msg_id {
             headers.push((HEADER_ORIGINAL_MSG_ID.to_string(), original.clone()));
         }
-        let msg_id = dlq::msg_id(&subject, seq.1);
+        let msg_id = dlq::msg_id(source, seq.1);
+        let subject = self.dlq_subject(source);
         Self::jetstream_publish(subject, headers, record, msg_id)
     }
 
@@ -785,7 +780,7 @@ impl Router {
         self.stats.rejected += 1;
         let record = dlq::refused(&msg.origin, d, rejection, env.now(), &self.config.node_id);
         let publish = self.dlq_publish(
-            self.dlq_subject(msg.source),
+            msg.source,
             seq,
             &msg.origin,
             record,

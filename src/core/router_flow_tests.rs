@@ -4,7 +4,7 @@
 use super::*;
 use crate::contracts::{DecideResponse, ErrorResponse, ExecAssignment, UsageEvent};
 use crate::core::env::{RecordingEnv, Time};
-use crate::core::io::{InboundRequest, KvOutcome, RequestOutcome};
+use crate::core::io::{InboundRequest, KvOp, KvOutcome, RequestOutcome};
 use crate::policy::parse_policy;
 use serde_json::{json, Value};
 
@@ -37,6 +37,7 @@ fn router_with(policy: &str, tweak: impl FnOnce(&mut RouterConfig)) -> Router {
 fn decide(id: DeliveryId, seq: u64, body: Value) -> Input {
     Input::Delivery(Delivery {
         id,
+        source: Source::Decide,
         subject: "beamline.router.v1.decide".into(),
         headers: vec![
             ("Reply-To".into(), "_INBOX.gw".into()),
@@ -58,6 +59,7 @@ fn request(id: &str) -> Value {
 fn result_msg(id: DeliveryId, seq: u64, body: Value) -> Input {
     Input::Delivery(Delivery {
         id,
+        source: Source::Result,
         subject: "caf.exec.result.v1".into(),
         headers: vec![],
         payload: body.to_string().into_bytes(),
@@ -141,7 +143,13 @@ fn push_assignment_publishes_an_exec_assignment_and_acks_after_both() {
         },
         &mut env,
     );
-    assert!(matches!(env.take()[..], [Command::Nak { delivery: 1, .. }]));
+    assert!(matches!(
+        env.take()[..],
+        [Command::Settle {
+            delivery: 1,
+            how: Settle::Nak { .. }
+        }]
+    ));
     let mut again = request("r-1");
     again["push_assignment"] = json!(true);
     again["trace_id"] = json!("4bf92f3577b34da6a3ce929d0e0e4736");
@@ -156,7 +164,10 @@ fn push_assignment_publishes_an_exec_assignment_and_acks_after_both() {
     assert_eq!(ps2[1].payload, ps[1].payload, "same assignment");
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 2 }]
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
     );
 }
 
@@ -240,7 +251,10 @@ fn extension_pipeline_runs_through_requests() {
     );
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 1 }]
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
     );
 }
 
@@ -275,7 +289,10 @@ fn blocked_validator_answers_an_error_and_acks() {
     assert_eq!(err.error.details.unwrap()["extension_id"], "pii_guard");
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 1 }]
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
     );
 }
 
@@ -302,7 +319,10 @@ fn slow_extension_does_not_block_other_requests() {
     let cmds = env.take();
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 2 }]
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
     );
     assert_eq!(r.in_flight(), 1);
     // The first one times out, with a retry timer for normalize_text? Its retry is 0: fails.
@@ -336,7 +356,10 @@ fn long_pipelines_keep_the_message_alive() {
     );
     let cmds = env.take();
     assert!(
-        cmds.contains(&Command::InProgress { delivery: 1 }),
+        cmds.contains(&Command::Settle {
+            delivery: 1,
+            how: Settle::Progress
+        }),
         "{cmds:?}"
     );
 }
@@ -378,9 +401,9 @@ fn active_backpressure_naks_before_parsing() {
     r.handle(decide(2, 2, json!("not even a request")), &mut env);
     assert_eq!(
         env.take(),
-        vec![Command::Nak {
+        vec![Command::Settle {
             delivery: 2,
-            delay_ms: 30_000
+            how: Settle::Nak { delay_ms: 30_000 }
         }]
     );
     assert_eq!(r.stats().backpressure_naks, 1);
@@ -422,11 +445,20 @@ fn results_feed_breakers_and_emit_usage_once() {
     );
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 1 }]
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
     );
     // The same result again (CAF published twice): acked, no usage, no breaker count.
     r.handle(result_msg(2, 2, failure("a-1")), &mut env);
-    assert_eq!(env.take(), vec![Command::Ack { delivery: 2 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
+    );
     assert_eq!(r.stats().results_duplicate, 1);
     // A second distinct failure opens openai's breaker: decisions avoid it.
     r.handle(result_msg(3, 3, failure("a-2")), &mut env);
@@ -457,13 +489,13 @@ fn invalid_result_is_dead_lettered_and_termed() {
     let ps = publishes(&cmds);
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0].subject, "caf.exec.result.v1.dlq");
-    assert_eq!(
-        ps[0].msg_id.as_deref(),
-        Some("dlq-caf.exec.result.v1.dlq-5")
-    );
+    assert_eq!(ps[0].msg_id.as_deref(), Some("dlq-results-5"));
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Term { delivery: 1 }]
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Term
+        }]
     );
 }
 
@@ -538,7 +570,13 @@ fn streams_number_their_own_messages() {
         },
         &mut env,
     );
-    assert_eq!(env.take(), vec![Command::Ack { delivery: 2 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
+    );
     r.handle(
         Input::PublishDone {
             id: reply[0].id,
@@ -546,7 +584,13 @@ fn streams_number_their_own_messages() {
         },
         &mut env,
     );
-    assert_eq!(env.take(), vec![Command::Ack { delivery: 1 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
+    );
 }
 
 #[test]
@@ -571,7 +615,13 @@ fn results_have_their_own_max_deliver() {
         &mut env,
     );
     assert!(
-        matches!(env.take()[..], [Command::Nak { delivery: 1, .. }]),
+        matches!(
+            env.take()[..],
+            [Command::Settle {
+                delivery: 1,
+                how: Settle::Nak { .. }
+            }]
+        ),
         "not the last delivery of a result"
     );
 }
@@ -625,7 +675,16 @@ fn a_copy_arriving_while_the_pipeline_runs_waits_for_the_same_answer() {
     acks.sort_by_key(|c| format!("{c:?}"));
     assert_eq!(
         acks,
-        vec![Command::Ack { delivery: 1 }, Command::Ack { delivery: 2 }]
+        vec![
+            Command::Settle {
+                delivery: 1,
+                how: Settle::Ack
+            },
+            Command::Settle {
+                delivery: 2,
+                how: Settle::Ack
+            }
+        ]
     );
     assert_eq!(r.stats().replies_ok, 1);
 }
@@ -647,7 +706,10 @@ fn kv_create_of(cmds: &[Command]) -> (u64, String, Vec<u8>) {
     let creates: Vec<_> = cmds
         .iter()
         .filter_map(|c| match c {
-            Command::KvCreate { id, key, value } => Some((*id, key.clone(), value.clone())),
+            Command::Kv {
+                id,
+                op: KvOp::Create { key, value },
+            } => Some((*id, key.clone(), value.clone())),
             _ => None,
         })
         .collect();
@@ -679,7 +741,10 @@ fn a_shared_claim_publishes_nothing_until_the_bucket_answers() {
     );
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 1 }]
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
     );
     assert_eq!(r.stats().shared_claims, 1);
 }
@@ -730,14 +795,23 @@ fn an_answer_already_in_the_bucket_is_published_instead_of_ours() {
     assert_eq!(ps[1].payload, their_assignment.payload);
     assert_eq!(
         confirm_all(&mut b, &mut env_b, &cmds),
-        vec![Command::Ack { delivery: 7 }]
+        vec![Command::Settle {
+            delivery: 7,
+            how: Settle::Ack
+        }]
     );
     assert_eq!(b.stats().shared_adopted, 1);
 
     // A third copy on B is answered from B's book: no second claim, same bytes.
     b.handle(decide(8, 41, body), &mut env_b);
     let cmds = env_b.take();
-    assert!(cmds.iter().all(|c| !matches!(c, Command::KvCreate { .. })));
+    assert!(cmds.iter().all(|c| !matches!(
+        c,
+        Command::Kv {
+            op: KvOp::Create { .. },
+            ..
+        }
+    )));
     assert_eq!(publishes(&cmds)[0].payload, theirs.reply);
 }
 
@@ -759,7 +833,13 @@ fn a_failed_claim_gives_the_message_back_then_dead_letters_on_the_last_delivery(
     let cmds = env.take();
     assert!(publishes(&cmds).is_empty(), "nothing unclaimed goes out");
     assert!(
-        matches!(cmds.as_slice(), [Command::Nak { delivery: 1, .. }]),
+        matches!(
+            cmds.as_slice(),
+            [Command::Settle {
+                delivery: 1,
+                how: Settle::Nak { .. }
+            }]
+        ),
         "{cmds:?}"
     );
     assert_eq!(r.stats().shared_failures, 1);
@@ -792,7 +872,10 @@ fn a_failed_claim_gives_the_message_back_then_dead_letters_on_the_last_delivery(
     );
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Term { delivery: 2 }]
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Term
+        }]
     );
 }
 
@@ -802,7 +885,13 @@ fn requests_without_a_key_are_not_claimed() {
     let mut env = env();
     r.handle(decide(1, 1, request("r-1")), &mut env);
     let cmds = env.take();
-    assert!(cmds.iter().all(|c| !matches!(c, Command::KvCreate { .. })));
+    assert!(cmds.iter().all(|c| !matches!(
+        c,
+        Command::Kv {
+            op: KvOp::Create { .. },
+            ..
+        }
+    )));
     assert_eq!(publishes(&cmds).len(), 1);
 }
 
@@ -851,7 +940,10 @@ fn a_replay_does_not_publish_an_assignment_already_stored() {
     );
     assert!(matches!(
         env.take().as_slice(),
-        [Command::Nak { delivery: 1, .. }]
+        [Command::Settle {
+            delivery: 1,
+            how: Settle::Nak { .. }
+        }]
     ));
     // The redelivery (long after: past any duplicate window) replays the reply only.
     let Input::Delivery(mut again) = decide(2, 1, body) else {
@@ -866,7 +958,10 @@ fn a_replay_does_not_publish_an_assignment_already_stored() {
     assert_eq!(replayed[0].payload, ps[0].payload);
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 2 }]
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
     );
 }
 
@@ -882,14 +977,20 @@ fn sticky_router() -> Router {
 /// The single `KvGet` among `cmds`: (id, key).
 fn kv_get_of(cmds: &[Command]) -> Option<(u64, String)> {
     cmds.iter().find_map(|c| match c {
-        Command::KvGet { id, key } => Some((*id, key.clone())),
+        Command::Kv {
+            id,
+            op: KvOp::Get { key },
+        } => Some((*id, key.clone())),
         _ => None,
     })
 }
 
 fn kv_put_of(cmds: &[Command]) -> Option<(String, crate::core::shared::SharedSession)> {
     cmds.iter().find_map(|c| match c {
-        Command::KvPut { key, value, .. } => Some((
+        Command::Kv {
+            op: KvOp::Put { key, value },
+            ..
+        } => Some((
             key.clone(),
             crate::core::shared::SharedSession::decode(value).expect("readable session"),
         )),
@@ -994,12 +1095,21 @@ fn a_duplicate_result_while_its_carrier_waits_is_acked_only_once_its_usage_is_st
     assert_eq!(copy[0].msg_id.as_deref(), Some("usage-a-9"));
     assert_eq!(copy[0].payload, carrier[0].payload, "byte for byte");
     assert!(
-        !cmds.iter().any(|c| matches!(c, Command::Ack { .. })),
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::Settle {
+                how: Settle::Ack,
+                ..
+            }
+        )),
         "{cmds:?}"
     );
     assert_eq!(
         confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Ack { delivery: 2 }]
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
     );
     assert_eq!(r.stats().results_duplicate, 1);
     assert_eq!(r.stats().usage_emitted, 0, "a copy is not an emitted event");

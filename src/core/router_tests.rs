@@ -51,6 +51,7 @@ fn request(id: &str, extra: &str) -> Vec<u8> {
 fn delivery(id: DeliveryId, seq: u64, delivered: u64, payload: Vec<u8>) -> Input {
     Input::Delivery(Delivery {
         id,
+        source: Source::Decide,
         subject: "beamline.router.v1.decide".into(),
         headers: vec![
             ("Reply-To".into(), "_INBOX.gw.1".into()),
@@ -100,7 +101,13 @@ fn acks_only_after_the_reply_is_confirmed() {
     assert_eq!(resp.context.request_id.as_deref(), Some("r-1"));
 
     r.handle(done(reply.id, true), &mut env);
-    assert_eq!(env.take(), vec![Command::Ack { delivery: 1 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
+    );
     assert_eq!(r.in_flight(), 0);
 }
 
@@ -126,9 +133,9 @@ fn failed_reply_naks_then_dead_letters_on_the_last_delivery() {
     r.handle(done(first.id, false), &mut env);
     assert_eq!(
         env.take(),
-        vec![Command::Nak {
+        vec![Command::Settle {
             delivery: 1,
-            delay_ms: 1_000
+            how: Settle::Nak { delay_ms: 1_000 }
         }]
     );
 
@@ -139,9 +146,9 @@ fn failed_reply_naks_then_dead_letters_on_the_last_delivery() {
     r.handle(done(second.id, false), &mut env);
     assert_eq!(
         env.take(),
-        vec![Command::Nak {
+        vec![Command::Settle {
             delivery: 2,
-            delay_ms: 5_000
+            how: Settle::Nak { delay_ms: 5_000 }
         }]
     );
 
@@ -170,7 +177,13 @@ fn failed_reply_naks_then_dead_letters_on_the_last_delivery() {
     assert_eq!(record.delivered, 3);
     assert_eq!(record.request_id.as_deref(), Some("r-1"));
     r.handle(done(dlq.id, true), &mut env);
-    assert_eq!(env.take(), vec![Command::Term { delivery: 3 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 3,
+            how: Settle::Term
+        }]
+    );
 }
 
 #[test]
@@ -199,7 +212,13 @@ fn invalid_input_gets_error_reply_dlq_and_term() {
     r.handle(done(dlq_id, true), &mut env);
     assert!(env.take().is_empty(), "no fate before the reply resolves");
     r.handle(done(reply_id, true), &mut env);
-    assert_eq!(env.take(), vec![Command::Term { delivery: 1 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Term
+        }]
+    );
 }
 
 #[test]
@@ -212,16 +231,29 @@ fn failed_dlq_on_the_last_delivery_is_retried_with_the_same_msg_id() {
     r.handle(done(reply.id, true), &mut env);
     r.handle(done(dlq.id, false), &mut env);
     let cmds = env.take();
-    let Command::SetTimer { key, at } = cmds[0] else {
-        panic!("{cmds:?}")
-    };
-    assert_eq!(at, 1_000 + 2_000);
-    r.handle(Input::Timer { key }, &mut env);
+    assert!(
+        cmds.is_empty(),
+        "the retry waits for the core's timer: {cmds:?}"
+    );
+    assert_eq!(r.poll_timeout(), Some(Time(1_000 + 2_000)));
+    // Not yet due: nothing happens.
+    env.now = Time(2_999);
+    r.handle(Input::Timeout, &mut env);
+    assert!(env.take().is_empty());
+    env.now = Time(3_000);
+    r.handle(Input::Timeout, &mut env);
+    assert_eq!(r.poll_timeout(), None);
     let retry = publishes(&env.take())[0].clone();
     assert_eq!(retry.msg_id, dlq.msg_id);
     assert_eq!(retry.payload, dlq.payload);
     r.handle(done(retry.id, true), &mut env);
-    assert_eq!(env.take(), vec![Command::Term { delivery: 1 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Term
+        }]
+    );
 }
 
 #[test]
@@ -232,7 +264,13 @@ fn redelivery_after_a_lost_ack_is_acked_without_a_second_reply() {
     r.handle(done(p.id, true), &mut env);
     env.take();
     r.handle(delivery(2, 5, 2, request("r-1", "")), &mut env);
-    assert_eq!(env.take(), vec![Command::Ack { delivery: 2 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 2,
+            how: Settle::Ack
+        }]
+    );
     assert_eq!(r.stats().redelivered_after_settle, 1);
 }
 
@@ -246,7 +284,16 @@ fn redelivery_while_in_flight_joins_the_message() {
     r.handle(done(p.id, true), &mut env);
     assert_eq!(
         env.take(),
-        vec![Command::Ack { delivery: 1 }, Command::Ack { delivery: 2 }]
+        vec![
+            Command::Settle {
+                delivery: 1,
+                how: Settle::Ack
+            },
+            Command::Settle {
+                delivery: 2,
+                how: Settle::Ack
+            }
+        ]
     );
 }
 
@@ -264,7 +311,16 @@ fn idempotency_key_replays_the_same_bytes() {
     r.handle(done(copy.id, true), &mut env);
     assert_eq!(
         env.take(),
-        vec![Command::Ack { delivery: 1 }, Command::Ack { delivery: 2 }]
+        vec![
+            Command::Settle {
+                delivery: 1,
+                how: Settle::Ack
+            },
+            Command::Settle {
+                delivery: 2,
+                how: Settle::Ack
+            }
+        ]
     );
     // Many re-sends: every one byte-identical, no new draw.
     for i in 0..20 {
@@ -289,7 +345,13 @@ fn unknown_policy_is_an_error_reply_and_an_ack() {
     assert_eq!(err.error.code.as_str(), "policy_not_found");
     assert_eq!(err.error.details.unwrap()["policy_id"], "gold");
     r.handle(done(p.id, true), &mut env);
-    assert_eq!(env.take(), vec![Command::Ack { delivery: 1 }]);
+    assert_eq!(
+        env.take(),
+        vec![Command::Settle {
+            delivery: 1,
+            how: Settle::Ack
+        }]
+    );
 }
 
 #[test]
@@ -305,7 +367,10 @@ fn in_flight_is_bounded() {
     assert_eq!(publishes(&cmds).len(), 4);
     assert!(matches!(
         cmds.last(),
-        Some(Command::Nak { delivery: 5, .. })
+        Some(Command::Settle {
+            delivery: 5,
+            how: Settle::Nak { .. }
+        })
     ));
     assert_eq!(r.stats().overload_naks, 1);
 }
@@ -358,6 +423,7 @@ fn same_inputs_and_entropy_give_the_same_commands() {
 
 fn exhausted(seq: u64, payload: Vec<u8>) -> Input {
     Input::Exhausted(crate::core::io::Exhausted {
+        source: Source::Decide,
         subject: "beamline.router.v1.decide".into(),
         headers: vec![],
         payload,
@@ -390,7 +456,8 @@ fn exhausted_message_never_seen_is_dead_lettered() {
     r.handle(done(told.id, false), &mut env);
     // A failed record is retried by timer: no delivery is left to nak.
     r.handle(done(dlq.id, false), &mut env);
-    assert!(matches!(env.take()[..], [Command::SetTimer { .. }]));
+    assert!(env.take().is_empty());
+    assert!(r.poll_timeout().is_some(), "the record's retry is timed");
     assert_eq!(r.stats().exhausted_unseen, 1);
 }
 

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::core::Source;
+
 /// The subject prefix of the server's MAX_DELIVERIES advisories.
 pub const MAX_DELIVERIES_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
 
@@ -53,6 +55,8 @@ impl MaxDeliveries {
 #[derive(Debug)]
 pub struct Fetching<A> {
     pub ack: A,
+    /// The consumer the advisory names, as the core knows it.
+    pub source: Source,
     pub advisory: MaxDeliveries,
 }
 
@@ -60,8 +64,8 @@ pub struct Fetching<A> {
 pub struct Advisories<A> {
     next_fetch: u64,
     fetching: BTreeMap<u64, Fetching<A>>,
-    /// (subject of the message, stream sequence) -> the advisories waiting for its fate.
-    waiting: BTreeMap<(String, u64), Vec<A>>,
+    /// (source of the message, stream sequence) -> the advisories waiting for its fate.
+    waiting: BTreeMap<(Source, u64), Vec<A>>,
 }
 
 impl<A> Default for Advisories<A> {
@@ -76,10 +80,17 @@ impl<A> Default for Advisories<A> {
 
 impl<A> Advisories<A> {
     /// Start fetching the message an advisory names; returns the fetch id.
-    pub fn fetch(&mut self, ack: A, advisory: MaxDeliveries) -> u64 {
+    pub fn fetch(&mut self, ack: A, source: Source, advisory: MaxDeliveries) -> u64 {
         let id = self.next_fetch;
         self.next_fetch += 1;
-        self.fetching.insert(id, Fetching { ack, advisory });
+        self.fetching.insert(
+            id,
+            Fetching {
+                ack,
+                source,
+                advisory,
+            },
+        );
         id
     }
 
@@ -87,21 +98,21 @@ impl<A> Advisories<A> {
         self.fetching.remove(&id)
     }
 
-    /// Hold the advisory until the core no longer holds (subject, seq).
-    pub fn wait(&mut self, subject: String, seq: u64, ack: A) {
-        self.waiting.entry((subject, seq)).or_default().push(ack);
+    /// Hold the advisory until the core no longer holds (source, seq).
+    pub fn wait(&mut self, source: Source, seq: u64, ack: A) {
+        self.waiting.entry((source, seq)).or_default().push(ack);
     }
 
     /// The advisories whose message `holds` says the core is done with.
-    pub fn settled(&mut self, holds: impl Fn(&str, u64) -> bool) -> Vec<A> {
+    pub fn settled(&mut self, holds: impl Fn(Source, u64) -> bool) -> Vec<A> {
         if self.waiting.is_empty() {
             return Vec::new();
         }
-        let done: Vec<(String, u64)> = self
+        let done: Vec<(Source, u64)> = self
             .waiting
             .keys()
-            .filter(|(subject, seq)| !holds(subject, *seq))
-            .cloned()
+            .filter(|&&(source, seq)| !holds(source, seq))
+            .copied()
             .collect();
         done.into_iter()
             .flat_map(|key| self.waiting.remove(&key).unwrap_or_default())
@@ -144,13 +155,14 @@ mod tests {
         let mut a = Advisories::default();
         let id = a.fetch(
             "adv-1",
+            Source::Decide,
             MaxDeliveries::parse(br#"{"stream":"S","consumer":"c","stream_seq":7,"deliveries":3}"#)
                 .unwrap(),
         );
         let f = a.fetched(id).unwrap();
         assert!(a.fetched(id).is_none());
-        a.wait("subj".into(), 7, f.ack);
-        a.wait("subj".into(), 7, "adv-2");
+        a.wait(f.source, 7, f.ack);
+        a.wait(Source::Decide, 7, "adv-2");
         assert_eq!(a.len(), 2);
         assert!(a.settled(|_, _| true).is_empty(), "still held");
         assert_eq!(a.settled(|_, _| false), vec!["adv-1", "adv-2"]);

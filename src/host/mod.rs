@@ -4,7 +4,6 @@
 //!
 //! - the delivery and inbound tables and their bounds ([`tables`]);
 //! - I/O in flight and its time-outs ([`io`]);
-//! - the core's timers ([`timers`]);
 //! - MAX_DELIVERIES advisories, captured durably, turned into `Input::Exhausted`
 //!   ([`advisories`]);
 //! - the decide consumer's pending count (polled, and read off deliveries);
@@ -22,13 +21,13 @@ pub mod advisories;
 pub mod io;
 pub mod pulls;
 pub mod tables;
-pub mod timers;
 
 use std::collections::VecDeque;
 
+pub use crate::core::Settle;
 use crate::core::{
     Buggify, Command, ConnectionEvent, Delivery, DeliveryId, Entropy, Exhausted, Headers,
-    InboundRequest, Input, KvOutcome, PublishOutcome, RequestOutcome, Router, Stats, Time,
+    InboundRequest, Input, KvOutcome, PublishOutcome, RequestOutcome, Router, Source, Stats, Time,
 };
 
 use advisories::{Advisories, MaxDeliveries};
@@ -36,7 +35,6 @@ use io::{IoKind, IoTable};
 pub use pulls::PullEvent;
 use pulls::Pulls;
 use tables::HandleTable;
-use timers::Timers;
 
 /// What a consumer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -57,6 +55,16 @@ impl Role {
             Role::Results => "results",
             Role::Acks => "acks",
             Role::Advisories => "advisories",
+        }
+    }
+
+    /// The core's name for messages of this consumer (advisories are the host's own).
+    pub fn source(self) -> Option<Source> {
+        match self {
+            Role::Decide => Some(Source::Decide),
+            Role::Results => Some(Source::Result),
+            Role::Acks => Some(Source::AssignmentAck),
+            Role::Advisories => None,
         }
     }
 }
@@ -113,19 +121,6 @@ impl HostConfig {
             record_steps: false,
         }
     }
-}
-
-/// How a delivery is settled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Settle {
-    Ack,
-    /// Redeliver after the delay (0: at once).
-    Nak {
-        delay_ms: u64,
-    },
-    Term,
-    /// `+WPI`: still working, reset the ack timer.
-    Progress,
 }
 
 /// A delivery from one of the consumers, as the transport received it.
@@ -214,8 +209,7 @@ pub enum Action<A, R> {
         payload: Vec<u8>,
     },
     /// A publish, extension request or shared-bucket operation of the core
-    /// (`Command::Publish`, `Request`, `KvCreate`, `KvGet`, `KvPut`; never another
-    /// variant). The host times it out; the transport may give up at the same deadline.
+    /// (`Command::Publish`, `Request` or `Kv`; never another variant). The host times it out; the transport may give up at the same deadline.
     Io {
         command: Command,
         timeout_ms: u64,
@@ -258,6 +252,7 @@ pub struct HostCounters {
     /// Outcomes that arrived after the host had timed their operation out.
     pub late_outcomes: u64,
     pub io_timeouts: u64,
+    /// The core's timers pending (it owns them; counted here for the gauge).
     pub timers: u64,
     pub outbox_dropped: u64,
     pub advisories_held: u64,
@@ -290,7 +285,6 @@ pub struct Host<A, R> {
     deliveries: HandleTable<A>,
     inbound: HandleTable<R>,
     io: IoTable,
-    timers: Timers,
     advisories: Advisories<A>,
     pulls: Pulls,
     connected: bool,
@@ -315,7 +309,6 @@ impl<A: Clone, R> Host<A, R> {
             deliveries: HandleTable::new(config.delivery_bound),
             inbound: HandleTable::new(config.inbound_bound),
             io: IoTable::default(),
-            timers: Timers::default(),
             advisories: Advisories::default(),
             pulls: Pulls::new(consumers, config.pull_retry_ms),
             connected: true,
@@ -376,7 +369,7 @@ impl<A: Clone, R> Host<A, R> {
             inbound_evicted: self.inbound.evicted(),
             io_in_flight: self.io.len() as u64,
             late_outcomes: self.io.late(),
-            timers: self.timers.len() as u64,
+            timers: self.router.timers_pending() as u64,
             advisories_held: self.advisories.len() as u64,
             pull_restarts: self.pulls.restarts().to_vec(),
             ..self.counters.clone()
@@ -405,7 +398,7 @@ impl<A: Clone, R> Host<A, R> {
             return None;
         }
         [
-            self.timers.next_deadline().map(Time),
+            self.router.poll_timeout(),
             self.io.next_deadline(),
             self.next_pending_read,
             self.pulls.next_due(),
@@ -444,8 +437,8 @@ impl<A: Clone, R> Host<A, R> {
             };
             self.feed(now, input, None, env);
         }
-        for key in self.timers.pop_due(now) {
-            self.feed(now, Input::Timer { key }, None, env);
+        if self.router.poll_timeout().is_some_and(|at| at <= now) {
+            self.feed(now, Input::Timeout, None, env);
         }
         self.run_due(now);
         self.check_drain(now);
@@ -526,10 +519,10 @@ impl<A: Clone, R> Host<A, R> {
         let Some(role) = self.config.consumers.get(a.consumer).map(|c| c.role) else {
             return;
         };
-        if role == Role::Advisories {
+        let Some(source) = role.source() else {
             self.on_advisory(now, a);
             return;
-        }
+        };
         if let (Role::Decide, Some(pending)) = (role, a.pending) {
             self.pending(now, pending, env);
         }
@@ -537,6 +530,7 @@ impl<A: Clone, R> Host<A, R> {
         let id = self.deliveries.hold(a.ack);
         let delivery = Delivery {
             id,
+            source,
             subject: a.subject,
             headers: a.headers,
             payload: a.payload,
@@ -560,18 +554,19 @@ impl<A: Clone, R> Host<A, R> {
             self.settle_handle(a.ack, Settle::Term);
             return;
         };
-        let ours = self.config.consumers.iter().any(|c| {
-            c.role != Role::Advisories
-                && c.stream == advisory.stream
-                && c.durable == advisory.consumer
-        });
-        if !ours {
+        let ours = self
+            .config
+            .consumers
+            .iter()
+            .filter(|c| c.stream == advisory.stream && c.durable == advisory.consumer)
+            .find_map(|c| c.role.source());
+        let Some(source) = ours else {
             self.counters.advisories_ignored += 1;
             self.settle_handle(a.ack, Settle::Ack);
             return;
-        }
+        };
         let (stream, seq) = (advisory.stream.clone(), advisory.stream_seq);
-        let id = self.advisories.fetch(a.ack, advisory);
+        let id = self.advisories.fetch(a.ack, source, advisory);
         // Held to the shared-bucket time-out: a read lost on the wire would otherwise
         // hold its advisory until the server redelivers it.
         self.io
@@ -595,17 +590,18 @@ impl<A: Clone, R> Host<A, R> {
                 headers,
                 payload,
             } => {
-                let seq = f.advisory.stream_seq;
+                let (source, seq) = (f.source, f.advisory.stream_seq);
                 let input = Input::Exhausted(Exhausted {
-                    subject: subject.clone(),
+                    source,
+                    subject,
                     headers,
                     payload,
                     stream_seq: seq,
                     deliveries: f.advisory.deliveries,
                 });
                 self.feed(now, input, None, env);
-                if self.router.holds(&subject, seq) {
-                    self.advisories.wait(subject, seq, f.ack);
+                if self.router.holds(source, seq) {
+                    self.advisories.wait(source, seq, f.ack);
                 } else {
                     self.settle_handle(f.ack, Settle::Ack);
                 }
@@ -662,7 +658,7 @@ impl<A: Clone, R> Host<A, R> {
         let router = &self.router;
         for ack in self
             .advisories
-            .settled(|subject, seq| router.holds(subject, seq))
+            .settled(|source, seq| router.holds(source, seq))
         {
             self.settle_handle(ack, Settle::Ack);
         }
@@ -670,11 +666,7 @@ impl<A: Clone, R> Host<A, R> {
 
     fn route(&mut self, now: Time, command: Command) {
         match command {
-            Command::Ack { delivery } => self.settle(delivery, Settle::Ack),
-            Command::Nak { delivery, delay_ms } => self.settle(delivery, Settle::Nak { delay_ms }),
-            Command::Term { delivery } => self.settle(delivery, Settle::Term),
-            Command::InProgress { delivery } => self.settle(delivery, Settle::Progress),
-            Command::SetTimer { key, at } => self.timers.set(key, at),
+            Command::Settle { delivery, how } => self.settle(delivery, how),
             Command::Respond { id, payload } => match self.inbound.take(id) {
                 Some(reply) => {
                     if self.outbox_admits() {
@@ -690,9 +682,7 @@ impl<A: Clone, R> Host<A, R> {
             Command::Request { id, timeout_ms, .. } => {
                 self.start_io(now, IoKind::Request, id, timeout_ms, command);
             }
-            Command::KvCreate { id, .. }
-            | Command::KvGet { id, .. }
-            | Command::KvPut { id, .. } => {
+            Command::Kv { id, .. } => {
                 let timeout_ms = self.config.kv_timeout_ms;
                 self.start_io(now, IoKind::Kv, id, timeout_ms, command);
             }
@@ -713,9 +703,10 @@ impl<A: Clone, R> Host<A, R> {
     }
 
     fn settle(&mut self, delivery: DeliveryId, how: Settle) {
-        let handle = match how {
-            Settle::Progress => self.deliveries.get(delivery).cloned(),
-            _ => self.deliveries.take(delivery),
+        let handle = if how.is_final() {
+            self.deliveries.take(delivery)
+        } else {
+            self.deliveries.get(delivery).cloned()
         };
         match handle {
             Some(ack) => self.settle_handle(ack, how),
@@ -776,10 +767,7 @@ impl<A: Clone, R> Host<A, R> {
 /// The delivery a settle command names.
 fn settled_delivery(c: &Command) -> Option<DeliveryId> {
     match c {
-        Command::Ack { delivery }
-        | Command::Nak { delivery, .. }
-        | Command::Term { delivery }
-        | Command::InProgress { delivery } => Some(*delivery),
+        Command::Settle { delivery, .. } => Some(*delivery),
         _ => None,
     }
 }

@@ -455,14 +455,7 @@ impl Driver {
             } => self
                 .publisher
                 .spawn_request(id, subject, headers, payload, timeout),
-            Command::KvCreate { id, key, value } => {
-                self.publisher.spawn_kv_create(id, key, value, timeout)
-            }
-            Command::KvGet { id, key } => self.publisher.spawn_kv_access(id, key, None, timeout),
-            Command::KvPut { id, key, value } => {
-                self.publisher
-                    .spawn_kv_access(id, key, Some(value), timeout)
-            }
+            Command::Kv { id, op } => self.publisher.spawn_kv(id, op, timeout),
             other => tracing::error!(?other, "the host asked for I/O that is not I/O"),
         }
     }

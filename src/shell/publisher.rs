@@ -15,9 +15,10 @@
 //!   the stream's duplicate window drops.
 //! - `Request` (extension calls): the reply, `Timeout` after the core's `timeout_ms`, or
 //!   `Failed` (no responders, connection trouble).
-//! - `KvCreate` (shared answers): `Created`, `Exists` with the value already there, or
-//!   `Failed` (timeout, no bucket, connection trouble); a failure is ambiguous, and the
-//!   core treats it so.
+//! - `Kv`: `Create` (shared answers) -> `Created`, or `Exists` with the value already
+//!   there; `Get` (sticky sessions) -> `Found` or `Missing`; `Put` -> `Stored`; any of
+//!   them `Failed` (timeout, no bucket, connection trouble). A failure is ambiguous, and
+//!   the core treats it so.
 
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 use super::headers::header_map_of;
 use super::HostEvent;
 use crate::core::{
-    Headers, KvOutcome, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
+    Headers, KvOp, KvOutcome, Publish, PublishKind, PublishOutcome, RequestId, RequestOutcome,
 };
 
 #[derive(Clone)]
@@ -69,77 +70,39 @@ impl Publisher {
         self
     }
 
-    /// Start a create-if-absent in the shared answer bucket and return at once.
-    pub fn spawn_kv_create(&self, id: RequestId, key: String, value: Vec<u8>, timeout: Duration) {
+    /// Start one shared-bucket operation and return at once; its outcome comes back as
+    /// `HostEvent::KvDone`.
+    pub fn spawn_kv(&self, id: RequestId, op: KvOp, timeout: Duration) {
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = this.kv_create(&key, value, timeout).await;
-            if let KvOutcome::Failed { reason } = &outcome {
-                tracing::warn!(claim = id, %reason, "shared answer claim failed");
-            }
-            let _ = this.inputs.send(HostEvent::KvDone { id, outcome }).await;
-        });
-    }
-
-    /// Start a read (`KvGet`) or a write (`KvPut`, with `Some(value)`) of the shared
-    /// bucket and return at once.
-    pub fn spawn_kv_access(
-        &self,
-        id: RequestId,
-        key: String,
-        value: Option<Vec<u8>>,
-        timeout: Duration,
-    ) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let outcome = this.kv_access(&key, value, timeout).await;
-            if let KvOutcome::Failed { reason } = &outcome {
-                tracing::debug!(access = id, %reason, "shared bucket access failed");
-            }
-            let _ = this.inputs.send(HostEvent::KvDone { id, outcome }).await;
-        });
-    }
-
-    async fn kv_access(&self, key: &str, value: Option<Vec<u8>>, timeout: Duration) -> KvOutcome {
-        let Some(store) = &self.answers else {
-            return KvOutcome::Failed {
-                reason: "no shared bucket configured".to_string(),
-            };
-        };
-        let attempt = async {
-            match value {
-                Some(value) => store
-                    .put(key, value.clone().into())
-                    .await
-                    .map(|_| KvOutcome::Found { value })
-                    .map_err(|e| format!("kv put: {e}")),
-                None => match store.get(key).await {
-                    Ok(Some(v)) => Ok(KvOutcome::Found { value: v.to_vec() }),
-                    Ok(None) => Ok(KvOutcome::Missing),
-                    Err(e) => Err(format!("kv get: {e}")),
+            let create = matches!(op, KvOp::Create { .. });
+            let outcome = match tokio::time::timeout(timeout, this.kv(op)).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(reason)) => KvOutcome::Failed { reason },
+                Err(_) => KvOutcome::Failed {
+                    reason: format!("no answer within {} ms", timeout.as_millis()),
                 },
+            };
+            if let KvOutcome::Failed { reason } = &outcome {
+                if create {
+                    tracing::warn!(claim = id, %reason, "shared answer claim failed");
+                } else {
+                    tracing::debug!(access = id, %reason, "shared bucket access failed");
+                }
             }
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(reason)) => KvOutcome::Failed { reason },
-            Err(_) => KvOutcome::Failed {
-                reason: format!("no answer within {} ms", timeout.as_millis()),
-            },
-        }
+            let _ = this.inputs.send(HostEvent::KvDone { id, outcome }).await;
+        });
     }
 
-    async fn kv_create(&self, key: &str, value: Vec<u8>, timeout: Duration) -> KvOutcome {
+    async fn kv(&self, op: KvOp) -> Result<KvOutcome, String> {
         let Some(store) = &self.answers else {
-            return KvOutcome::Failed {
-                reason: "no shared answer bucket configured".to_string(),
-            };
+            return Err("no shared bucket configured".to_string());
         };
-        let attempt = async {
-            match store.create(key, value.into()).await {
+        match op {
+            KvOp::Create { key, value } => match store.create(&key, value.into()).await {
                 Ok(_) => Ok(KvOutcome::Created),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    match store.get(key).await {
+                    match store.get(&key).await {
                         Ok(Some(value)) => Ok(KvOutcome::Exists {
                             value: value.to_vec(),
                         }),
@@ -149,14 +112,17 @@ impl Publisher {
                     }
                 }
                 Err(e) => Err(format!("kv create: {e}")),
-            }
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(reason)) => KvOutcome::Failed { reason },
-            Err(_) => KvOutcome::Failed {
-                reason: format!("no answer within {} ms", timeout.as_millis()),
             },
+            KvOp::Get { key } => match store.get(&key).await {
+                Ok(Some(v)) => Ok(KvOutcome::Found { value: v.to_vec() }),
+                Ok(None) => Ok(KvOutcome::Missing),
+                Err(e) => Err(format!("kv get: {e}")),
+            },
+            KvOp::Put { key, value } => store
+                .put(&key, value.into())
+                .await
+                .map(|_| KvOutcome::Stored)
+                .map_err(|e| format!("kv put: {e}")),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use beamline_router::contracts::subjects::{self, HEADER_DLQ_REASON, HEADER_MSG_ID};
 use beamline_router::contracts::{DlqReason, DlqRecord, ExecAssignment, UsageEvent};
-use beamline_router::core::{Command, Publish, PublishKind, Stats};
+use beamline_router::core::{Command, Publish, PublishKind, Settle, Stats};
 use serde_json::Value;
 
 use super::{Attr, Checker, DecideMsg, Proc, ResultMsg, SeenReply};
@@ -144,9 +144,12 @@ impl Checker {
             || after.backpressure_naks > before.backpressure_naks;
         for c in commands {
             let (id, what) = match c {
-                Command::Ack { delivery } => (*delivery, "ack"),
-                Command::Term { delivery } => (*delivery, "term"),
-                Command::Nak { delivery, .. } => (*delivery, "nak"),
+                Command::Settle { delivery, how } => match how {
+                    Settle::Ack => (*delivery, "ack"),
+                    Settle::Term => (*delivery, "term"),
+                    Settle::Nak { .. } => (*delivery, "nak"),
+                    Settle::Progress => continue,
+                },
                 _ => continue,
             };
             let Some(d) = delivery(id) else {
@@ -307,7 +310,7 @@ impl Checker {
             }
         };
         let seq = record.stream_seq;
-        let want = dlq_msg_id(&p.subject, seq);
+        let want = dlq_msg_id(cons, seq);
         if p.msg_id.as_deref() != Some(want.as_str()) {
             self.fail(
                 at,
@@ -973,11 +976,10 @@ mod tests {
 /// DLQ (docs/API_CONTRACTS.md: `dlq-<seq>` for decide, `dlq-<dlq subject>-<seq>`
 /// otherwise). Written from the contract, not borrowed from the core: it is what the
 /// checker holds the core to.
-pub fn dlq_msg_id(dlq_subject: &str, seq: u64) -> String {
-    if dlq_subject.contains("decide") {
-        format!("dlq-{seq}")
-    } else {
-        format!("dlq-{dlq_subject}-{seq}")
+pub fn dlq_msg_id(cons: Cons, seq: u64) -> String {
+    match cons {
+        Cons::Decide => format!("dlq-{seq}"),
+        _ => format!("dlq-results-{seq}"),
     }
 }
 
@@ -987,10 +989,7 @@ mod msg_id_tests {
 
     #[test]
     fn dlq_msg_ids_follow_the_contract() {
-        assert_eq!(dlq_msg_id("beamline.router.v1.decide.dlq", 7), "dlq-7");
-        assert_eq!(
-            dlq_msg_id("caf.exec.result.v1.dlq", 7),
-            "dlq-caf.exec.result.v1.dlq-7"
-        );
+        assert_eq!(dlq_msg_id(Cons::Decide, 7), "dlq-7");
+        assert_eq!(dlq_msg_id(Cons::Results, 7), "dlq-results-7");
     }
 }

@@ -2,7 +2,7 @@
 //! step that breaks it (docs/INVARIANTS.md, "shown by").
 
 use beamline_router::contracts::subjects;
-use beamline_router::core::{Command, Publish, PublishKind, Stats};
+use beamline_router::core::{Command, Publish, PublishKind, Settle, Stats};
 
 use super::decide::StepInput;
 use super::{Checker, Finality, Proc};
@@ -98,7 +98,17 @@ fn an_ack_without_a_reply_at_the_server_fails() {
     let w = workload();
     let mut c = checker_with(request_of(&w, RequestKind::Valid));
     let s = Stats::default();
-    step(&mut c, &w, &[Command::Ack { delivery: 1 }], 1, &s, &s);
+    step(
+        &mut c,
+        &w,
+        &[Command::Settle {
+            delivery: 1,
+            how: Settle::Ack,
+        }],
+        1,
+        &s,
+        &s,
+    );
     assert_eq!(
         c.violation().unwrap().invariant,
         "ack_before_reply_confirmed"
@@ -119,9 +129,9 @@ fn a_publish_in_a_backpressure_nak_step_fails() {
         &mut c,
         &w,
         &[
-            Command::Nak {
+            Command::Settle {
                 delivery: 1,
-                delay_ms: 5,
+                how: Settle::Nak { delay_ms: 5 },
             },
             reply,
         ],
@@ -135,9 +145,9 @@ fn a_publish_in_a_backpressure_nak_step_fails() {
 #[test]
 fn a_nak_at_the_last_delivery_fails_unless_it_is_an_overload_nak() {
     let w = workload();
-    let nak = [Command::Nak {
+    let nak = [Command::Settle {
         delivery: 1,
-        delay_ms: 5,
+        how: Settle::Nak { delay_ms: 5 },
     }];
     let s = Stats::default();
     let mut c = checker_with(request_of(&w, RequestKind::Valid));

@@ -7,7 +7,8 @@
 
 use beamline_router::contracts::subjects;
 use beamline_router::core::{
-    Command, ConnectionEvent, Input, KvOutcome, PublishKind, PublishOutcome, RequestOutcome,
+    Command, ConnectionEvent, Input, KvOp, KvOutcome, PublishKind, PublishOutcome, RequestOutcome,
+    Source,
 };
 use beamline_router::host::{
     Action, Arrival, CoreStep, Event as HostEvent, Fetched, PullEvent, Settle,
@@ -180,7 +181,7 @@ impl World {
                 .consumer
                 .and_then(|i| CONSUMERS.get(i))
                 .map(|&cons| (cons, d.stream_seq)),
-            Input::Exhausted(e) => Some((cons_of_subject(&e.subject), e.stream_seq)),
+            Input::Exhausted(e) => Some((cons_of_source(e.source), e.stream_seq)),
             _ => None,
         };
         let proc = self.proc_of(r);
@@ -340,11 +341,14 @@ impl World {
                     payload,
                 },
             ),
-            Command::KvCreate { id, key, value } => {
-                self.send_up(node, Up::KvCreate { id, key, value })
+            Command::Kv { id, op } => {
+                let up = match op {
+                    KvOp::Create { key, value } => Up::KvCreate { id, key, value },
+                    KvOp::Get { key } => Up::KvGet { id, key },
+                    KvOp::Put { key, value } => Up::KvPut { id, key, value },
+                };
+                self.send_up(node, up);
             }
-            Command::KvGet { id, key } => self.send_up(node, Up::KvGet { id, key }),
-            Command::KvPut { id, key, value } => self.send_up(node, Up::KvPut { id, key, value }),
             Command::Publish(p) => {
                 let reply = p.kind == PublishKind::Core
                     && p.subject.starts_with(crate::actors::gateway::INBOX_PREFIX);
@@ -509,7 +513,7 @@ impl World {
                     KvReply::Exists(value) => KvOutcome::Exists { value },
                     KvReply::Value(Some(value)) => KvOutcome::Found { value },
                     KvReply::Value(None) => KvOutcome::Missing,
-                    KvReply::Stored => KvOutcome::Found { value: Vec::new() },
+                    KvReply::Stored => KvOutcome::Stored,
                     KvReply::Refused(reason) => KvOutcome::Failed { reason },
                 };
                 self.host_event(r, SimEvent::KvDone { id, outcome });
@@ -572,7 +576,10 @@ impl World {
                 &json!({"seq": d.stream_seq}),
             );
             let proc = self.proc_of(r);
-            let ack = [Command::Ack { delivery: 0 }];
+            let ack = [Command::Settle {
+                delivery: 0,
+                how: Settle::Ack,
+            }];
             self.checker.on_core_step(
                 self.now,
                 proc,
@@ -708,11 +715,11 @@ impl World {
     }
 }
 
-/// The consumer whose stream captures `subject` (an exhausted message's).
-fn cons_of_subject(subject: &str) -> Cons {
-    if subject == subjects::RESULT {
-        Cons::Results
-    } else {
-        Cons::Decide
+/// The world's consumer of an exhausted message's source.
+fn cons_of_source(source: Source) -> Cons {
+    match source {
+        Source::Result => Cons::Results,
+        // The world runs no assignment-ack consumer for the router.
+        Source::Decide | Source::AssignmentAck => Cons::Decide,
     }
 }
