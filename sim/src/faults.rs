@@ -73,6 +73,9 @@ pub struct Faults {
     pub burst_size: u64,
     pub crashes: u64,
     pub crash_down_max_ms: u64,
+    /// Graceful stops (an operator's SIGTERM): the router drains for its grace period,
+    /// exits and is started again.
+    pub stops: u64,
     pub broker_restarts: u64,
     pub broker_down_max_ms: u64,
     /// On a broker restart, writes of the last `sync_interval_ms` are lost (opt-in:
@@ -185,6 +188,7 @@ impl Faults {
             burst_size: 0,
             crashes: 0,
             crash_down_max_ms: 0,
+            stops: 0,
             broker_restarts: 0,
             broker_down_max_ms: 0,
             tail_loss: false,
@@ -239,6 +243,8 @@ impl Faults {
                 0
             },
             crash_down_max_ms: rng.between(200, 40_000),
+            // Drawn last (`Profile::draw`), so that no other draw of an existing seed moved.
+            stops: 0,
             broker_restarts: maybe(rng, 150, 1, 2),
             broker_down_max_ms: rng.between(200, 10_000),
             tail_loss: false,
@@ -351,6 +357,7 @@ impl Faults {
             ("storms", self.storms),
             ("bursts", self.bursts),
             ("crashes", self.crashes),
+            ("stops", self.stops),
             ("broker_restarts", self.broker_restarts),
             ("skew_jumps", self.skew_jumps),
         ];
@@ -407,6 +414,13 @@ pub enum FaultKind {
         down_ms: u64,
         server_notices: bool,
     },
+    /// A router is stopped gracefully (SIGTERM): its host stops intake and drains for
+    /// at most `grace_ms`, the process exits, and starts again `down_ms` later.
+    Stop {
+        router: usize,
+        grace_ms: u64,
+        down_ms: u64,
+    },
     /// The NATS server restarts; every connection drops for `down_ms`.
     BrokerRestart { down_ms: u64 },
     /// A router's clock steps by `delta_ms`.
@@ -422,6 +436,7 @@ impl FaultKind {
             FaultKind::Storm { .. } => "storm",
             FaultKind::Burst { .. } => "burst",
             FaultKind::Crash { .. } => "crash",
+            FaultKind::Stop { .. } => "stop",
             FaultKind::BrokerRestart { .. } => "broker_restart",
             FaultKind::SkewJump { .. } => "skew_jump",
         }
@@ -536,6 +551,17 @@ impl Schedule {
                 kind: FaultKind::SkewJump {
                     router: rng.below(topo.routers() as u64) as usize,
                     delta_ms: if rng.chance(300) { -delta } else { delta },
+                },
+            });
+        }
+        for _ in 0..f.stops {
+            entries.push(ScheduledFault {
+                at: rng.below(chaos),
+                kind: FaultKind::Stop {
+                    router: rng.below(topo.routers() as u64) as usize,
+                    // Mostly long enough to drain; sometimes too short (the drain is cut).
+                    grace_ms: rng.between(100, 30_000),
+                    down_ms: rng.between(100, 10_000),
                 },
             });
         }

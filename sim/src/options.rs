@@ -30,10 +30,13 @@ pub enum Bug {
     /// so no process ever sees another's answer (shared answers are on in about half of
     /// the seeds).
     BlindClaims,
+    /// A graceful stop exits at once (a zero grace period): what the router held waits
+    /// for the server's `ack_wait` before anyone else can answer it.
+    SkipDrain,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::AckOnDelivery,
         Bug::DropReplies,
         Bug::SkipDlq,
@@ -42,6 +45,7 @@ impl Bug {
         Bug::DropAdvisories,
         Bug::ForgetAnswers,
         Bug::BlindClaims,
+        Bug::SkipDrain,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Bug {
             Bug::DropAdvisories => "drop-advisories",
             Bug::ForgetAnswers => "forget-answers",
             Bug::BlindClaims => "blind-claims",
+            Bug::SkipDrain => "skip-drain",
         }
     }
 

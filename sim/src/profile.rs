@@ -139,6 +139,10 @@ impl Profile {
         }
         // Drawn last, so that adding it changed no other draw of an existing seed.
         p.shared_answers = rng.chance(500);
+        // Later still, for the same reason.
+        if faults && p.routers > 0 && rng.chance(300) {
+            p.faults.stops = rng.between(1, 3);
+        }
         p
     }
 

@@ -52,6 +52,10 @@ pub struct Counters {
     /// Fault injections: scheduled faults and per-message ones.
     pub faults: u64,
     pub crashes: u64,
+    /// Graceful stops begun, and how they ended: drained, or cut by the grace period.
+    pub stops: u64,
+    pub stops_drained: u64,
+    pub stops_cut: u64,
     pub broker_restarts: u64,
     pub buggify_fired: u64,
     /// Messages lost in transit because the connection (or process) was gone.

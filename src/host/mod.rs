@@ -255,6 +255,8 @@ pub struct HostCounters {
     /// The core's timers pending (it owns them; counted here for the gauge).
     pub timers: u64,
     pub outbox_dropped: u64,
+    /// Deliveries that arrived after intake stopped (shutting down), nak'ed at once.
+    pub handed_back: u64,
     pub advisories_held: u64,
     pub advisories_ignored: u64,
     pub advisories_unreadable: u64,
@@ -519,6 +521,13 @@ impl<A: Clone, R> Host<A, R> {
         let Some(role) = self.config.consumers.get(a.consumer).map(|c| c.role) else {
             return;
         };
+        if self.is_draining() {
+            // Intake has stopped: a delivery still arriving (buffered by the pull, or on
+            // the wire) is handed back at once for another instance, never started here.
+            self.counters.handed_back += 1;
+            self.settle_handle(a.ack, Settle::Nak { delay_ms: 0 });
+            return;
+        }
         let Some(source) = role.source() else {
             self.on_advisory(now, a);
             return;

@@ -460,6 +460,17 @@ fn shutdown_stops_intake_and_exits_once_drained_or_at_the_grace_end() {
         &mut env,
     );
     assert!(drain(&mut host).is_empty(), "not listening while draining");
+    // A delivery the pull still hands over is given back at once, never started.
+    host.handle(Time(2), arrival(0, "ack-2", 2, 1, request("r-2")), &mut env);
+    assert_eq!(
+        drain(&mut host),
+        vec![Action::Settle {
+            ack: "ack-2",
+            how: Settle::Nak { delay_ms: 0 }
+        }]
+    );
+    assert_eq!(host.router().stats().deliveries, 1);
+    assert_eq!(host.counters().handed_back, 1);
     host.handle(
         Time(3),
         Event::PublishDone {

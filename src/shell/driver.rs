@@ -514,16 +514,13 @@ impl Driver {
     /// Deliveries the pull had already buffered but the loop never read: nak them
     /// without delay, so that another instance gets them now rather than after
     /// `ack_wait`. Only what is ready at once; a pull still in flight is not waited for.
+    /// Whatever the pulls had buffered goes to the host like any delivery: intake has
+    /// stopped, so the host hands it back (a nak without delay) for another instance.
     fn hand_back_buffered(&mut self) -> usize {
         let mut handed_back = 0;
-        while let Some(Some((_, _, Some(Ok(message))))) = self.messages.next().now_or_never() {
-            if let Some(subject) = message.message.reply {
-                self.send_out(Outgoing::Settle {
-                    subject,
-                    kind: AckKind::Nak(None),
-                });
-                handed_back += 1;
-            }
+        while let Some(Some((index, _, Some(Ok(message))))) = self.messages.next().now_or_never() {
+            self.on_message(index, message);
+            handed_back += 1;
         }
         handed_back
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use crate::report::RunReport;
 
 /// Metrics read from `RunReport::counters`.
-pub const COUNTERS: [&str; 15] = [
+pub const COUNTERS: [&str; 18] = [
     "planned",
     "accepted",
     "answered",
@@ -22,6 +22,9 @@ pub const COUNTERS: [&str; 15] = [
     "usage_events",
     "faults",
     "crashes",
+    "stops",
+    "stops_drained",
+    "stops_cut",
     "broker_restarts",
     "lost_in_transit",
 ];
@@ -219,6 +222,9 @@ pub fn measure(metric: &str, report: &RunReport) -> Option<f64> {
         "usage_events" => counter(c.usage_events),
         "faults" => counter(c.faults),
         "crashes" => counter(c.crashes),
+        "stops" => counter(c.stops),
+        "stops_drained" => counter(c.stops_drained),
+        "stops_cut" => counter(c.stops_cut),
         "broker_restarts" => counter(c.broker_restarts),
         "lost_in_transit" => counter(c.lost_in_transit),
         "requests_replied" => counter(o.requests_replied),

@@ -501,6 +501,11 @@ fn timed_fault(a: &AtSpec, file: &ScenarioFile) -> Result<TimedFault, (String, S
             down_ms: need("down_ms", a.down_ms)?,
             server_notices: a.server_notices.unwrap_or(true),
         },
+        "stop" => TimedFault::Stop {
+            router: index("router", a.router, w.routers)?,
+            grace_ms: need("grace_ms", a.grace_ms)?,
+            down_ms: need("down_ms", a.down_ms)?,
+        },
         "broker_restart" => TimedFault::BrokerRestart {
             down_ms: need("down_ms", a.down_ms)?,
         },
@@ -513,7 +518,7 @@ fn timed_fault(a: &AtSpec, file: &ScenarioFile) -> Result<TimedFault, (String, S
         k => {
             return Err((
                 "kind".into(),
-                format!("{k:?} is not link_drop, partition, spike, storm, burst, crash, broker_restart or skew_jump"),
+                format!("{k:?} is not link_drop, partition, spike, storm, burst, crash, stop, broker_restart or skew_jump"),
             ))
         }
     })

@@ -48,6 +48,11 @@ pub enum TimedFault {
         down_ms: u64,
         server_notices: bool,
     },
+    Stop {
+        router: usize,
+        grace_ms: u64,
+        down_ms: u64,
+    },
     BrokerRestart {
         down_ms: u64,
     },
@@ -230,6 +235,15 @@ impl WorldSetup for Scenario {
                     router: router.min(&topo.routers()).saturating_sub(1),
                     down_ms: *down_ms,
                     server_notices: *server_notices,
+                },
+                TimedFault::Stop {
+                    router,
+                    grace_ms,
+                    down_ms,
+                } => FaultKind::Stop {
+                    router: router.min(&topo.routers()).saturating_sub(1),
+                    grace_ms: *grace_ms,
+                    down_ms: *down_ms,
                 },
                 TimedFault::BrokerRestart { down_ms } => {
                     FaultKind::BrokerRestart { down_ms: *down_ms }

@@ -160,8 +160,8 @@ pub struct FaultsSpec {
 #[serde(deny_unknown_fields)]
 pub struct AtSpec {
     pub at_ms: u64,
-    /// `link_drop`, `partition`, `spike`, `storm`, `burst`, `crash`, `broker_restart`,
-    /// `skew_jump`.
+    /// `link_drop`, `partition`, `spike`, `storm`, `burst`, `crash`, `stop`,
+    /// `broker_restart`, `skew_jump`.
     pub kind: String,
     /// `router-1`, `gw-1`, `caf-1`, `ext-pii_guard`, `usage`, `ops` (`all` for a spike).
     pub node: Option<String>,
@@ -180,6 +180,8 @@ pub struct AtSpec {
     /// 1-based.
     pub router: Option<usize>,
     pub delta_ms: Option<i64>,
+    /// `stop`: how long the router may drain before it exits anyway.
+    pub grace_ms: Option<u64>,
     pub repeat: Option<u64>,
     pub every_ms: Option<u64>,
 }

@@ -66,6 +66,11 @@ impl World {
                 down_ms,
                 server_notices,
             } => self.crash_router(router, down_ms, server_notices),
+            FaultKind::Stop {
+                router,
+                grace_ms,
+                down_ms,
+            } => self.stop_router(router, grace_ms, down_ms),
             FaultKind::BrokerRestart { down_ms } => self.broker_restart(down_ms),
             FaultKind::SkewJump { router, delta_ms } => {
                 self.routers[router].clock_offset += delta_ms;

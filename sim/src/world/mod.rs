@@ -134,6 +134,8 @@ struct RouterProc {
     crashes: u64,
     /// The connection state the host was last told about.
     told_connected: bool,
+    /// Stopping gracefully: how long the process stays down once its host exits.
+    stop_down_ms: Option<u64>,
 }
 
 pub struct World {
@@ -249,6 +251,7 @@ impl World {
                     clock_offset: offset,
                     crashes: 0,
                     told_connected: false,
+                    stop_down_ms: None,
                 }
             })
             .collect();

@@ -109,6 +109,14 @@ impl World {
             FaultKind::Crash {
                 router, down_ms, ..
             } => format!("crash router-{} for {down_ms}ms", router + 1),
+            FaultKind::Stop {
+                router,
+                grace_ms,
+                down_ms,
+            } => format!(
+                "graceful stop router-{} (grace {grace_ms}ms), down {down_ms}ms",
+                router + 1
+            ),
             FaultKind::BrokerRestart { down_ms } => format!("broker restart, down {down_ms}ms"),
             FaultKind::SkewJump { router, delta_ms } => {
                 format!("clock jump router-{} {delta_ms:+}ms", router + 1)

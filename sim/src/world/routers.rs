@@ -79,6 +79,17 @@ impl World {
 
     /// A router process dies: its memory is gone; the server keeps its unacked messages.
     pub(super) fn crash_router(&mut self, r: usize, down_ms: u64, server_notices: bool) {
+        if !self.nodes[self.topo.router(r)].alive {
+            return;
+        }
+        self.routers[r].crashes += 1;
+        self.counters.crashes += 1;
+        self.end_process(r, down_ms, server_notices, "fault.crash");
+    }
+
+    /// The process is gone (crashed, or exited after a graceful stop): memory lost,
+    /// connection closed; it starts again after `down_ms`.
+    fn end_process(&mut self, r: usize, down_ms: u64, server_notices: bool, what: &str) {
         let node = self.topo.router(r);
         if !self.nodes[node].alive {
             return;
@@ -86,8 +97,6 @@ impl World {
         if let Some(h) = self.routers[r].host.take() {
             super::add_stats(&mut self.crashed_stats, h.router().stats());
         }
-        self.routers[r].crashes += 1;
-        self.counters.crashes += 1;
         self.nodes[node].alive = false;
         self.nodes[node].connected = false;
         self.net.drop_connection(node);
@@ -96,11 +105,38 @@ impl World {
         }
         self.trace.record(
             self.now,
-            "fault.crash",
+            what,
             self.topo.name(node),
             &json!({"down_ms": down_ms, "server_notices": server_notices}),
         );
         self.schedule_at(self.now + down_ms, Event::RouterRestart { router: r });
+    }
+
+    /// An operator's SIGTERM: the host stops intake and drains (`Event::Shutdown`); its
+    /// `Exit` action ends the process (`perform`), which restarts `down_ms` later.
+    pub(super) fn stop_router(&mut self, r: usize, grace_ms: u64, down_ms: u64) {
+        let node = self.topo.router(r);
+        let draining = self.routers[r]
+            .host
+            .as_ref()
+            .is_none_or(|h| h.host.is_draining());
+        if !self.nodes[node].alive || draining {
+            return;
+        }
+        self.counters.stops += 1;
+        self.routers[r].stop_down_ms = Some(down_ms);
+        self.trace.record(
+            self.now,
+            "fault.stop",
+            self.topo.name(node),
+            &json!({"grace_ms": grace_ms, "down_ms": down_ms}),
+        );
+        let grace_ms = if self.options.bug == Some(crate::options::Bug::SkipDrain) {
+            0
+        } else {
+            grace_ms
+        };
+        self.host_event(r, SimEvent::Shutdown { grace_ms });
     }
 
     pub(super) fn restart_router(&mut self, r: usize) {
@@ -310,7 +346,15 @@ impl World {
                 SimAction::Exit { drained } => {
                     self.trace
                         .record(self.now, "router.exit", self.topo.name(node), &drained);
-                    self.crash_router(r, 1_000, true);
+                    if drained {
+                        self.counters.stops_drained += 1;
+                    } else {
+                        self.counters.stops_cut += 1;
+                    }
+                    // The process exits: its connection closes cleanly (the server
+                    // notices), and it is started again after the stop's down time.
+                    let down_ms = self.routers[r].stop_down_ms.take().unwrap_or(1_000);
+                    self.end_process(r, down_ms, true, "router.exited");
                     return;
                 }
             }
