@@ -1,6 +1,7 @@
 //! Beamline Router: the decision engine of a task platform, consumed over NATS JetStream.
 //!
 //! - [`contracts`]: wire types and codes.
+//! - [`hash`]: 64-bit FNV-1a, whose values rule ids and simulator traces record.
 //! - [`intake`]: validation of raw messages, in the documented order.
 //! - [`policy`]: the routing policy DSL and its store.
 //! - [`core`]: the deterministic, sans-IO state machine that owns every decision.
@@ -11,6 +12,7 @@
 
 pub mod contracts;
 pub mod core;
+pub mod hash;
 pub mod host;
 pub mod intake;
 pub mod policy;
