@@ -8,7 +8,8 @@
 //! - [`host`]: the shell's deterministic half (tables, time-outs, timers, advisories,
 //!   watchdog, drain), shared by the production driver and the simulator.
 //! - `shell` (feature `service`): the production driver over tokio and async-nats.
-//! - `bench` (feature `service`): the end-to-end benchmark behind `beamline-router bench`.
+//! - `bench` (feature `service`): clients of the router: the end-to-end benchmark behind
+//!   `beamline-router bench` and the gateway-like load generator behind `demo-traffic`.
 
 pub mod contracts;
 pub mod core;

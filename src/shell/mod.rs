@@ -15,7 +15,6 @@
 //! - [`feeds`]: reads of server state the host asks for (consumer pending, given-up
 //!   messages).
 //! - [`headers`]: header conversion between the core and async-nats.
-//! - [`traffic`]: a gateway-like load generator for demos and integration tests.
 
 // The determinism rules (docs/ARCHITECTURE.md) bind the core and the simulator. The
 // production shell is the one place that must read the wall clock, draw OS randomness
@@ -30,7 +29,6 @@ pub mod headers;
 pub mod metrics;
 pub mod nats;
 pub mod publisher;
-pub mod traffic;
 
 pub use config::{ConfigError, Settings};
 
