@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use beamline_router::bench::cli::{bench_command, demo_traffic_command, BenchArgs, TrafficArgs};
+use beamline_router::shell::config::Flags;
 use beamline_router::shell::{serve, ConfigError, Settings};
 use clap::{Args, Parser, Subcommand};
 
@@ -66,54 +67,15 @@ struct ServeArgs {
     /// TOML configuration file (see docs/CONFIG.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// NATS server URLs, comma-separated (`nats.urls`).
-    #[arg(long, env = "NATS_URL")]
-    nats_url: Option<String>,
-    /// Directory of `<tenant>/<policy_id>.json` files (`router.policies_dir`).
-    #[arg(long)]
-    policies: Option<PathBuf>,
-    /// The decide stream (`streams.decide`).
-    #[arg(long)]
-    stream: Option<String>,
-    /// Durable pull consumer on the decide stream (`decide.consumer`).
-    #[arg(long)]
-    consumer: Option<String>,
-    /// `streams.dlq`.
-    #[arg(long)]
-    dlq_stream: Option<String>,
-    /// Deliveries per decide message before it is dead-lettered (`decide.max_deliver`).
-    #[arg(long)]
-    max_deliver: Option<u64>,
-    /// `decide.ack_wait_ms`, in seconds.
-    #[arg(long)]
-    ack_wait_secs: Option<u64>,
-    /// Unsettled decide messages at once; also the core's in-flight bound (`decide.max_ack_pending`).
-    #[arg(long)]
-    max_ack_pending: Option<u64>,
-    /// Written into DLQ records and the NATS connection name (`router.node_id`).
-    #[arg(long)]
-    node_id: Option<String>,
-    /// Token admin requests must carry (`router.admin_token`); unset disables admin.
-    #[arg(long, env = "BEAMLINE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// `nats.publish_timeout_ms`.
-    #[arg(long)]
-    publish_timeout_ms: Option<u64>,
-    /// `router.shutdown_grace_ms`.
-    #[arg(long)]
-    shutdown_grace_ms: Option<u64>,
-    /// `metrics.listen` (host:port; empty disables).
-    #[arg(long)]
-    metrics_listen: Option<String>,
-    /// `log.format`: json or pretty.
-    #[arg(long)]
-    log_format: Option<String>,
+    /// One flag per key that declares one (`shell::config::settings`).
+    #[command(flatten)]
+    flags: Flags,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match load_settings(Some(&file), |_| {}) {
+        Command::CheckConfig { file } => match load_settings(Some(&file), &Flags::default()) {
             Ok(s) => {
                 println!(
                     "{}: valid ({} NATS URL(s), {} consumer(s), metrics {})",
@@ -134,7 +96,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => {
-            let settings = match load_settings(args.config.as_deref(), |s| apply_flags(s, &args)) {
+            let settings = match load_settings(args.config.as_deref(), &args.flags) {
                 Ok(s) => s,
                 Err(err) => {
                     eprintln!("beamline-router: refusing to start: {err}");
@@ -239,61 +201,8 @@ fn init_logging(format: &str, level: &str) {
 }
 
 /// File, then environment, then `flags`, then validation.
-fn load_settings(
-    file: Option<&Path>,
-    flags: impl FnOnce(&mut Settings),
-) -> Result<Settings, ConfigError> {
-    let mut settings = Settings::load(file, |name| std::env::var(name).ok())?;
-    flags(&mut settings);
+fn load_settings(file: Option<&Path>, flags: &Flags) -> Result<Settings, ConfigError> {
+    let settings = Settings::load(file, |name| std::env::var(name).ok(), flags)?;
     settings.validate()?;
     Ok(settings)
-}
-
-fn apply_flags(s: &mut Settings, args: &ServeArgs) {
-    if let Some(urls) = &args.nats_url {
-        s.nats.urls = urls
-            .split(',')
-            .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty())
-            .collect();
-    }
-    if let Some(v) = &args.policies {
-        s.router.policies_dir = Some(v.clone());
-    }
-    if let Some(v) = &args.stream {
-        s.streams.decide = v.clone();
-    }
-    if let Some(v) = &args.consumer {
-        s.decide.consumer = v.clone();
-    }
-    if let Some(v) = &args.dlq_stream {
-        s.streams.dlq = v.clone();
-    }
-    if let Some(v) = args.max_deliver {
-        s.decide.max_deliver = v;
-    }
-    if let Some(v) = args.ack_wait_secs {
-        s.decide.ack_wait_ms = v.saturating_mul(1000);
-    }
-    if let Some(v) = args.max_ack_pending {
-        s.decide.max_ack_pending = v;
-    }
-    if let Some(v) = &args.node_id {
-        s.router.node_id = v.clone();
-    }
-    if let Some(v) = &args.admin_token {
-        s.router.admin_token = Some(v.clone());
-    }
-    if let Some(v) = args.publish_timeout_ms {
-        s.nats.publish_timeout_ms = v;
-    }
-    if let Some(v) = args.shutdown_grace_ms {
-        s.router.shutdown_grace_ms = v;
-    }
-    if let Some(v) = &args.metrics_listen {
-        s.metrics.listen = v.clone();
-    }
-    if let Some(v) = &args.log_format {
-        s.log.format = v.clone();
-    }
 }
