@@ -4,7 +4,8 @@ seeds with the debug simulator binary for the status column.
 
     cargo build -p beamline-sim && scripts/scenarios-doc.py
 
-UPSTREAM_SPEC names spec/upstream-reliability-and-scenarios.md (for the Part B sources).
+The Part B sources of each catalogue id come from docs/BACKGROUND.md ("The catalogue: ids
+and their upstream sources"); UPSTREAM_SPEC may name another file with the same table.
 
 Needs Python 3.11+ (tomllib). tests/sim_scenarios.rs checks that the page names every
 scenario; the pass/fail status is re-checked by `cargo test --features sim --test sim_scenarios`.
@@ -12,10 +13,13 @@ scenario; the pass/fail status is re-checked by `cargo test --features sim --tes
 import os
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tomllib,glob,re,subprocess,sys
-spec_path=os.environ.get("UPSTREAM_SPEC", "/work/shared/spec/upstream-reliability-and-scenarios.md")
+spec_path=os.environ.get("UPSTREAM_SPEC", "docs/BACKGROUND.md")
 if not os.path.exists(spec_path):
-    sys.exit(f"scenarios-doc: set UPSTREAM_SPEC to spec/upstream-reliability-and-scenarios.md (not at {spec_path})")
+    sys.exit(f"scenarios-doc: no catalogue at {spec_path}")
 spec=open(spec_path).read()
+# Only the catalogue section: other tables (or INV-nn lists) must not add ids.
+start=spec.find("## Part B")
+spec=spec[start:spec.find("\n## ",start+1)] if start>=0 else spec
 rows=re.findall(r'^\| ([A-Z]+-[0-9]+) \| ([^|]*) \|',spec,re.M)
 idsrc={}
 for i,src in rows:
@@ -41,7 +45,7 @@ w=out.append
 w("# Scenarios: upstream fault tests, mapped\n")
 w("Generated from `scenarios/*.toml` by `scripts/scenarios-doc.py` (and checked by `tests/sim_scenarios.rs`). Each scenario")
 w("is a TOML file naming the upstream suite:case(s) it covers (`covers`), its Part B catalogue")
-w("ids (`catalogue`, `spec/upstream-reliability-and-scenarios.md`), its workload, settings and")
+w("ids (`catalogue`, docs/BACKGROUND.md \"Part B\"), its workload, settings and")
 w("faults, and expectations checked against the run's report. Every simulator invariant")
 w("(docs/INVARIANTS.md) stays on in every scenario. Status: the outcome on the scenario's own")
 w("seeds (`seeds`, default 1, 2, 3) at the commit that generated this page; `cargo test")
@@ -49,7 +53,7 @@ w("--features sim --test sim_scenarios` re-checks it. Run one with")
 w("`beamline-sim run --scenario NAME --seed N` (docs/SIMULATION.md, \"Named scenarios\").\n")
 w(f"{len(scen)} scenarios in {len(set(d['family'] for d in scen.values()))} families; every one of the 78 Part B catalogue ids and all 20 status-page cases are mapped.\n")
 w("## The 20 failing heavy-tier cases of the status page\n")
-w("Upstream marked these red because they \"need real NATS/JetStream\"; on reading (spec Part B.0) most were in-process tests with meck'd NATS whose assertions were \"the process is alive\". Here each runs against the simulated JetStream with real connection, delivery and ack semantics.\n")
+w("Upstream marked these red because they \"need real NATS/JetStream\"; on reading (docs/BACKGROUND.md, B.0) most were in-process tests with meck'd NATS whose assertions were \"the process is alive\". Here each runs against the simulated JetStream with real connection, delivery and ack semantics.\n")
 w("| upstream suite:case | scenario | what it checks | status |")
 w("|---|---|---|---|")
 for c in status_cases:
@@ -71,7 +75,7 @@ for fam,title in fam_titles.items():
         w(f"| `{n}` | {', '.join(d.get('catalogue',[]))} | {cov} | {d['title']}. Expects: {exps}; every invariant, about {', '.join('`'+x+'`' for x in d.get('invariants',[]))}.{caught} | {status[n]} |")
     w("")
 w("## Catalogue ids to scenarios\n")
-w("| id | upstream sources (spec Part B) | scenarios |")
+w("| id | upstream sources (docs/BACKGROUND.md, Part B) | scenarios |")
 w("|---|---|---|")
 for i,src in idsrc.items():
     ns=[n for n,d in scen.items() if i in d.get('catalogue',[])]
@@ -80,7 +84,7 @@ for i,src in idsrc.items():
     w(f"| {i} | {src} | {', '.join('`'+n+'`' for n in ns)} |")
 w("")
 w("## Where we differ from upstream, and why\n")
-w("DESIGN.md section 5 lists the deliberate differences; these scenarios exercise them:\n")
+w("docs/BACKGROUND.md (\"Where we differ from the Erlang router on purpose\") lists the deliberate differences; these scenarios exercise them:\n")
 w("| scenario | difference |")
 w("|---|---|")
 for n,d in scen.items():

@@ -1,5 +1,6 @@
-//! `beamline-router`: run the router against NATS (`serve`), or drive it with
-//! gateway-like traffic (`demo-traffic`).
+//! `beamline-router`: run the router against NATS (`serve`), check a configuration, or
+//! drive the router as a client: one request (`decide`), gateway-like traffic
+//! (`demo-traffic`), or the end-to-end benchmark (`bench`; both in `bench::cli`).
 
 /// malloc/free were 15 % of the router's CPU under load (docs/PERFORMANCE.md).
 #[global_allocator]
@@ -8,10 +9,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use beamline_router::contracts::subjects;
-use beamline_router::shell::traffic::{self, LoadPlan};
+use beamline_router::bench::cli::{bench_command, demo_traffic_command, BenchArgs, TrafficArgs};
+use beamline_router::shell::config::Flags;
 use beamline_router::shell::{serve, ConfigError, Settings};
 use clap::{Args, Parser, Subcommand};
 
@@ -43,44 +43,6 @@ enum Command {
     Bench(BenchArgs),
 }
 
-/// Starts a nats-server (temp store, free port) and a `serve` child unless told otherwise.
-#[derive(Args)]
-struct BenchArgs {
-    /// Use this (scratch) server instead of starting one; the bench takes its decide stream over.
-    #[arg(long)]
-    nats_url: Option<String>,
-    /// The nats-server binary to start (see scripts/install-nats-server.sh).
-    #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
-    nats_server: PathBuf,
-    /// The router binary to run as `serve`; default: this executable.
-    #[arg(long)]
-    router_bin: Option<PathBuf>,
-    /// With --nats-url: a router is already serving there; start none.
-    #[arg(long)]
-    external_router: bool,
-    /// A few seconds: the two saturation phases only, for CI.
-    #[arg(long)]
-    quick: bool,
-    /// Exit 1 when router/raw throughput is below this.
-    #[arg(long)]
-    min_ratio: Option<f64>,
-    /// Requests in flight during the saturation phases.
-    #[arg(long)]
-    outstanding: Option<usize>,
-    /// Seconds measured per saturation phase.
-    #[arg(long)]
-    secs: Option<f64>,
-    /// Seconds measured per fixed-load phase.
-    #[arg(long)]
-    level_secs: Option<f64>,
-    /// Offered loads as percentages of the router's saturation, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    levels: Option<Vec<f64>>,
-    /// KEY=VALUE for the router child's environment (repeatable), e.g. RUST_LOG=warn.
-    #[arg(long)]
-    router_env: Vec<String>,
-}
-
 #[derive(Args)]
 struct DecideArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -105,76 +67,15 @@ struct ServeArgs {
     /// TOML configuration file (see docs/CONFIG.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// NATS server URLs, comma-separated (`nats.urls`).
-    #[arg(long, env = "NATS_URL")]
-    nats_url: Option<String>,
-    /// Directory of `<tenant>/<policy_id>.json` files (`router.policies_dir`).
-    #[arg(long)]
-    policies: Option<PathBuf>,
-    /// The decide stream (`streams.decide`).
-    #[arg(long)]
-    stream: Option<String>,
-    /// Durable pull consumer on the decide stream (`decide.consumer`).
-    #[arg(long)]
-    consumer: Option<String>,
-    /// `streams.dlq`.
-    #[arg(long)]
-    dlq_stream: Option<String>,
-    /// Deliveries per decide message before it is dead-lettered (`decide.max_deliver`).
-    #[arg(long)]
-    max_deliver: Option<u64>,
-    /// `decide.ack_wait_ms`, in seconds.
-    #[arg(long)]
-    ack_wait_secs: Option<u64>,
-    /// Unsettled decide messages at once; also the core's in-flight bound (`decide.max_ack_pending`).
-    #[arg(long)]
-    max_ack_pending: Option<u64>,
-    /// Written into DLQ records and the NATS connection name (`router.node_id`).
-    #[arg(long)]
-    node_id: Option<String>,
-    /// Token admin requests must carry (`router.admin_token`); unset disables admin.
-    #[arg(long, env = "BEAMLINE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// `nats.publish_timeout_ms`.
-    #[arg(long)]
-    publish_timeout_ms: Option<u64>,
-    /// `router.shutdown_grace_ms`.
-    #[arg(long)]
-    shutdown_grace_ms: Option<u64>,
-    /// `metrics.listen` (host:port; empty disables).
-    #[arg(long)]
-    metrics_listen: Option<String>,
-    /// `log.format`: json or pretty.
-    #[arg(long)]
-    log_format: Option<String>,
-}
-#[derive(Args)]
-struct TrafficArgs {
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    #[arg(long, default_value_t = 500)]
-    requests: usize,
-    #[arg(long, default_value = "acme")]
-    tenant: String,
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Re-send a request (new Nats-Msg-Id, same request) whose reply is this late.
-    #[arg(long, default_value_t = 5_000)]
-    resend_after_ms: u64,
-    #[arg(long, default_value_t = 3)]
-    max_attempts: u32,
-    /// Give up after this long.
-    #[arg(long, default_value_t = 60)]
-    timeout_secs: u64,
-    /// Wait for this stream to exist before sending.
-    #[arg(long, default_value = "BEAMLINE_DECIDE")]
-    stream: String,
+    /// One flag per key that declares one (`shell::config::settings`).
+    #[command(flatten)]
+    flags: Flags,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match load_settings(Some(&file), |_| {}) {
+        Command::CheckConfig { file } => match load_settings(Some(&file), &Flags::default()) {
             Ok(s) => {
                 println!(
                     "{}: valid ({} NATS URL(s), {} consumer(s), metrics {})",
@@ -195,7 +96,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => {
-            let settings = match load_settings(args.config.as_deref(), |s| apply_flags(s, &args)) {
+            let settings = match load_settings(args.config.as_deref(), &args.flags) {
                 Ok(s) => s,
                 Err(err) => {
                     eprintln!("beamline-router: refusing to start: {err}");
@@ -208,7 +109,7 @@ fn main() -> ExitCode {
         }
         Command::DemoTraffic(args) => {
             init_logging("pretty", "info,async_nats=warn");
-            run(demo_traffic(args))
+            run(demo_traffic_command(args))
         }
         // Exit 0 for a decision, 1 for an error reply, 1 with a message for no reply.
         Command::Decide(a) => run(async move {
@@ -227,62 +128,9 @@ fn main() -> ExitCode {
             init_logging("pretty", "warn");
             // One worker, as the router's default: the raw path's pull stream is then
             // free of the async-nats stall the router avoids the same way.
-            run_on(1, bench(a))
+            run_on(1, bench_command(a))
         }
     }
-}
-
-/// Returns false when `--min-ratio` is not met.
-async fn bench(a: BenchArgs) -> anyhow::Result<bool> {
-    use beamline_router::bench::{self, BenchOptions};
-    let router_bin = if a.external_router {
-        None
-    } else {
-        Some(match a.router_bin {
-            Some(bin) => bin,
-            None => std::env::current_exe()?,
-        })
-    };
-    let mut opts = if a.quick {
-        BenchOptions::quick(a.nats_server, router_bin)
-    } else {
-        BenchOptions::full(a.nats_server, router_bin)
-    };
-    opts.nats_url = a.nats_url;
-    if let Some(n) = a.outstanding {
-        opts.outstanding = n.max(1);
-    }
-    if let Some(s) = a.secs {
-        opts.saturation = Duration::from_secs_f64(s.max(0.1));
-    }
-    if let Some(s) = a.level_secs {
-        opts.level = Duration::from_secs_f64(s.max(0.1));
-    }
-    if let Some(levels) = a.levels {
-        opts.levels = levels
-            .iter()
-            .map(|p| p / 100.0)
-            .filter(|f| *f > 0.0)
-            .collect();
-    }
-    for kv in &a.router_env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--router-env {kv:?}: expected KEY=VALUE"))?;
-        opts.router_env.push((k.to_string(), v.to_string()));
-    }
-    let ratio = bench::run(&opts).await?;
-    Ok(match a.min_ratio {
-        Some(floor) if ratio < floor => {
-            println!("FAIL: router/raw {ratio:.3} is below the floor {floor}");
-            false
-        }
-        Some(floor) => {
-            println!("ok: router/raw {ratio:.3} >= {floor}");
-            true
-        }
-        None => true,
-    })
 }
 
 trait MapOkTrue: std::future::Future<Output = anyhow::Result<()>> + Sized {
@@ -353,106 +201,8 @@ fn init_logging(format: &str, level: &str) {
 }
 
 /// File, then environment, then `flags`, then validation.
-fn load_settings(
-    file: Option<&Path>,
-    flags: impl FnOnce(&mut Settings),
-) -> Result<Settings, ConfigError> {
-    let mut settings = Settings::load(file, |name| std::env::var(name).ok())?;
-    flags(&mut settings);
+fn load_settings(file: Option<&Path>, flags: &Flags) -> Result<Settings, ConfigError> {
+    let settings = Settings::load(file, |name| std::env::var(name).ok(), flags)?;
     settings.validate()?;
     Ok(settings)
-}
-
-fn apply_flags(s: &mut Settings, args: &ServeArgs) {
-    if let Some(urls) = &args.nats_url {
-        s.nats.urls = urls
-            .split(',')
-            .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty())
-            .collect();
-    }
-    if let Some(v) = &args.policies {
-        s.router.policies_dir = Some(v.clone());
-    }
-    if let Some(v) = &args.stream {
-        s.streams.decide = v.clone();
-    }
-    if let Some(v) = &args.consumer {
-        s.decide.consumer = v.clone();
-    }
-    if let Some(v) = &args.dlq_stream {
-        s.streams.dlq = v.clone();
-    }
-    if let Some(v) = args.max_deliver {
-        s.decide.max_deliver = v;
-    }
-    if let Some(v) = args.ack_wait_secs {
-        s.decide.ack_wait_ms = v.saturating_mul(1000);
-    }
-    if let Some(v) = args.max_ack_pending {
-        s.decide.max_ack_pending = v;
-    }
-    if let Some(v) = &args.node_id {
-        s.router.node_id = v.clone();
-    }
-    if let Some(v) = &args.admin_token {
-        s.router.admin_token = Some(v.clone());
-    }
-    if let Some(v) = args.publish_timeout_ms {
-        s.nats.publish_timeout_ms = v;
-    }
-    if let Some(v) = args.shutdown_grace_ms {
-        s.router.shutdown_grace_ms = v;
-    }
-    if let Some(v) = &args.metrics_listen {
-        s.metrics.listen = v.clone();
-    }
-    if let Some(v) = &args.log_format {
-        s.log.format = v.clone();
-    }
-}
-
-/// Returns whether every request was answered.
-async fn demo_traffic(args: TrafficArgs) -> anyhow::Result<bool> {
-    let client = async_nats::connect(&args.nats_url).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    traffic::wait_for_stream(&js, &args.stream, Duration::from_secs(30)).await?;
-    let run_id = format!("demo-{}", &client.new_inbox()[7..15]);
-    let plan = LoadPlan {
-        requests: args.requests,
-        tenant: args.tenant,
-        concurrency: args.concurrency.max(1),
-        resend_after: Duration::from_millis(args.resend_after_ms),
-        max_attempts: args.max_attempts.max(1),
-        deadline: Duration::from_secs(args.timeout_secs),
-        linger: Duration::from_millis(300),
-        run_id,
-        decide_subject: subjects::DECIDE.to_string(),
-    };
-    println!(
-        "sending {} decide requests for tenant {} ({} at a time)",
-        plan.requests, plan.tenant, plan.concurrency
-    );
-    let step = (plan.requests / 10).max(1);
-    let mut last_shown = 0;
-    let report = traffic::run_load(&client, &plan, |p| {
-        if p.answered / step > last_shown / step || p.answered == plan.requests {
-            println!(
-                "  answered {:>5}/{}  (re-sent {})",
-                p.answered, plan.requests, p.resent
-            );
-            last_shown = p.answered;
-        }
-    })
-    .await?;
-    print!("{}", traffic::summary(&report));
-    let complete = report.answered() == plan.requests;
-    if !complete {
-        println!(
-            "{} requests got no reply within {} s",
-            plan.requests - report.answered(),
-            args.timeout_secs
-        );
-    }
-    Ok(complete)
 }

@@ -261,7 +261,7 @@ fn scripts() -> Vec<Script> {
             ],
         )
         .ack_wait(2_000),
-        // A backoff list: a plain nak, then naks with delay (dst-research 3.2: the delay
+        // A backoff list: a plain nak, then naks with delay (docs/BACKGROUND.md: the delay
         // becomes d - backoff[0] + backoff[min(n, len - 1)]).
         Script::new(
             "nak_backoff",

@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use beamline_router::bench::traffic::{self, LoadPlan};
 use beamline_router::contracts::subjects::{DECIDE, DECIDE_DLQ, HEADER_MSG_ID, HEADER_REPLY_TO};
-use beamline_router::shell::traffic::{self, LoadPlan};
 use futures::StreamExt;
 use support::{acme_policies, NatsServer, RouterProcess};
 

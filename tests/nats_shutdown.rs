@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
+use beamline_router::bench::traffic::{self, LoadPlan};
 use beamline_router::contracts::subjects::DECIDE;
-use beamline_router::shell::traffic::{self, LoadPlan};
 use support::{acme_policies, NatsServer, RouterProcess};
 
 const REQUESTS: usize = 300;

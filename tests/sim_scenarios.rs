@@ -17,8 +17,8 @@ use std::path::Path;
 
 use beamline_sim::scenario::{self, Scenario, FAMILIES};
 
-/// The 20 failing heavy-tier cases of the upstream status page
-/// (`seed/progress-status.md`, "Failed Tests (20)").
+/// The 20 failing heavy-tier cases of the upstream status page (docs/BACKGROUND.md,
+/// "B.0").
 const STATUS_PAGE_CASES: [&str; 20] = [
     "router_cb_load_concurrent_SUITE:test_concurrent_requests_under_load",
     "router_concurrent_faults_combo_SUITE:test_publish_and_ack_failures",

@@ -9,7 +9,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::trace::fnv1a64;
+use beamline_router::hash::fnv1a64;
 
 /// Bytes 8..32 of every ChaCha key. A fixed tag, so that the key is a function of the seed
 /// alone and differs from what `seed_from_u64` would give (which hides nothing, but keeps

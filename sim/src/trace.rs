@@ -9,48 +9,14 @@
 //! itself), `v` is the kind's detail. Every line enters the hash; the lines themselves
 //! are kept only when asked (a sweep needs the hash, a diff or a timeline the lines).
 //!
-//! FNV-1a is written here rather than taken from `std`: `DefaultHasher`'s algorithm is
-//! unspecified and may change between Rust releases, which would make recorded hashes
-//! meaningless. Wall time never enters the trace; only virtual milliseconds do.
+//! The hash is the router crate's FNV-1a (`beamline_router::hash`), not `std`'s
+//! `DefaultHasher`, whose algorithm is unspecified and may change between Rust releases,
+//! which would make recorded hashes meaningless. Wall time never enters the trace; only
+//! virtual milliseconds do.
 
 use std::fmt::Write as _;
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// 64-bit FNV-1a of `bytes`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h = Fnv1a64::new();
-    h.write(bytes);
-    h.finish()
-}
-
-/// Streaming 64-bit FNV-1a.
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv1a64(u64);
-
-impl Fnv1a64 {
-    pub fn new() -> Self {
-        Fnv1a64(FNV_OFFSET)
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(FNV_PRIME);
-        }
-    }
-
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-}
-
-impl Default for Fnv1a64 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+use beamline_router::hash::Fnv1a64;
 
 /// The ordered record of a run.
 #[derive(Clone, Debug)]
@@ -144,14 +110,6 @@ pub fn first_divergence<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a64_matches_reference_vectors() {
-        // From the FNV reference test suite (Fowler, Noll, Vo).
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn lines_are_json_objects() {

@@ -73,8 +73,8 @@ impl Policy {
 /// up to `retry` times (with `backoff`), then go to `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FallbackRule {
-    /// Opaque and stable: FNV-1a-64 of the rule's canonical JSON (sorted keys, defaults
-    /// filled in), as 16 lowercase hex digits. Callers count retries under
+    /// Opaque and stable: FNV-1a-64 ([`crate::hash`]) of the rule's canonical JSON (sorted
+    /// keys, defaults filled in), as 16 lowercase hex digits. Callers count retries under
     /// `retry_attempts_<rule_id>`.
     pub rule_id: String,
     /// A condition validated by [`super::when::validate`]; evaluate with [`super::when::matches`].

@@ -15,9 +15,8 @@
 //! - [`feeds`]: reads of server state the host asks for (consumer pending, given-up
 //!   messages).
 //! - [`headers`]: header conversion between the core and async-nats.
-//! - [`traffic`]: a gateway-like load generator for demos and integration tests.
 
-// The determinism rules (DESIGN.md section 7) bind the core and the simulator. The
+// The determinism rules (docs/ARCHITECTURE.md) bind the core and the simulator. The
 // production shell is the one place that must read the wall clock, draw OS randomness
 // and use the hash maps that async-nats hands out, so it opts out of those lints here.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -30,7 +29,6 @@ pub mod headers;
 pub mod metrics;
 pub mod nats;
 pub mod publisher;
-pub mod traffic;
 
 pub use config::{ConfigError, Settings};
 

@@ -307,7 +307,7 @@ pub async fn ensure_answer_bucket(
 ///
 /// The decide consumer should have no `backoff` list: the core chooses each nak's delay
 /// itself, and with a backoff list nats-server computes nak redelivery delays
-/// differently (dst-research.md 3.2). It is configurable all the same.
+/// differently (docs/BACKGROUND.md, "nats-server"). It is configurable all the same.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     spec: &ConsumerSpec,

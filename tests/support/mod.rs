@@ -338,10 +338,10 @@ impl Drop for RouterProcess {
 /// fast the router answers. Returns the load and how many had been answered then.
 pub async fn load_until_answered(
     client: &async_nats::Client,
-    plan: &beamline_router::shell::traffic::LoadPlan,
+    plan: &beamline_router::bench::traffic::LoadPlan,
     after: usize,
 ) -> (
-    tokio::task::JoinHandle<anyhow::Result<beamline_router::shell::traffic::LoadReport>>,
+    tokio::task::JoinHandle<anyhow::Result<beamline_router::bench::traffic::LoadReport>>,
     usize,
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -352,7 +352,7 @@ pub async fn load_until_answered(
         let (client, plan) = (client.clone(), plan.clone());
         let (answered, threshold) = (answered.clone(), threshold.clone());
         async move {
-            beamline_router::shell::traffic::run_load(&client, &plan, |p| {
+            beamline_router::bench::traffic::run_load(&client, &plan, |p| {
                 if answered.swap(p.answered, Ordering::Relaxed) < after && p.answered >= after {
                     threshold.notify_one();
                 }

@@ -1,5 +1,5 @@
 //! Decide messages: what each core step may do with them, what a reply must say, and
-//! idempotency (DESIGN.md section 5; Part C INV-01, 03, 04, 05, 06, 11, 12, 13, 22).
+//! idempotency (docs/BACKGROUND.md "Where we differ"; Part C INV-01, 03, 04, 05, 06, 11, 12, 13, 22).
 
 use beamline_router::contracts::subjects::{self, HEADER_DLQ_REASON, HEADER_MSG_ID};
 use beamline_router::contracts::{DlqReason, DlqRecord, ExecAssignment, UsageEvent};

@@ -6,7 +6,7 @@
 //! - A nak with delay `d` sets the timestamp to `now - ack_wait_eff + d`, where
 //!   `ack_wait_eff` is `backoff[0]` when a backoff list is set. With a backoff list this
 //!   makes the effective delay `d - backoff[0] + backoff[min(n, len - 1)]`, which is what
-//!   nats-server 2.9.10 was measured to do (dst-research 3.2). A nak without delay queues
+//!   nats-server 2.9.10 was measured to do (docs/BACKGROUND.md). A nak without delay queues
 //!   the message for redelivery at once. A nak with delay of a message already due for
 //!   redelivery (its ack wait ran out while no pull was waiting) takes it off the
 //!   redelivery queue: the delay governs (measured by `tests/jetstream_conformance.rs`).

@@ -1,6 +1,6 @@
 //! A model of the parts of NATS JetStream the router relies on, written from nats-server's
 //! behaviour (`server/consumer.go`, `server/stream.go` at v2.9.10, and the measurements in
-//! `spec/dst-research.md` section 3.2): streams that capture subjects with publish dedupe
+//! docs/BACKGROUND.md, "nats-server"): streams that capture subjects with publish dedupe
 //! by `Nats-Msg-Id`, and durable pull consumers with explicit ack.
 //!
 //! The model is pure: it never schedules anything itself. The world asks it for the next

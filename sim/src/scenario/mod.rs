@@ -1,5 +1,5 @@
 //! Named fault scenarios: `scenarios/<name>.toml`, one per upstream fault scenario (Part B
-//! of `spec/upstream-reliability-and-scenarios.md`). A scenario pins what matters for its
+//! of docs/BACKGROUND.md, the upstream catalogue). A scenario pins what matters for its
 //! case (workload, settings, fault menu, timed faults) on top of what a seed draws
 //! (`setup.rs` says what stays drawn), runs the ordinary world with every invariant on,
 //! and then checks its expectations, thresholds the upstream suites asserted, against the

@@ -1,8 +1,9 @@
 //! A gateway-like load generator: sends decide requests through JetStream with a
 //! `Reply-To` header naming its own inbox, matches replies by `context.request_id`, and
 //! re-sends a request whose reply is late (same `request_id` and `idempotency_key`, new
-//! `Nats-Msg-Id`, as a gateway would). Used by `beamline-router demo-traffic` and by the
-//! integration tests; it is a client of the router, not part of it.
+//! `Nats-Msg-Id`, as a gateway would). Used by `beamline-router demo-traffic`, the bench (its
+//! requests and publishes) and the integration tests; a client of the router, not part
+//! of it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

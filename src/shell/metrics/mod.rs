@@ -1,20 +1,23 @@
-//! `/metrics` (Prometheus text format), `/healthz` and `/readyz` over a tiny HTTP/1.1
-//! server on a tokio `TcpListener`: GET only, one request per connection.
+//! The router's metrics in the Prometheus text format, served with `/healthz` and
+//! `/readyz` by [`http`].
 //!
 //! The driver owns the core, so it publishes a snapshot of the core's counters and table
 //! sizes once a second (and at shutdown); the connection state is set by the NATS event
-//! callback directly.
+//! callback directly. Every metric name is written out, here or in [`core_counters`]
+//! (the core's counters): none is derived from a Rust field name.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::core::{BreakerViews, Stats, TableSizes};
+
+use core_counters::{CORE_COUNTERS, CORE_TABLES, TABLE_ENTRIES, TABLE_ENTRIES_HELP};
+
+mod core_counters;
+mod http;
+
+pub use http::spawn_server;
 
 /// Upper bounds, in microseconds, of the buckets of `AgeHistogram` (Prometheus `le`).
 const AGE_BUCKETS_US: [u64; 14] = [
@@ -199,131 +202,59 @@ impl Metrics {
         gauge(
             &mut out,
             "router_nats_connected",
-            "1 while connected to NATS.",
+            "1 while the NATS client is connected, else 0.",
             b(i.connected.load(Ordering::SeqCst)),
         );
         gauge(
             &mut out,
             "router_ready",
-            "1 while connected, streams set up and not shutting down.",
+            "1 while /readyz answers 200: connected, streams and consumers set up, not shutting down; else 0.",
             b(self.ready()),
         );
         counter(
             &mut out,
             "router_nats_reconnects_total",
-            "Reconnections to NATS after a disconnect.",
+            "Reconnections to NATS after a disconnect (the first connect is not counted).",
             i.reconnects.load(Ordering::Relaxed),
         );
         counter(
             &mut out,
             "router_nats_disconnects_total",
-            "Disconnections from NATS.",
+            "Disconnections from NATS seen by the client's event callback.",
             i.disconnects.load(Ordering::Relaxed),
         );
 
-        let st = &snap.stats;
-        header(
-            &mut out,
-            "router_decisions_total",
-            "counter",
-            "Decide replies sent, by result.",
-        );
-        let _ = writeln!(
-            out,
-            "router_decisions_total{{result=\"ok\"}} {}",
-            st.replies_ok
-        );
-        let _ = writeln!(
-            out,
-            "router_decisions_total{{result=\"error\"}} {}",
-            st.replies_error
-        );
-        counter(
-            &mut out,
-            "router_dlq_total",
-            "DLQ records written.",
-            st.dlq_records,
-        );
-        header(
-            &mut out,
-            "router_jetstream_acks_total",
-            "counter",
-            "Settles sent to JetStream, by kind.",
-        );
-        for (kind, n) in [
-            ("ack", st.acks),
-            ("nak", st.naks),
-            ("term", st.terms),
-            ("in_progress", st.in_progress),
-        ] {
-            let _ = writeln!(out, "router_jetstream_acks_total{{kind=\"{kind}\"}} {n}");
-        }
-        // Every other core counter, under its own name.
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(st) {
-            for (name, value) in fields {
-                if matches!(
-                    name.as_str(),
-                    "replies_ok"
-                        | "replies_error"
-                        | "dlq_records"
-                        | "acks"
-                        | "naks"
-                        | "terms"
-                        | "in_progress"
-                ) {
-                    continue;
-                }
-                if let Some(n) = value.as_u64() {
-                    counter(
-                        &mut out,
-                        &format!("router_{name}_total"),
-                        "Core counter (see core::Stats).",
-                        n,
-                    );
-                }
-            }
-        }
-
-        header(
-            &mut out,
-            "router_table_entries",
-            "gauge",
-            "Entries in each bounded table of the core.",
-        );
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(snap.tables) {
-            for (name, value) in fields {
-                let _ = writeln!(
-                    out,
-                    "router_table_entries{{table=\"{name}\"}} {}",
-                    value.as_u64().unwrap_or(0)
-                );
-            }
-        }
+        render_core(&mut out, &snap.stats, &snap.tables);
         gauge(
             &mut out,
             "router_in_flight",
-            "Messages held by the core.",
+            "Messages (stream sequences) the core holds between delivery and fate.",
             snap.tables.in_flight as u64,
         );
         let sh = &snap.shell;
         gauge(
             &mut out,
             "router_io_in_flight",
-            "Publishes and requests awaiting their outcome.",
+            "Publishes, extension requests and KV operations sent and awaiting their outcome or time-out.",
             sh.io_in_flight,
         );
         gauge(
             &mut out,
             "router_deliveries_held",
-            "Ack subjects held for unsettled deliveries.",
+            "Ack subjects held by the host for deliveries not yet settled.",
             sh.deliveries_held,
         );
-        gauge(&mut out, "router_timers", "Core timers armed.", sh.timers);
+        gauge(
+            &mut out,
+            "router_timers",
+            "Timers the core has armed and that have not fired yet.",
+            sh.timers,
+        );
         header(
             &mut out,
             "router_queue_depth",
             "gauge",
-            "Messages waiting in each bounded queue of the shell.",
+            "Messages waiting in each bounded queue of the shell, by queue.",
         );
         for (queue, depth, _) in &sh.queues {
             let _ = writeln!(out, "router_queue_depth{{queue=\"{queue}\"}} {depth}");
@@ -332,7 +263,7 @@ impl Metrics {
             &mut out,
             "router_queue_capacity",
             "gauge",
-            "The bound of each queue of the shell.",
+            "The bound (messages) of each queue of the shell, by queue.",
         );
         for (queue, _, bound) in &sh.queues {
             let _ = writeln!(out, "router_queue_capacity{{queue=\"{queue}\"}} {bound}");
@@ -340,13 +271,13 @@ impl Metrics {
         counter(
             &mut out,
             "router_deliveries_evicted_total",
-            "Unsettled deliveries dropped from the bounded handle table.",
+            "Unsettled deliveries whose ack subject was evicted from the bounded handle table (the server redelivers them).",
             sh.deliveries_evicted,
         );
         counter(
             &mut out,
             "router_inbound_evicted_total",
-            "Inbound requests dropped from the bounded handle table.",
+            "Inbound requests whose reply subject was evicted from the bounded handle table (left unanswered).",
             sh.inbound_evicted,
         );
         counter(
@@ -392,7 +323,12 @@ impl Metrics {
                 .render(&mut out, "router_delivery_age_seconds", c.role);
         }
         render_breakers(&mut out, &snap.breakers);
-        header(&mut out, "router_build_info", "gauge", "Build information.");
+        header(
+            &mut out,
+            "router_build_info",
+            "gauge",
+            "1, labelled with the version of the running binary.",
+        );
         let _ = writeln!(
             out,
             "router_build_info{{version=\"{}\"}} 1",
@@ -420,75 +356,26 @@ fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(out, "{name} {v}");
 }
 
-/// Bind `addr` and serve until the process ends. Bound before NATS is reached, so that
-/// `/healthz` answers (and `/readyz` says no) while the router is still connecting.
-pub async fn spawn_server(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on metrics.listen {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "metrics and health endpoints listening");
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((socket, _)) => {
-                    let metrics = metrics.clone();
-                    tokio::spawn(async move {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(10), answer(socket, metrics))
-                                .await;
-                    });
+/// The core's counters and table sizes, under the names `core_counters` declares.
+fn render_core(out: &mut String, stats: &Stats, tables: &TableSizes) {
+    for c in CORE_COUNTERS {
+        header(out, c.name, "counter", c.help);
+        for s in c.series {
+            let value = (s.read)(stats);
+            match c.label {
+                Some(label) => {
+                    let _ = writeln!(out, "{}{{{label}=\"{}\"}} {value}", c.name, s.label_value);
                 }
-                Err(err) => {
-                    tracing::warn!(%err, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                None => {
+                    let _ = writeln!(out, "{} {value}", c.name);
                 }
             }
         }
-    });
-    Ok(local)
-}
-
-async fn answer(mut socket: TcpStream, metrics: Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut chunk).await?;
-        if n == 0 || buf.len() > 8192 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/readyz") if metrics.ready() => ("200 OK", "text/plain", "ready\n".to_string()),
-        ("GET", "/readyz") => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_string(),
-        ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_string(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
+    header(out, TABLE_ENTRIES, "gauge", TABLE_ENTRIES_HELP);
+    for (table, _, read) in CORE_TABLES {
+        let _ = writeln!(out, "{TABLE_ENTRIES}{{table=\"{table}\"}} {}", read(tables));
+    }
 }
 
 /// One gauge per breaker (0 closed, 1 open, 2 half-open; upstream's
@@ -514,7 +401,7 @@ fn render_breakers(out: &mut String, b: &BreakerViews) {
         out,
         "router_circuit_breakers",
         "gauge",
-        "Provider breakers by state.",
+        "Provider breakers (tenant, provider) in each state: closed, open, half_open.",
     );
     for state in [
         BreakerState::Closed,
@@ -554,7 +441,127 @@ fn label(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
+
+    /// Every metric family the router exports, with its type, as dashboards and alerts
+    /// know them. Changing or removing a name here is a breaking change for operators:
+    /// docs/CONFIG.md ("Metrics") must say so.
+    const EXPORTED: &[(&str, &str)] = &[
+        ("router_nats_connected", "gauge"),
+        ("router_ready", "gauge"),
+        ("router_nats_reconnects_total", "counter"),
+        ("router_nats_disconnects_total", "counter"),
+        ("router_decisions_total", "counter"),
+        ("router_dlq_total", "counter"),
+        ("router_jetstream_acks_total", "counter"),
+        ("router_deliveries_total", "counter"),
+        ("router_rejected_total", "counter"),
+        ("router_publish_failures_total", "counter"),
+        ("router_redelivered_after_settle_total", "counter"),
+        ("router_idempotent_replays_total", "counter"),
+        ("router_overload_naks_total", "counter"),
+        ("router_backpressure_naks_total", "counter"),
+        ("router_rate_limited_total", "counter"),
+        ("router_assignments_published_total", "counter"),
+        ("router_assignments_skipped_total", "counter"),
+        ("router_extension_calls_total", "counter"),
+        ("router_extension_failures_total", "counter"),
+        ("router_results_total", "counter"),
+        ("router_results_duplicate_total", "counter"),
+        ("router_usage_emitted_total", "counter"),
+        ("router_assignment_acks_total", "counter"),
+        ("router_inbound_requests_total", "counter"),
+        ("router_admin_refused_total", "counter"),
+        ("router_disconnects_total", "counter"),
+        ("router_exhausted_unseen_total", "counter"),
+        ("router_shared_claims_total", "counter"),
+        ("router_shared_adopted_total", "counter"),
+        ("router_shared_failures_total", "counter"),
+        ("router_shared_unreadable_total", "counter"),
+        ("router_shared_sessions_adopted_total", "counter"),
+        ("router_table_entries", "gauge"),
+        ("router_in_flight", "gauge"),
+        ("router_io_in_flight", "gauge"),
+        ("router_deliveries_held", "gauge"),
+        ("router_timers", "gauge"),
+        ("router_queue_depth", "gauge"),
+        ("router_queue_capacity", "gauge"),
+        ("router_deliveries_evicted_total", "counter"),
+        ("router_inbound_evicted_total", "counter"),
+        ("router_outbox_dropped_total", "counter"),
+        ("router_consumer_deliveries_total", "counter"),
+        ("router_pull_restarts_total", "counter"),
+        ("router_delivery_age_seconds", "histogram"),
+        ("router_circuit_breaker_state", "gauge"),
+        ("router_circuit_breakers", "gauge"),
+        ("router_extension_breaker_state", "gauge"),
+        ("router_build_info", "gauge"),
+    ];
+
+    /// `(name, type, help)` of every family in `text`, in order.
+    fn families(text: &str) -> Vec<(String, String, String)> {
+        let mut help = BTreeMap::new();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                help.insert(name.to_string(), text.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let h = help.get(name).cloned().unwrap_or_default();
+                out.push((name.to_string(), kind.to_string(), h));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn exported_names_are_the_pinned_and_documented_ones() {
+        let text = Metrics::default().render();
+        let got = families(&text);
+        let names: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(n, k, _)| (n.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            names, EXPORTED,
+            "the exported metric families changed: a rename breaks dashboards and alerts"
+        );
+
+        let mut helps = BTreeMap::new();
+        for (name, _, help) in &got {
+            assert!(help.len() >= 20, "{name}: no real HELP line: {help:?}");
+            if let Some(other) = helps.insert(help.clone(), name.clone()) {
+                panic!("{name} and {other} share the HELP line {help:?}");
+            }
+        }
+
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md"),
+        )
+        .unwrap();
+        let documented: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `router_"))
+            .map(|rest| {
+                let mut cells = rest.split('|').map(str::trim);
+                let name = format!("router_{}", cells.next().unwrap().trim_end_matches('`'));
+                (name, cells.next().unwrap_or("").to_string())
+            })
+            .collect();
+        let documented: Vec<(&str, &str)> = documented
+            .iter()
+            .map(|(n, k)| (n.as_str(), k.as_str()))
+            .collect();
+        let pinned: BTreeSet<_> = EXPORTED.iter().copied().collect();
+        let in_doc: BTreeSet<_> = documented.iter().copied().collect();
+        assert_eq!(
+            in_doc, pinned,
+            "docs/CONFIG.md's metrics table (name, type) differs from what is exported"
+        );
+    }
 
     #[test]
     fn delivery_ages_render_as_a_cumulative_histogram() {
