@@ -303,11 +303,21 @@ impl Driver {
         self.host.start(wall_clock());
         self.perform().await;
 
+        // One timer, moved only when the host's deadline moves: a fresh `sleep_until` per
+        // loop turn registers and cancels a timer-wheel entry for every event.
+        let wake = tokio::time::sleep(Duration::from_secs(3_600));
+        tokio::pin!(wake);
+        let mut wake_at: Option<crate::core::Time> = None;
         while self.exit.is_none() {
-            let next_deadline = self.host.poll_timeout().map(|at| {
-                Instant::now()
-                    + Duration::from_millis(at.millis().saturating_sub(wall_clock().millis()))
-            });
+            let deadline = self.host.poll_timeout();
+            if deadline != wake_at {
+                wake_at = deadline;
+                if let Some(at) = deadline {
+                    let ms = at.millis().saturating_sub(wall_clock().millis());
+                    wake.as_mut()
+                        .reset(Instant::now() + Duration::from_millis(ms));
+                }
+            }
             tokio::select! {
                 biased;
                 () = &mut shutdown, if !shutdown_seen => {
@@ -323,7 +333,9 @@ impl Driver {
                 }
                 Some(event) = connection_events.recv() => self.handle(HostEvent::Connection(event)),
                 Some(event) = events.recv() => self.handle(event),
-                () = sleep_until_opt(next_deadline), if next_deadline.is_some() => {
+                () = &mut wake, if wake_at.is_some() => {
+                    // Re-armed from the host's next deadline on the next turn.
+                    wake_at = None;
                     self.host.handle_timeout(wall_clock(), &mut self.env);
                 }
                 Some(request) = next_of(&mut self.inbound), if self.inbound.is_some() => self.on_inbound(request),
@@ -656,13 +668,6 @@ async fn pull_stream(consumer: &PullConsumer, batch: usize) -> anyhow::Result<pu
 async fn next_of<S: futures::Stream + Unpin>(stream: &mut Option<S>) -> Option<S::Item> {
     match stream {
         Some(stream) => stream.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
