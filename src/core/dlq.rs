@@ -1,13 +1,11 @@
 //! DLQ records, built from what the router kept of the original message.
 
-use sha2::{Digest, Sha256};
-
 use crate::contracts::{DlqError, DlqReason, DlqRecord};
 use crate::intake::Rejection;
 
 use super::env::Time;
+use super::flight::Origin;
 use super::io::{Delivery, Source};
-use super::router::Origin;
 
 /// The DLQ record's `Nats-Msg-Id`: `dlq-<seq>` for decide messages (the documented
 /// contract), `dlq-<source>-<seq>` for the other streams, whose sequences overlap. It
@@ -25,17 +23,6 @@ pub fn reason_str(reason: DlqReason) -> &'static str {
         DlqReason::ValidationFailed => "validation_failed",
         DlqReason::MaxdeliverExhausted => "maxdeliver_exhausted",
     }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest.iter() {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
-    out
 }
 
 pub fn refused(

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::contracts::{DecideRequest, Decision, ErrorCode};
+use crate::contracts::ErrorCode;
 use crate::intake::{self, IntakeRules};
 use crate::policy::{ExtensionMode, OnFail, Policy, DEFAULT_POLICY_ID};
 
@@ -15,26 +15,11 @@ use super::env::{Env, Time};
 use super::extensions::{
     AfterCall, CallResult, ExtensionGate, OnFailure, Pipeline, PipelineItem, Stage, Step,
 };
-use super::io::{Command, Delivery, Headers, KvOp, KvOutcome, RequestOutcome};
+use super::flight::{DecideWork, InFlight, PendingAnswer, Purpose, TimerPurpose, Work};
+use super::io::{Command, Delivery, KvOp, KvOutcome, RequestOutcome};
 use super::reply;
-use super::router::{InFlight, Purpose, Router, TimerPurpose, Work};
+use super::router::Router;
 use super::shared::{self, SharedAnswer, SharedSession};
-
-/// A decide request between intake and its reply.
-#[derive(Debug)]
-pub(crate) struct DecideWork {
-    request: DecideRequest,
-    policy_id: String,
-    reply_to: String,
-    inbound_headers: Headers,
-    pipeline: Pipeline,
-    /// Set at selection; its metadata is rebuilt after post-processors ran.
-    decision: Option<Decision>,
-    /// Retry / fallback bookkeeping of the choice, kept in the decision's metadata.
-    extra: Map<String, Value>,
-    /// The shared bucket was asked for this request's sticky session (or need not be).
-    sticky_checked: bool,
-}
 
 impl Router {
     pub(super) fn start_decide(
@@ -73,7 +58,7 @@ impl Router {
         // Answered before, as an earlier delivery of this message whose publishes failed,
         // or as another message with the same idempotency key: the same bytes again.
         // A request is never decided twice.
-        if let Some((bytes, assignment)) = self.answers.decided(seq.1) {
+        if let Some((bytes, assignment)) = self.services.answers.decided(seq.1) {
             let (bytes, assignment) = (bytes.to_vec(), assignment.cloned());
             self.stats.idempotent_replays += 1;
             self.send(
@@ -94,7 +79,7 @@ impl Router {
             .as_ref()
             .map(|key| (request.tenant_id.clone(), key.clone()));
         if let Some(claim) = &claim {
-            if let Some(bytes) = self.answers.reply_for_key(claim, env.now()) {
+            if let Some(bytes) = self.services.answers.reply_for_key(claim, env.now()) {
                 let bytes = bytes.to_vec();
                 self.stats.idempotent_replays += 1;
                 self.send(
@@ -106,11 +91,11 @@ impl Router {
                 );
                 return;
             }
-            let holder = self.claims.get(claim).map(|(holder, _)| *holder);
-            if holder.is_some_and(|h| h != seq && self.in_flight.contains_key(&h)) {
+            let holder = self.flights.claims.get(claim).map(|(holder, _)| *holder);
+            if holder.is_some_and(|h| h != seq && self.flights.messages.contains_key(&h)) {
                 // Being decided right now by another message: wait for its answer, so
                 // that both get the same bytes.
-                if let Some((_, waiters)) = self.claims.get_mut(claim) {
+                if let Some((_, waiters)) = self.flights.claims.get_mut(claim) {
                     waiters.push(seq);
                 }
                 msg.work = Work::AwaitingClaim { reply_to };
@@ -128,7 +113,7 @@ impl Router {
             return;
         };
         if let Some(limit) = policy.rate_limit {
-            let checked = self.rate_limiter.check(
+            let checked = self.services.rate_limiter.check(
                 &request.tenant_id,
                 &policy_id,
                 env.now(),
@@ -175,7 +160,7 @@ impl Router {
             context,
         );
         if let Some(claim) = &claim {
-            self.claims.insert(claim.clone(), (seq, Vec::new()));
+            self.flights.claims.insert(claim.clone(), (seq, Vec::new()));
         }
         msg.work = Work::Deciding(Box::new(DecideWork {
             request,
@@ -192,19 +177,19 @@ impl Router {
 
     /// Resume a message parked on an extension retry timer.
     pub(super) fn continue_decide(&mut self, seq: SeqKey, env: &mut impl Env) {
-        let Some(mut msg) = self.in_flight.remove(&seq) else {
+        let Some(mut msg) = self.flights.messages.remove(&seq) else {
             return;
         };
         self.step_decide(seq, &mut msg, env);
-        self.in_flight.insert(seq, msg);
+        self.flights.messages.insert(seq, msg);
         self.maybe_resolve(seq, env);
     }
 
     pub(super) fn on_request_done(&mut self, id: u64, outcome: RequestOutcome, env: &mut impl Env) {
-        let Some(seq) = self.requests.remove(&id) else {
+        let Some(seq) = self.flights.requests.remove(&id) else {
             return;
         };
-        let Some(mut msg) = self.in_flight.remove(&seq) else {
+        let Some(mut msg) = self.flights.messages.remove(&seq) else {
             return;
         };
         let result = match outcome {
@@ -219,7 +204,7 @@ impl Router {
         let outcome = match &mut msg.work {
             Work::Deciding(work) => {
                 let mut gate = Gate {
-                    breakers: &mut self.extension_breakers,
+                    breakers: &mut self.services.extension_breakers,
                     config: &self.config.breaker_defaults,
                     now,
                 };
@@ -232,14 +217,15 @@ impl Router {
         };
         match outcome {
             Some(Ok(AfterCall::RetryAfter(delay))) => {
-                self.timers
+                self.flights
+                    .timers
                     .set(now.after(delay), TimerPurpose::RetryExtension(seq));
             }
             Some(Ok(AfterCall::Continue)) => self.step_decide(seq, &mut msg, env),
             Some(Err(error)) => self.fail_pipeline(seq, &mut msg, error, env),
             None => {}
         }
-        self.in_flight.insert(seq, msg);
+        self.flights.messages.insert(seq, msg);
         self.keep_alive(seq, env);
         self.maybe_resolve(seq, env);
     }
@@ -263,14 +249,14 @@ impl Router {
                 return;
             }
             let mut gate = Gate {
-                breakers: &mut self.extension_breakers,
+                breakers: &mut self.services.extension_breakers,
                 config: &self.config.breaker_defaults,
                 now,
             };
             match work.pipeline.advance(&self.config.extensions, &mut gate) {
                 Step::Call(call) => {
                     let id = self.next_id();
-                    self.requests.insert(id, seq);
+                    self.flights.requests.insert(id, seq);
                     self.stats.extension_calls += 1;
                     env.execute(Command::Request {
                         id,
@@ -296,11 +282,11 @@ impl Router {
                     if let (Some((value, _)), false) = (&session, work.sticky_checked) {
                         work.sticky_checked = true;
                         let tenant = &work.request.tenant_id;
-                        if self.sticky.get(tenant, value, now).is_none() {
+                        if self.services.sticky.get(tenant, value, now).is_none() {
                             // Another instance may have pinned this session: ask first.
                             let key = shared::sticky_key(tenant, value);
                             let id = self.next_id();
-                            self.kv_lookups.insert(id, seq);
+                            self.flights.kv_lookups.insert(id, seq);
                             env.execute(Command::Kv {
                                 id,
                                 op: KvOp::Get { key },
@@ -314,14 +300,15 @@ impl Router {
                         &work.pipeline.context,
                         now,
                         Stores {
-                            breakers: &mut self.breakers,
-                            sticky: &mut self.sticky,
+                            breakers: &mut self.services.breakers,
+                            sticky: &mut self.services.sticky,
                         },
                         env,
                     );
                     match chosen {
                         Ok(choice) => {
                             let (latency, cost_micros) = self
+                                .services
                                 .provider_stats
                                 .expected(&work.request.tenant_id, &choice.provider_id);
                             // Only post-processors see the decision as a value; without
@@ -477,24 +464,25 @@ impl Router {
     /// The answer for `claim` is recorded: the messages that waited for it reply with
     /// the same bytes.
     fn release_claim(&mut self, seq: SeqKey, claim: &(String, String), env: &mut impl Env) {
-        match self.claims.get(claim) {
+        match self.flights.claims.get(claim) {
             Some((holder, _)) if *holder == seq => {}
             _ => return,
         }
-        let Some((_, waiters)) = self.claims.remove(claim) else {
+        let Some((_, waiters)) = self.flights.claims.remove(claim) else {
             return;
         };
         let bytes = self
+            .services
             .answers
             .reply_for_key(claim, env.now())
             .map(<[u8]>::to_vec);
         for waiter in waiters {
-            let Some(mut w) = self.in_flight.remove(&waiter) else {
+            let Some(mut w) = self.flights.messages.remove(&waiter) else {
                 continue;
             };
             let Work::AwaitingClaim { reply_to } = std::mem::replace(&mut w.work, Work::Publishing)
             else {
-                self.in_flight.insert(waiter, w);
+                self.flights.messages.insert(waiter, w);
                 continue;
             };
             match &bytes {
@@ -506,7 +494,7 @@ impl Router {
                 // Expired at once (a zero TTL): let the server bring it back.
                 None => w.failed = true,
             }
-            self.in_flight.insert(waiter, w);
+            self.flights.messages.insert(waiter, w);
             self.maybe_resolve(waiter, env);
         }
     }
@@ -544,7 +532,7 @@ impl Router {
         match (claim, shared_value) {
             (Some(claim), Some(value)) => {
                 let id = self.next_id();
-                self.kv_claims.insert(id, seq);
+                self.flights.kv_claims.insert(id, seq);
                 self.stats.shared_claims += 1;
                 env.execute(Command::Kv {
                     id,
@@ -567,7 +555,7 @@ impl Router {
     /// Not awaited: a lost write only means another instance may pin the session anew.
     fn share_session(&mut self, tenant: &str, session: &str, ttl_ms: u64, env: &mut impl Env) {
         let now = env.now();
-        let Some(provider) = self.sticky.get(tenant, session, now) else {
+        let Some(provider) = self.services.sticky.get(tenant, session, now) else {
             return;
         };
         let Some(value) = (SharedSession {
@@ -588,7 +576,7 @@ impl Router {
     /// The shared bucket's answer about a sticky session: adopt a live mapping, then go
     /// on choosing. A missing entry or a failed read decides without it.
     fn on_sticky_found(&mut self, seq: SeqKey, outcome: KvOutcome, env: &mut impl Env) {
-        let Some(mut msg) = self.in_flight.remove(&seq) else {
+        let Some(mut msg) = self.flights.messages.remove(&seq) else {
             return;
         };
         let now = env.now();
@@ -605,8 +593,13 @@ impl Router {
                 if s.expires_at_ms > now.millis() {
                     self.stats.shared_sessions_adopted += 1;
                     let ttl = s.expires_at_ms - now.millis();
-                    self.sticky
-                        .put(&work.request.tenant_id, &value, &s.provider, now, ttl);
+                    self.services.sticky.put(
+                        &work.request.tenant_id,
+                        &value,
+                        &s.provider,
+                        now,
+                        ttl,
+                    );
                 }
             }
         }
@@ -614,7 +607,7 @@ impl Router {
             self.stats.shared_failures += 1;
         }
         self.step_decide(seq, &mut msg, env);
-        self.in_flight.insert(seq, msg);
+        self.flights.messages.insert(seq, msg);
         self.keep_alive(seq, env);
         self.maybe_resolve(seq, env);
     }
@@ -623,18 +616,18 @@ impl Router {
     /// not say, nothing is published and the server redelivers the message (a later
     /// delivery claims again and finds whatever this attempt may have stored).
     pub(super) fn on_kv_done(&mut self, id: u64, outcome: KvOutcome, env: &mut impl Env) {
-        if let Some(seq) = self.kv_lookups.remove(&id) {
+        if let Some(seq) = self.flights.kv_lookups.remove(&id) {
             self.on_sticky_found(seq, outcome, env);
             return;
         }
-        let Some(seq) = self.kv_claims.remove(&id) else {
+        let Some(seq) = self.flights.kv_claims.remove(&id) else {
             return; // a session write's outcome: nothing waits for it
         };
-        let Some(mut msg) = self.in_flight.remove(&seq) else {
+        let Some(mut msg) = self.flights.messages.remove(&seq) else {
             return;
         };
         let Work::Claiming(pending) = std::mem::replace(&mut msg.work, Work::Publishing) else {
-            self.in_flight.insert(seq, msg);
+            self.flights.messages.insert(seq, msg);
             return;
         };
         let PendingAnswer {
@@ -676,7 +669,7 @@ impl Router {
             // Waiters for this key have no answer either: they are given back too.
             None => self.release_claim(seq, &claim, env),
         }
-        self.in_flight.insert(seq, msg);
+        self.flights.messages.insert(seq, msg);
         self.keep_alive(seq, env);
         self.maybe_resolve(seq, env);
     }
@@ -696,7 +689,7 @@ impl Router {
             reply: body,
             assignment,
         } = answer;
-        self.answers.record_reply(
+        self.services.answers.record_reply(
             seq.1,
             claim.clone(),
             body.clone(),
@@ -718,14 +711,6 @@ impl Router {
             self.send(seq, msg, publish, Purpose::Assignment, env);
         }
     }
-}
-
-/// A decided answer waiting for the shared bucket's verdict.
-#[derive(Debug)]
-pub(crate) struct PendingAnswer {
-    reply_to: String,
-    claim: (String, String),
-    answer: SharedAnswer,
 }
 
 /// The extension breakers, as the pipeline sees them.

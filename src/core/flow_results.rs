@@ -9,9 +9,10 @@ use super::answers::{SeqKey, StoredPublish};
 use super::breaker::{classify, CallOutcome};
 use super::decider::breaker_config;
 use super::env::Env;
+use super::flight::{InFlight, Purpose};
 use super::io::Delivery;
 use super::reply::to_bytes;
-use super::router::{InFlight, Purpose, Router};
+use super::router::Router;
 
 impl Router {
     fn intake_rules(&self) -> IntakeRules<'_> {
@@ -39,9 +40,9 @@ impl Router {
         let key = result.correlation_key().to_string();
 
         let carrier_busy = |router: &Router, carrier: Option<SeqKey>| {
-            carrier.is_some_and(|c| c != seq && router.in_flight.contains_key(&c))
+            carrier.is_some_and(|c| c != seq && router.flights.messages.contains_key(&c))
         };
-        if let Some(entry) = self.results.get(&key) {
+        if let Some(entry) = self.services.results.get(&key) {
             if entry.settled {
                 // Seen before, its usage event confirmed: nothing more to do.
                 self.stats.results_duplicate += 1;
@@ -62,7 +63,7 @@ impl Router {
             // (and, once confirmed, settled) by this message.
             msg.origin.result_key = Some(key.clone());
             let publish = Router::publish_stored(entry.usage.clone());
-            if let Some(e) = self.results.get_mut(&key) {
+            if let Some(e) = self.services.results.get_mut(&key) {
                 e.carrier = Some(seq);
             }
             self.send(seq, msg, publish, Purpose::Usage, env);
@@ -82,7 +83,7 @@ impl Router {
                 .get(&result.tenant_id, DEFAULT_POLICY_ID)
                 .and_then(breaker_config)
                 .unwrap_or_else(|| self.config.breaker_defaults.clone());
-            self.breakers.record(
+            self.services.breakers.record(
                 &result.tenant_id,
                 provider,
                 env.now(),
@@ -91,7 +92,7 @@ impl Router {
                 &cfg,
             );
             if outcome == CallOutcome::Success {
-                self.provider_stats.record(
+                self.services.provider_stats.record(
                     &result.tenant_id,
                     provider,
                     result.latency_ms,
@@ -103,7 +104,7 @@ impl Router {
         // meanwhile must not, or a failed usage publish would never be retried.
         msg.origin.result_key = Some(key.clone());
         let usage = self.usage_event(&result, &key, env.now().millis());
-        self.results.insert(key, usage.clone(), seq);
+        self.services.results.insert(key, usage.clone(), seq);
         self.send(seq, msg, Router::publish_stored(usage), Purpose::Usage, env);
     }
 

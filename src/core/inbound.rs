@@ -12,8 +12,9 @@ use crate::policy::DEFAULT_POLICY_ID;
 use super::breaker::Breakers;
 use super::decider::{self, Stores};
 use super::env::Env;
+use super::io::header;
 use super::io::{Command, InboundRequest};
-use super::router::{header, Router};
+use super::router::Router;
 use super::sticky::StickyStore;
 
 impl Router {
@@ -85,8 +86,11 @@ impl Router {
         if subject != self.config.decide_subject {
             return json!({"success": true, "data": {"subject": subject, "status": "unknown", "timestamp": now_ms}});
         }
-        let s = self.backpressure.status(self.in_flight.len() as u64);
-        let cfg = self.backpressure.config();
+        let s = self
+            .services
+            .backpressure
+            .status(self.flights.messages.len() as u64);
+        let cfg = self.services.backpressure.config();
         json!({"success": true, "data": {
             "subject": subject,
             "status": s.level.as_str(),
@@ -102,6 +106,7 @@ impl Router {
         match op {
             "get_circuit_breaker_states" => {
                 let states: Vec<Value> = self
+                    .services
                     .breakers
                     .snapshot(now)
                     .into_iter()
@@ -116,6 +121,7 @@ impl Router {
             "get_backpressure_status" => self.backpressure_status(&Value::Null, now.millis()),
             "get_extension_health" => {
                 let breakers: Vec<Value> = self
+                    .services
                     .extension_breakers
                     .snapshot(now)
                     .into_iter()
@@ -156,7 +162,7 @@ impl Router {
             .cloned()
             .unwrap_or_default();
         context.insert("tenant_id".into(), tenant.into());
-        let mut breakers: Breakers = self.breakers.clone();
+        let mut breakers: Breakers = self.services.breakers.clone();
         let mut sticky = StickyStore::new(1);
         let stores = Stores {
             breakers: &mut breakers,

@@ -9,9 +9,11 @@ pub mod backpressure;
 pub mod breaker;
 mod config;
 pub mod decider;
+mod digest;
 mod dlq;
 mod env;
 pub mod extensions;
+mod flight;
 mod flow_decide;
 mod flow_results;
 mod inbound;
@@ -20,12 +22,14 @@ pub mod provider_stats;
 pub mod rate_limit;
 mod reply;
 mod router;
+mod services;
 pub mod shared;
 pub mod sticky;
 mod timers;
 
 pub use config::RouterConfig;
-pub use dlq::{msg_id as dlq_msg_id, sha256_hex};
+pub use digest::sha256_hex;
+pub use dlq::msg_id as dlq_msg_id;
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{
     Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, InboundId, InboundRequest,

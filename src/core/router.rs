@@ -12,29 +12,22 @@
 //! The flows themselves live beside this file: `flow_decide.rs`, `flow_results.rs`,
 //! `inbound.rs`.
 
-use std::collections::BTreeMap;
-
 use crate::contracts::subjects::{
     HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID, HEADER_REPLY_TO,
 };
 use crate::contracts::DlqReason;
 use crate::policy::PolicyStore;
 
-use super::answers::{AnswerBook, Fate, ResultBook, SeqKey};
-use super::backpressure::Backpressure;
-use super::breaker::Breakers;
+use super::answers::{Fate, SeqKey};
 use super::config::RouterConfig;
 use super::dlq;
 use super::env::{Env, Time};
-use super::flow_decide::DecideWork;
+use super::flight::{Flights, InFlight, Origin, Purpose, TimerPurpose, Work};
 use super::io::{
-    Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, Input, Publish, PublishId,
-    PublishKind, PublishOutcome, RequestId, Settle, Source,
+    header, Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, Input, Publish,
+    PublishId, PublishKind, PublishOutcome, Settle, Source,
 };
-use super::provider_stats::ProviderStats;
-use super::rate_limit::RateLimiter;
-use super::sticky::StickyStore;
-use super::timers::Timers;
+use super::services::Services;
 
 /// Counters a shell or the simulator can read at any time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -86,94 +79,6 @@ pub struct Stats {
     pub shared_sessions_adopted: u64,
 }
 
-/// What a publish was for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Purpose {
-    Reply,
-    Dlq,
-    Assignment,
-    Usage,
-    /// The usage event again, published by a duplicate result while its carrier is in
-    /// flight (the stream drops it): not counted as emitted.
-    UsageCopy,
-}
-
-/// What a timer is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum TimerPurpose {
-    RetryDlq(SeqKey),
-    RetryExtension(SeqKey),
-}
-
-/// What the message still waits on before its publishes go out.
-#[derive(Debug)]
-pub(super) enum Work {
-    /// Running its extension pipeline.
-    Deciding(Box<DecideWork>),
-    /// Another message with the same (tenant, idempotency key) is being decided: wait
-    /// for its answer and reply with the same bytes.
-    AwaitingClaim { reply_to: String },
-    /// Waiting for the shared bucket to say whose answer this key has
-    /// (`KvOp::Create`); nothing is published before it does.
-    Claiming(Box<super::flow_decide::PendingAnswer>),
-    /// Publishes sent (or none needed); the fate follows their outcomes.
-    Publishing,
-}
-
-/// One message (one stream sequence) between its delivery and its fate.
-#[derive(Debug)]
-pub(super) struct InFlight {
-    pub source: Source,
-    /// Every delivery of this sequence seen while in flight; the fate goes to each.
-    pub deliveries: Vec<DeliveryId>,
-    /// The highest server delivery count seen.
-    pub delivered: u64,
-    pub received_at: Time,
-    /// When the server last heard from us about this message (delivery or `+WPI`).
-    pub last_progress: Time,
-    pub origin: Origin,
-    pub work: Work,
-    /// Publishes not yet confirmed or failed.
-    pub pending: Vec<(PublishId, Purpose)>,
-    /// A publish the fate depends on failed.
-    pub failed: bool,
-    /// Set when the message must end in the DLQ (refused, or exhausted).
-    pub dlq: Option<Publish>,
-    pub dlq_confirmed: bool,
-    /// A reply to the gateway was confirmed: a dead letter then needs no error reply.
-    pub replied: bool,
-}
-
-/// What a DLQ record needs to know about the original message, kept instead of the
-/// payload itself (which may be large and may hold personal data).
-#[derive(Debug)]
-pub(super) struct Origin {
-    pub subject: String,
-    pub payload_sha256: String,
-    pub msg_id: Option<String>,
-    /// Filled in once intake has read them.
-    pub request_id: Option<String>,
-    pub tenant_id: Option<String>,
-    /// For results: the correlation key, marked settled when the result is acked.
-    pub result_key: Option<String>,
-    /// For decide: where the gateway waits for the answer.
-    pub reply_to: Option<String>,
-}
-
-impl Origin {
-    fn of(d: &Delivery) -> Self {
-        Origin {
-            subject: d.subject.clone(),
-            payload_sha256: dlq::sha256_hex(&d.payload),
-            msg_id: header(&d.headers, HEADER_MSG_ID).map(str::to_string),
-            request_id: None,
-            tenant_id: None,
-            result_key: None,
-            reply_to: None,
-        }
-    }
-}
-
 enum Next {
     Settle(Fate),
     Redeliver,
@@ -185,27 +90,9 @@ pub struct Router {
     pub(super) config: RouterConfig,
     pub(super) policies: PolicyStore,
     pub(super) stats: Stats,
-    /// Keyed by (stream, sequence): each consumer's stream numbers its own messages.
-    pub(super) in_flight: BTreeMap<SeqKey, InFlight>,
-    pub(super) publishes: BTreeMap<PublishId, SeqKey>,
-    pub(super) requests: BTreeMap<RequestId, SeqKey>,
-    /// Shared-bucket creates in flight -> the message whose answer they claim.
-    pub(super) kv_claims: BTreeMap<RequestId, SeqKey>,
-    /// Sticky-session reads in flight -> the message waiting to choose.
-    pub(super) kv_lookups: BTreeMap<RequestId, SeqKey>,
-    /// (tenant, idempotency key) being decided (through the extension pipeline) -> the
-    /// message deciding it and the messages waiting for its answer.
-    pub(super) claims: BTreeMap<(String, String), (SeqKey, Vec<SeqKey>)>,
-    pub(super) timers: Timers<TimerPurpose>,
-    pub(super) answers: AnswerBook,
-    pub(super) results: ResultBook,
-    pub(super) breakers: Breakers,
-    pub(super) extension_breakers: Breakers,
-    pub(super) rate_limiter: RateLimiter,
-    pub(super) sticky: StickyStore,
-    pub(super) backpressure: Backpressure,
-    pub(super) provider_stats: ProviderStats,
-    next_id: u64,
+    /// The messages in flight, with their pending I/O, claims and timers.
+    pub(super) flights: Flights,
+    pub(super) services: Services,
     next_housekeeping: Time,
     connected: bool,
 }
@@ -216,25 +103,11 @@ const HOUSEKEEPING_MS: u64 = 60_000;
 impl Router {
     pub fn new(config: RouterConfig, policies: PolicyStore) -> Self {
         Router {
-            answers: AnswerBook::new(config.completed_capacity, config.idempotency_ttl_ms),
-            results: ResultBook::new(config.completed_capacity),
-            breakers: Breakers::new(config.max_breakers),
-            extension_breakers: Breakers::new(config.extensions.len().max(1) * 4),
-            rate_limiter: RateLimiter::new(config.max_rate_buckets),
-            sticky: StickyStore::new(config.max_sticky_sessions),
-            backpressure: Backpressure::new(config.backpressure.clone()),
-            provider_stats: ProviderStats::new(config.max_breakers),
+            services: Services::new(&config),
             config,
             policies,
             stats: Stats::default(),
-            in_flight: BTreeMap::new(),
-            publishes: BTreeMap::new(),
-            requests: BTreeMap::new(),
-            kv_claims: BTreeMap::new(),
-            kv_lookups: BTreeMap::new(),
-            claims: BTreeMap::new(),
-            timers: Timers::default(),
-            next_id: 1,
+            flights: Flights::default(),
             next_housekeeping: Time(0),
             connected: true,
         }
@@ -242,7 +115,7 @@ impl Router {
 
     pub fn handle(&mut self, input: Input, env: &mut impl Env) {
         self.housekeeping(env.now());
-        self.backpressure.expire(env.now());
+        self.services.backpressure.expire(env.now());
         match input {
             Input::Delivery(d) => self.on_delivery(d, env),
             Input::PublishDone { id, outcome } => self.on_publish_done(id, outcome, env),
@@ -254,7 +127,9 @@ impl Router {
                 self.stats.disconnects += 1;
             }
             Input::Connection(ConnectionEvent::Up) => self.connected = true,
-            Input::ConsumerPending { pending } => self.backpressure.set_pending(pending, env.now()),
+            Input::ConsumerPending { pending } => {
+                self.services.backpressure.set_pending(pending, env.now())
+            }
             Input::Exhausted(message) => self.on_exhausted(message, env),
             Input::KvDone { id, outcome } => self.on_kv_done(id, outcome, env),
         }
@@ -280,39 +155,41 @@ impl Router {
 
     /// Messages held, awaiting extension replies or the confirmation of their publishes.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.flights.messages.len()
     }
 
     /// Whether message `stream_seq` of `source`'s stream is held: between its delivery (or
     /// `Input::Exhausted`) and its fate. The host releases a MAX_DELIVERIES advisory once
     /// the core no longer holds its message.
     pub fn holds(&self, source: Source, stream_seq: u64) -> bool {
-        self.in_flight.contains_key(&source_key(source, stream_seq))
+        self.flights
+            .messages
+            .contains_key(&source_key(source, stream_seq))
     }
 
     /// When the core next needs `Input::Timeout`: its earliest timer (a DLQ or extension
     /// retry). The host asks after every input.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.next_deadline()
+        self.flights.timers.next_deadline()
     }
 
     /// Timers set and not yet run, for a gauge.
     pub fn timers_pending(&self) -> usize {
-        self.timers.len()
+        self.flights.timers.len()
     }
 
     /// Sizes of every bounded table, for gauges.
     pub fn table_sizes(&self) -> TableSizes {
-        let (answers_by_seq, answers_by_key) = self.answers.len();
+        let (answers_by_seq, answers_by_key) = self.services.answers.len();
         TableSizes {
-            in_flight: self.in_flight.len(),
+            in_flight: self.flights.messages.len(),
             answers_by_seq,
             answers_by_key,
-            results: self.results.len(),
-            breakers: self.breakers.len(),
-            rate_buckets: self.rate_limiter.len(),
-            sticky_sessions: self.sticky.len(),
-            latency_samples: self.backpressure.latency_samples(),
+            results: self.services.results.len(),
+            breakers: self.services.breakers.len(),
+            rate_buckets: self.services.rate_limiter.len(),
+            sticky_sessions: self.services.sticky.len(),
+            latency_samples: self.services.backpressure.latency_samples(),
         }
     }
 
@@ -320,8 +197,8 @@ impl Router {
     /// would meet them, for gauges. Bounded by `max_breakers` and the registry.
     pub fn breaker_views(&self, now: Time) -> BreakerViews {
         BreakerViews {
-            providers: self.breakers.snapshot(now),
-            extensions: self.extension_breakers.snapshot(now),
+            providers: self.services.breakers.snapshot(now),
+            extensions: self.services.extension_breakers.snapshot(now),
         }
     }
 
@@ -330,9 +207,7 @@ impl Router {
     }
 
     pub(super) fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+        self.flights.next_id()
     }
 
     fn housekeeping(&mut self, now: Time) {
@@ -341,29 +216,29 @@ impl Router {
         }
         self.next_housekeeping = now.after(HOUSEKEEPING_MS);
         // Idle for an hour: the bucket has long refilled, so forgetting it changes nothing.
-        self.rate_limiter.purge_idle(now, 3_600_000);
-        self.sticky.purge_expired(now);
+        self.services.rate_limiter.purge_idle(now, 3_600_000);
+        self.services.sticky.purge_expired(now);
     }
 
     fn on_delivery(&mut self, d: Delivery, env: &mut impl Env) {
         self.stats.deliveries += 1;
         let source = d.source;
         let seq = source_key(source, d.stream_seq);
-        if let Some(msg) = self.in_flight.get_mut(&seq) {
+        if let Some(msg) = self.flights.messages.get_mut(&seq) {
             // Redelivered while we still work on it: join, decide nothing new.
             msg.deliveries.push(d.id);
             msg.delivered = msg.delivered.max(d.delivered);
             msg.last_progress = env.now();
             return;
         }
-        if let Some(fate) = self.answers.settled(seq) {
+        if let Some(fate) = self.services.answers.settled(seq) {
             // Settled before, but the server never saw our ack or term.
             self.stats.redelivered_after_settle += 1;
             self.settle(&[d.id], fate, env);
             return;
         }
         // BUGGIFY: an overload nak when not overloaded is legal, and exercises redelivery.
-        if self.in_flight.len() >= self.config.max_in_flight
+        if self.flights.messages.len() >= self.config.max_in_flight
             || env.buggify("router.spurious_overload_nak")
         {
             self.stats.overload_naks += 1;
@@ -373,7 +248,10 @@ impl Router {
         let mut msg = self.in_flight_for(&d, source, vec![d.id], env.now());
         match source {
             Source::Decide => {
-                let status = self.backpressure.status(self.in_flight.len() as u64);
+                let status = self
+                    .services
+                    .backpressure
+                    .status(self.flights.messages.len() as u64);
                 if status.level == super::backpressure::Level::Active {
                     // Overloaded: give the message back unparsed, to be tried later.
                     self.stats.backpressure_naks += 1;
@@ -389,7 +267,7 @@ impl Router {
             Source::Result => self.start_result(seq, &d, &mut msg, env),
             Source::AssignmentAck => self.start_assignment_ack(seq, &d, &mut msg, env),
         }
-        self.in_flight.insert(seq, msg);
+        self.flights.messages.insert(seq, msg);
         self.maybe_resolve(seq, env);
     }
 
@@ -397,13 +275,13 @@ impl Router {
         let source = m.source;
         let seq = source_key(source, m.stream_seq);
         let limit = self.max_deliver_for(source);
-        if let Some(msg) = self.in_flight.get_mut(&seq) {
+        if let Some(msg) = self.flights.messages.get_mut(&seq) {
             // We hold it, but may have missed its later deliveries: whatever happens
             // next, the server will not deliver it again, so a failure must dead-letter.
             msg.delivered = msg.delivered.max(limit);
             return;
         }
-        if self.answers.settled(seq).is_some() {
+        if self.services.answers.settled(seq).is_some() {
             return; // Already settled; the server just never saw our ack.
         }
         self.stats.exhausted_unseen += 1;
@@ -442,7 +320,7 @@ impl Router {
             msg.origin.reply_to = Some(self.reply_subject(&d.headers));
             self.reply_exhausted(seq, &mut msg, m.deliveries, env);
         }
-        self.in_flight.insert(seq, msg);
+        self.flights.messages.insert(seq, msg);
     }
 
     /// Where the answer to a decide message goes: its `Reply-To` header if that is a
@@ -509,10 +387,10 @@ impl Router {
     }
 
     fn on_publish_done(&mut self, id: PublishId, outcome: PublishOutcome, env: &mut impl Env) {
-        let Some(seq) = self.publishes.remove(&id) else {
+        let Some(seq) = self.flights.publishes.remove(&id) else {
             return; // A late outcome for a message already settled.
         };
-        let Some(msg) = self.in_flight.get_mut(&seq) else {
+        let Some(msg) = self.flights.messages.get_mut(&seq) else {
             return;
         };
         let Some(pos) = msg.pending.iter().position(|(p, _)| *p == id) else {
@@ -531,7 +409,7 @@ impl Router {
             (Purpose::Assignment, true) => {
                 self.stats.assignments_published += 1;
                 if msg.source == Source::Decide {
-                    self.answers.assignment_stored(seq.1);
+                    self.services.answers.assignment_stored(seq.1);
                 }
             }
             (Purpose::Usage, true) => self.stats.usage_emitted += 1,
@@ -544,10 +422,10 @@ impl Router {
     }
 
     fn on_timeout(&mut self, env: &mut impl Env) {
-        for purpose in self.timers.pop_due(env.now()) {
+        for purpose in self.flights.timers.pop_due(env.now()) {
             match purpose {
                 TimerPurpose::RetryDlq(seq) => {
-                    let Some(mut msg) = self.in_flight.remove(&seq) else {
+                    let Some(mut msg) = self.flights.messages.remove(&seq) else {
                         continue;
                     };
                     // Retry with the same message id: the stream drops a copy that did
@@ -555,7 +433,7 @@ impl Router {
                     if let Some(publish) = msg.dlq.clone() {
                         self.send(seq, &mut msg, publish, Purpose::Dlq, env);
                     }
-                    self.in_flight.insert(seq, msg);
+                    self.flights.messages.insert(seq, msg);
                 }
                 TimerPurpose::RetryExtension(seq) => self.continue_decide(seq, env),
             }
@@ -566,7 +444,7 @@ impl Router {
     pub(super) fn keep_alive(&mut self, seq: SeqKey, env: &mut impl Env) {
         let half = self.config.ack_wait_ms / 2;
         let now = env.now();
-        if let Some(msg) = self.in_flight.get_mut(&seq) {
+        if let Some(msg) = self.flights.messages.get_mut(&seq) {
             // BUGGIFY: an early `+WPI` is harmless and exercises the server's ack timer.
             let due = now.millis().saturating_sub(msg.last_progress.millis()) >= half;
             if due || env.buggify("router.eager_in_progress") {
@@ -585,7 +463,8 @@ impl Router {
     /// If nothing is pending for `seq` any more, choose its fate.
     pub(super) fn maybe_resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
         let ready = self
-            .in_flight
+            .flights
+            .messages
             .get(&seq)
             .is_some_and(|m| m.pending.is_empty() && matches!(m.work, Work::Publishing));
         if ready {
@@ -594,7 +473,7 @@ impl Router {
     }
 
     fn resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
-        let Some(mut msg) = self.in_flight.remove(&seq) else {
+        let Some(mut msg) = self.flights.messages.remove(&seq) else {
             return;
         };
         let last = msg.delivered >= self.max_deliver_for(msg.source);
@@ -612,8 +491,8 @@ impl Router {
         match next {
             Next::RetryDlqLater => {
                 let at = env.now().after(self.config.dlq_retry_ms);
-                self.timers.set(at, TimerPurpose::RetryDlq(seq));
-                self.in_flight.insert(seq, msg);
+                self.flights.timers.set(at, TimerPurpose::RetryDlq(seq));
+                self.flights.messages.insert(seq, msg);
             }
             Next::DeadLetter => {
                 let record = dlq::exhausted(
@@ -635,16 +514,18 @@ impl Router {
                 self.send(seq, &mut msg, publish, Purpose::Dlq, env);
                 let delivered = msg.delivered;
                 self.reply_exhausted(seq, &mut msg, delivered, env);
-                self.in_flight.insert(seq, msg);
+                self.flights.messages.insert(seq, msg);
             }
             Next::Settle(fate) => {
                 if msg.source == Source::Decide {
                     let elapsed = env.now().millis().saturating_sub(msg.received_at.millis());
-                    self.backpressure.record_latency(elapsed, env.now());
+                    self.services
+                        .backpressure
+                        .record_latency(elapsed, env.now());
                 }
-                self.answers.settle(seq, fate);
+                self.services.answers.settle(seq, fate);
                 if let (Some(key), Fate::Ack) = (&msg.origin.result_key, fate) {
-                    if let Some(entry) = self.results.get_mut(key) {
+                    if let Some(entry) = self.services.results.get_mut(key) {
                         entry.settled = true;
                     }
                 }
@@ -690,7 +571,7 @@ impl Router {
         env: &mut impl Env,
     ) {
         publish.id = self.next_id();
-        self.publishes.insert(publish.id, seq);
+        self.flights.publishes.insert(publish.id, seq);
         msg.pending.push((publish.id, purpose));
         env.execute(Command::Publish(publish));
     }
@@ -834,13 +715,6 @@ fn request_id_of(payload: &[u8]) -> Option<String> {
     v.get("request_id")?
         .as_str()
         .map(|s| s.chars().take(255).collect())
-}
-
-pub(super) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::answers::StoredPublish;
-use super::dlq::sha256_hex;
+use super::digest::sha256_hex;
 
 /// The bucket key of a (tenant, idempotency key). Hashed: NATS KV keys allow only
 /// `[-/_=.a-zA-Z0-9]`, and idempotency keys are free text. A NUL separates the two parts
