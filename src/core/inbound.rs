@@ -10,15 +10,30 @@ use crate::contracts::subjects::{
 use crate::policy::DEFAULT_POLICY_ID;
 
 use super::breaker::Breakers;
+use super::config::RouterConfig;
 use super::decider::{self, Stores};
 use super::env::Env;
 use super::io::header;
 use super::io::{Command, InboundRequest};
-use super::router::Router;
+use super::services::Services;
+use super::stats::{Stats, TableSizes};
 use super::sticky::StickyStore;
+use crate::policy::PolicyStore;
 
-impl Router {
-    pub(super) fn on_inbound(&mut self, request: InboundRequest, env: &mut impl Env) {
+/// Requests to the router itself, answered from what the router knows: it reads the
+/// configuration, policies and services, and counts in the stats; it never touches a
+/// message in flight.
+pub(super) struct InboundFlow<'a> {
+    pub config: &'a RouterConfig,
+    pub policies: &'a PolicyStore,
+    pub services: &'a Services,
+    /// The table sizes as the request arrived (`get_stats`).
+    pub tables: TableSizes,
+    pub stats: &'a mut Stats,
+}
+
+impl InboundFlow<'_> {
+    pub(super) fn handle(&mut self, request: InboundRequest, env: &mut impl Env) {
         self.stats.inbound_requests += 1;
         let body: Value = serde_json::from_slice(&request.payload).unwrap_or(Value::Null);
         let mut reply = if request.subject == BACKPRESSURE_STATUS {
@@ -89,7 +104,7 @@ impl Router {
         let s = self
             .services
             .backpressure
-            .status(self.flights.messages.len() as u64);
+            .status(self.tables.in_flight as u64);
         let cfg = self.services.backpressure.config();
         json!({"success": true, "data": {
             "subject": subject,
@@ -136,7 +151,7 @@ impl Router {
                 json!({"ok": true, "extensions": registry, "breakers": breakers})
             }
             "dry_run" | "dry_run_pipeline" => self.dry_run(body, env),
-            "get_stats" => json!({"ok": true, "stats": self.stats, "tables": self.table_sizes()}),
+            "get_stats" => json!({"ok": true, "stats": *self.stats, "tables": self.tables}),
             _ => {
                 json!({"ok": false, "error": {"code": "invalid_request", "message": format!("unknown admin operation {op}")}})
             }

@@ -24,6 +24,7 @@ mod reply;
 mod router;
 mod services;
 pub mod shared;
+mod stats;
 pub mod sticky;
 mod timers;
 
