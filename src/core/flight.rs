@@ -12,9 +12,11 @@ use crate::contracts::{DecideRequest, Decision};
 
 use super::answers::SeqKey;
 use super::digest::sha256_hex;
-use super::env::Time;
+use super::env::{Env, Time};
 use super::extensions::Pipeline;
-use super::io::{header, Delivery, DeliveryId, Headers, Publish, PublishId, RequestId, Source};
+use super::io::{
+    header, Command, Delivery, DeliveryId, Headers, Publish, PublishId, RequestId, Source,
+};
 use super::shared::SharedAnswer;
 use super::timers::Timers;
 
@@ -168,6 +170,22 @@ impl Default for Flights {
 }
 
 impl Flights {
+    /// Publish on behalf of message `seq`: numbered afresh, tracked until its outcome, and
+    /// counted among what the message's fate waits on.
+    pub fn send(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        mut publish: Publish,
+        purpose: Purpose,
+        env: &mut impl Env,
+    ) {
+        publish.id = self.next_id();
+        self.publishes.insert(publish.id, seq);
+        msg.pending.push((publish.id, purpose));
+        env.execute(Command::Publish(publish));
+    }
+
     /// A fresh id for a publish, request or bucket operation: never reused in a process.
     pub fn next_id(&mut self) -> u64 {
         let id = self.next_id;

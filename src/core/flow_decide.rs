@@ -17,6 +17,7 @@ use super::extensions::{
 };
 use super::flight::{DecideWork, InFlight, PendingAnswer, Purpose, TimerPurpose, Work};
 use super::io::{Command, Delivery, KvOp, KvOutcome, RequestOutcome};
+use super::outputs;
 use super::reply;
 use super::router::Router;
 use super::shared::{self, SharedAnswer, SharedSession};
@@ -41,10 +42,10 @@ impl Router {
             Err(rejection) => {
                 self.stats.replies_error += 1;
                 let body = reply::rejection(&rejection);
-                self.send(
+                self.flights.send(
                     seq,
                     msg,
-                    Router::core_publish(reply_to, Vec::new(), body),
+                    outputs::core_publish(reply_to, Vec::new(), body),
                     Purpose::Reply,
                     env,
                 );
@@ -61,16 +62,17 @@ impl Router {
         if let Some((bytes, assignment)) = self.services.answers.decided(seq.1) {
             let (bytes, assignment) = (bytes.to_vec(), assignment.cloned());
             self.stats.idempotent_replays += 1;
-            self.send(
+            self.flights.send(
                 seq,
                 msg,
-                Router::core_publish(reply_to, Vec::new(), bytes),
+                outputs::core_publish(reply_to, Vec::new(), bytes),
                 Purpose::Reply,
                 env,
             );
             if let Some(a) = assignment {
-                let publish = Router::publish_stored(a);
-                self.send(seq, msg, publish, Purpose::Assignment, env);
+                let publish = outputs::publish_stored(a);
+                self.flights
+                    .send(seq, msg, publish, Purpose::Assignment, env);
             }
             return;
         }
@@ -82,10 +84,10 @@ impl Router {
             if let Some(bytes) = self.services.answers.reply_for_key(claim, env.now()) {
                 let bytes = bytes.to_vec();
                 self.stats.idempotent_replays += 1;
-                self.send(
+                self.flights.send(
                     seq,
                     msg,
-                    Router::core_publish(reply_to, Vec::new(), bytes),
+                    outputs::core_publish(reply_to, Vec::new(), bytes),
                     Purpose::Reply,
                     env,
                 );
@@ -126,10 +128,10 @@ impl Router {
                 // be decided, not refused again from the book.
                 let body = reply::rate_limited(&request, &limited);
                 self.stats.replies_error += 1;
-                self.send(
+                self.flights.send(
                     seq,
                     msg,
-                    Router::core_publish(reply_to, Vec::new(), body),
+                    outputs::core_publish(reply_to, Vec::new(), body),
                     Purpose::Reply,
                     env,
                 );
@@ -488,8 +490,9 @@ impl Router {
             match &bytes {
                 Some(bytes) => {
                     self.stats.idempotent_replays += 1;
-                    let publish = Router::core_publish(reply_to, Vec::new(), bytes.clone());
-                    self.send(waiter, &mut w, publish, Purpose::Reply, env);
+                    let publish = outputs::core_publish(reply_to, Vec::new(), bytes.clone());
+                    self.flights
+                        .send(waiter, &mut w, publish, Purpose::Reply, env);
                 }
                 // Expired at once (a zero TTL): let the server bring it back.
                 None => w.failed = true,
@@ -699,16 +702,17 @@ impl Router {
         if let Some(claim) = claim {
             self.release_claim(seq, &claim, env);
         }
-        self.send(
+        self.flights.send(
             seq,
             msg,
-            Router::core_publish(reply_to, Vec::new(), body),
+            outputs::core_publish(reply_to, Vec::new(), body),
             Purpose::Reply,
             env,
         );
         if let Some(a) = assignment {
-            let publish = Router::publish_stored(a);
-            self.send(seq, msg, publish, Purpose::Assignment, env);
+            let publish = outputs::publish_stored(a);
+            self.flights
+                .send(seq, msg, publish, Purpose::Assignment, env);
         }
     }
 }

@@ -7,14 +7,50 @@ use crate::policy::DEFAULT_POLICY_ID;
 
 use super::answers::{SeqKey, StoredPublish};
 use super::breaker::{classify, CallOutcome};
+use super::config::RouterConfig;
 use super::decider::breaker_config;
 use super::env::Env;
+use super::flight::Flights;
 use super::flight::{InFlight, Purpose};
 use super::io::Delivery;
+use super::outputs;
 use super::reply::to_bytes;
-use super::router::Router;
+use super::services::Services;
+use super::stats::Stats;
+use crate::policy::PolicyStore;
 
-impl Router {
+/// The results and acks flow, over what it may touch: the configuration and policies
+/// (read), the stats, the services (result book, breakers, provider averages) and the
+/// message table (to publish, and to see whether a key's carrier is still in flight).
+pub(super) struct ResultFlow<'a> {
+    pub config: &'a RouterConfig,
+    pub policies: &'a PolicyStore,
+    pub stats: &'a mut Stats,
+    pub services: &'a mut Services,
+    pub flights: &'a mut Flights,
+}
+
+impl ResultFlow<'_> {
+    fn refuse(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        d: &Delivery,
+        rejection: &crate::intake::Rejection,
+        env: &mut impl Env,
+    ) {
+        outputs::refuse(
+            self.config,
+            self.stats,
+            self.flights,
+            seq,
+            msg,
+            d,
+            rejection,
+            env,
+        );
+    }
+
     fn intake_rules(&self) -> IntakeRules<'_> {
         IntakeRules {
             max_payload_bytes: self.config.max_payload_bytes,
@@ -39,8 +75,8 @@ impl Router {
         msg.origin.tenant_id = Some(result.tenant_id.clone());
         let key = result.correlation_key().to_string();
 
-        let carrier_busy = |router: &Router, carrier: Option<SeqKey>| {
-            carrier.is_some_and(|c| c != seq && router.flights.messages.contains_key(&c))
+        let carrier_busy = |flights: &Flights, carrier: Option<SeqKey>| {
+            carrier.is_some_and(|c| c != seq && flights.messages.contains_key(&c))
         };
         if let Some(entry) = self.services.results.get(&key) {
             if entry.settled {
@@ -48,25 +84,26 @@ impl Router {
                 self.stats.results_duplicate += 1;
                 return;
             }
-            if carrier_busy(self, entry.carrier) {
+            if carrier_busy(self.flights, entry.carrier) {
                 // Being handled as another message, which the server may already have
                 // given up on (its deliveries exhausted while we wait for the PubAck):
                 // publish the same event too, under the same message id (the stream
                 // drops the copy), and ack this one only once that is confirmed. Only
                 // the carrier marks the key settled.
                 self.stats.results_duplicate += 1;
-                let publish = Router::publish_stored(entry.usage.clone());
-                self.send(seq, msg, publish, Purpose::UsageCopy, env);
+                let publish = outputs::publish_stored(entry.usage.clone());
+                self.flights
+                    .send(seq, msg, publish, Purpose::UsageCopy, env);
                 return;
             }
             // Seen, but its usage event never confirmed: the same event again, carried
             // (and, once confirmed, settled) by this message.
             msg.origin.result_key = Some(key.clone());
-            let publish = Router::publish_stored(entry.usage.clone());
+            let publish = outputs::publish_stored(entry.usage.clone());
             if let Some(e) = self.services.results.get_mut(&key) {
                 e.carrier = Some(seq);
             }
-            self.send(seq, msg, publish, Purpose::Usage, env);
+            self.flights.send(seq, msg, publish, Purpose::Usage, env);
             return;
         }
 
@@ -105,7 +142,13 @@ impl Router {
         msg.origin.result_key = Some(key.clone());
         let usage = self.usage_event(&result, &key, env.now().millis());
         self.services.results.insert(key, usage.clone(), seq);
-        self.send(seq, msg, Router::publish_stored(usage), Purpose::Usage, env);
+        self.flights.send(
+            seq,
+            msg,
+            outputs::publish_stored(usage),
+            Purpose::Usage,
+            env,
+        );
     }
 
     fn usage_event(&self, result: &ExecResult, key: &str, now_ms: u64) -> StoredPublish {

@@ -18,6 +18,7 @@ mod flow_decide;
 mod flow_results;
 mod inbound;
 mod io;
+mod outputs;
 pub mod provider_stats;
 pub mod rate_limit;
 mod reply;

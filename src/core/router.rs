@@ -12,9 +12,7 @@
 //! The flows themselves live beside this file: `flow_decide.rs`, `flow_results.rs`,
 //! `inbound.rs`.
 
-use crate::contracts::subjects::{
-    HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID, HEADER_REPLY_TO,
-};
+use crate::contracts::subjects::HEADER_REPLY_TO;
 use crate::contracts::DlqReason;
 use crate::policy::PolicyStore;
 
@@ -23,11 +21,13 @@ use super::config::RouterConfig;
 use super::dlq;
 use super::env::{Env, Time};
 use super::flight::{Flights, InFlight, Origin, Purpose, TimerPurpose, Work};
+use super::flow_results::ResultFlow;
 use super::inbound::InboundFlow;
 use super::io::{
-    header, Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, Input, Publish,
-    PublishId, PublishKind, PublishOutcome, Settle, Source,
+    header, Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Input, PublishId,
+    PublishOutcome, Settle, Source,
 };
+use super::outputs;
 use super::services::Services;
 pub use super::stats::{Stats, TableSizes};
 
@@ -226,8 +226,10 @@ impl Router {
                 }
                 self.start_decide(seq, &d, &mut msg, env);
             }
-            Source::Result => self.start_result(seq, &d, &mut msg, env),
-            Source::AssignmentAck => self.start_assignment_ack(seq, &d, &mut msg, env),
+            Source::Result => self.results_flow().start_result(seq, &d, &mut msg, env),
+            Source::AssignmentAck => self
+                .results_flow()
+                .start_assignment_ack(seq, &d, &mut msg, env),
         }
         self.flights.messages.insert(seq, msg);
         self.maybe_resolve(seq, env);
@@ -269,7 +271,8 @@ impl Router {
             env.now(),
             &self.config.node_id,
         );
-        let publish = self.dlq_publish(
+        let publish = outputs::dlq_publish(
+            &self.config,
             source,
             seq,
             &msg.origin,
@@ -277,7 +280,7 @@ impl Router {
             DlqReason::MaxdeliverExhausted,
         );
         msg.dlq = Some(publish.clone());
-        self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+        self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
         if source == Source::Decide {
             msg.origin.reply_to = Some(self.reply_subject(&d.headers));
             self.reply_exhausted(seq, &mut msg, m.deliveries, env);
@@ -312,8 +315,8 @@ impl Router {
         }
         self.stats.replies_error += 1;
         let body = super::reply::exhausted(msg.origin.request_id.clone(), None, deliveries);
-        let publish = Self::core_publish(reply_to, Vec::new(), body);
-        self.send(seq, msg, publish, Purpose::Reply, env);
+        let publish = outputs::core_publish(reply_to, Vec::new(), body);
+        self.flights.send(seq, msg, publish, Purpose::Reply, env);
     }
 
     /// Each consumer has its own `max_deliver`.
@@ -393,7 +396,7 @@ impl Router {
                     // Retry with the same message id: the stream drops a copy that did
                     // arrive although its ack was lost.
                     if let Some(publish) = msg.dlq.clone() {
-                        self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+                        self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
                     }
                     self.flights.messages.insert(seq, msg);
                 }
@@ -465,7 +468,8 @@ impl Router {
                     env.now(),
                     &self.config.node_id,
                 );
-                let publish = self.dlq_publish(
+                let publish = outputs::dlq_publish(
+                    &self.config,
                     msg.source,
                     seq,
                     &msg.origin,
@@ -473,7 +477,7 @@ impl Router {
                     DlqReason::MaxdeliverExhausted,
                 );
                 msg.dlq = Some(publish.clone());
-                self.send(seq, &mut msg, publish, Purpose::Dlq, env);
+                self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
                 let delivered = msg.delivered;
                 self.reply_exhausted(seq, &mut msg, delivered, env);
                 self.flights.messages.insert(seq, msg);
@@ -524,91 +528,14 @@ impl Router {
         }
     }
 
-    pub(super) fn send(
-        &mut self,
-        seq: SeqKey,
-        msg: &mut InFlight,
-        mut publish: Publish,
-        purpose: Purpose,
-        env: &mut impl Env,
-    ) {
-        publish.id = self.next_id();
-        self.flights.publishes.insert(publish.id, seq);
-        msg.pending.push((publish.id, purpose));
-        env.execute(Command::Publish(publish));
-    }
-
-    pub(super) fn core_publish(subject: String, headers: Headers, payload: Vec<u8>) -> Publish {
-        Publish {
-            id: 0,
-            subject,
-            headers,
-            payload,
-            kind: PublishKind::Core,
-            msg_id: None,
+    fn results_flow(&mut self) -> ResultFlow<'_> {
+        ResultFlow {
+            config: &self.config,
+            policies: &self.policies,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            flights: &mut self.flights,
         }
-    }
-
-    /// The publish of an output kept for replay (assignment, usage event), under its own
-    /// message id, for the first time or again.
-    pub(super) fn publish_stored(stored: super::answers::StoredPublish) -> Publish {
-        Self::jetstream_publish(
-            stored.subject,
-            stored.headers,
-            stored.payload,
-            stored.msg_id,
-        )
-    }
-
-    pub(super) fn jetstream_publish(
-        subject: String,
-        mut headers: Headers,
-        payload: Vec<u8>,
-        msg_id: String,
-    ) -> Publish {
-        if !headers.iter().any(|(k, _)| k == HEADER_MSG_ID) {
-            headers.insert(0, (HEADER_MSG_ID.to_string(), msg_id.clone()));
-        }
-        Publish {
-            id: 0,
-            subject,
-            headers,
-            payload,
-            kind: PublishKind::JetStream,
-            msg_id: Some(msg_id),
-        }
-    }
-
-    pub(super) fn dlq_subject(&self, source: Source) -> String {
-        match source {
-            Source::Decide => self.config.dlq_subject.clone(),
-            Source::Result => format!("{}{}", self.config.result_subject, self.config.dlq_suffix),
-            Source::AssignmentAck => {
-                format!("{}{}", self.config.ack_subject, self.config.dlq_suffix)
-            }
-        }
-    }
-
-    /// A DLQ record as a JetStream publish. Its message id is derived from the stream
-    /// sequence, so a retry (or a redelivery refused again) cannot store a second copy.
-    pub(super) fn dlq_publish(
-        &self,
-        source: Source,
-        seq: SeqKey,
-        origin: &Origin,
-        record: Vec<u8>,
-        reason: DlqReason,
-    ) -> Publish {
-        let mut headers = vec![(
-            HEADER_DLQ_REASON.to_string(),
-            dlq::reason_str(reason).to_string(),
-        )];
-        if let Some(original) = &origin.msg_id {
-            headers.push((HEADER_ORIGINAL_MSG_ID.to_string(), original.clone()));
-        }
-        let msg_id = dlq::msg_id(source, seq.1);
-        let subject = self.dlq_subject(source);
-        Self::jetstream_publish(subject, headers, record, msg_id)
     }
 
     /// Send a refused message to its DLQ (and, for decide, the error reply).
@@ -620,17 +547,16 @@ impl Router {
         rejection: &crate::intake::Rejection,
         env: &mut impl Env,
     ) {
-        self.stats.rejected += 1;
-        let record = dlq::refused(&msg.origin, d, rejection, env.now(), &self.config.node_id);
-        let publish = self.dlq_publish(
-            msg.source,
+        outputs::refuse(
+            &self.config,
+            &mut self.stats,
+            &mut self.flights,
             seq,
-            &msg.origin,
-            record,
-            DlqReason::ValidationFailed,
+            msg,
+            d,
+            rejection,
+            env,
         );
-        msg.dlq = Some(publish.clone());
-        self.send(seq, msg, publish, Purpose::Dlq, env);
     }
 
     /// Nak delay for a delivery with server count `delivered` (1-based).

@@ -5,6 +5,7 @@ use super::*;
 use crate::contracts::{DecideResponse, ErrorResponse, ExecAssignment, UsageEvent};
 use crate::core::env::{RecordingEnv, Time};
 use crate::core::io::{InboundRequest, KvOp, KvOutcome, RequestOutcome};
+use crate::core::io::{Publish, PublishKind};
 use crate::policy::parse_policy;
 use serde_json::{json, Value};
 

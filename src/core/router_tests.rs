@@ -1,6 +1,7 @@
 use super::*;
 use crate::contracts::{DecideResponse, DlqRecord, ErrorResponse};
 use crate::core::env::{RecordingEnv, Time};
+use crate::core::io::{Publish, PublishKind};
 use crate::policy::parse_policy;
 
 type Env = RecordingEnv<Box<dyn FnMut() -> u64>>;
