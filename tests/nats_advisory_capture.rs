@@ -140,15 +140,7 @@ async fn a_message_exhausted_while_the_router_is_away_is_dead_lettered_on_its_re
         );
         sleep(Duration::from_millis(50)).await;
     }
-    let record = js
-        .get_stream(DLQ_STREAM)
-        .await
-        .unwrap()
-        .get_last_raw_message_by_subject(DECIDE_DLQ)
-        .await
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
-    println!("DLQ record: {r}");
+    let (_, r) = support::last_json(&js.get_stream(DLQ_STREAM).await.unwrap(), DECIDE_DLQ).await;
     assert_eq!(r["reason"], "maxdeliver_exhausted", "{r}");
     assert_eq!(r["stream_seq"], stored.sequence, "{r}");
     assert_eq!(r["request_id"], "away-1", "{r}");

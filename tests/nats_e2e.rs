@@ -176,12 +176,7 @@ async fn invalid_request_gets_an_error_reply_and_a_dlq_record() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let record = dlq
-        .get_last_raw_message_by_subject(DECIDE_DLQ)
-        .await
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
-    println!("DLQ record: {r}");
+    let (record, r) = support::last_json(&dlq, DECIDE_DLQ).await;
     assert_eq!(r["reason"], "validation_failed", "{r}");
     assert_eq!(r["original_subject"], DECIDE, "{r}");
     assert_eq!(r["stream_seq"], stored.sequence, "{r}");
@@ -304,12 +299,7 @@ async fn a_failed_dlq_publish_is_retried_until_the_dlq_is_back() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let record = dlq
-        .get_last_raw_message_by_subject(DECIDE_DLQ)
-        .await
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
-    println!("DLQ record: {r}");
+    let (_, r) = support::last_json(&dlq, DECIDE_DLQ).await;
     assert_eq!(r["reason"], "validation_failed", "{r}");
     assert_eq!(r["stream_seq"], stored.sequence, "{r}");
     assert!(r["delivered"].as_u64().unwrap_or(0) > 1, "{r}");

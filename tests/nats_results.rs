@@ -125,9 +125,7 @@ async fn a_result_published_twice_emits_one_usage_event() {
     }
     assert_eq!(results.info().await.unwrap().state.messages, 2);
     assert_eq!(usage.info().await.unwrap().state.messages, 1);
-    let event = usage.get_last_raw_message_by_subject(USAGE).await.unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
-    println!("usage event: {v}");
+    let (event, v) = support::last_json(&usage, USAGE).await;
     assert_eq!(v["usage_id"], "usage-asg-1");
     assert_eq!(v["tenant_id"], "acme");
     assert_eq!(v["provider_id"], "openai");

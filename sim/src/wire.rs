@@ -2,7 +2,7 @@
 //! server, `Down` from the server to a client. One enum each, so the network and the
 //! trace treat every message alike.
 
-use beamline_router::core::Headers;
+use beamline_router::core::{Headers, KvOp};
 use serde::Serialize;
 
 use crate::jetstream::{AckKind, Delivered};
@@ -96,25 +96,12 @@ pub enum Up {
         #[serde(skip)]
         payload: Vec<u8>,
     },
-    /// A create-if-absent in the shared answer bucket (NATS KV `create`; the client's
-    /// follow-up read of an existing entry is folded into the same round trip).
-    KvCreate {
+    /// An operation on the shared bucket, as the core asked for it. A create's follow-up
+    /// read of an existing entry (the client's) is folded into the same round trip.
+    Kv {
         id: u64,
-        key: String,
         #[serde(skip)]
-        value: Vec<u8>,
-    },
-    /// Read an entry of the shared bucket (sticky sessions).
-    KvGet {
-        id: u64,
-        key: String,
-    },
-    /// Write an entry of the shared bucket (sticky sessions).
-    KvPut {
-        id: u64,
-        key: String,
-        #[serde(skip)]
-        value: Vec<u8>,
+        op: KvOp,
     },
     /// `STREAM.MSG.GET`: read one message of a stream by sequence.
     DirectGet {
@@ -217,9 +204,11 @@ impl Up {
             Up::Publish { subject, .. } => format!("pub {subject}"),
             Up::Request { subject, .. } => format!("req {subject}"),
             Up::Respond { .. } => "respond".to_string(),
-            Up::KvCreate { key, .. } => format!("kv create {key}"),
-            Up::KvGet { key, .. } => format!("kv get {key}"),
-            Up::KvPut { key, .. } => format!("kv put {key}"),
+            Up::Kv { op, .. } => match op {
+                KvOp::Create { key, .. } => format!("kv create {key}"),
+                KvOp::Get { key } => format!("kv get {key}"),
+                KvOp::Put { key, .. } => format!("kv put {key}"),
+            },
             Up::DirectGet { seq, .. } => format!("get #{seq}"),
             Up::ConsumerInfo { cons } => format!("info {}", cons.durable()),
         }

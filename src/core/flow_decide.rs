@@ -257,7 +257,7 @@ impl Router {
             };
             match work.pipeline.advance(&self.config.extensions, &mut gate) {
                 Step::Call(call) => {
-                    let id = self.next_id();
+                    let id = self.flights.next_id();
                     self.flights.requests.insert(id, seq);
                     self.stats.extension_calls += 1;
                     env.execute(Command::Request {
@@ -287,7 +287,7 @@ impl Router {
                         if self.services.sticky.get(tenant, value, now).is_none() {
                             // Another instance may have pinned this session: ask first.
                             let key = shared::sticky_key(tenant, value);
-                            let id = self.next_id();
+                            let id = self.flights.next_id();
                             self.flights.kv_lookups.insert(id, seq);
                             env.execute(Command::Kv {
                                 id,
@@ -534,7 +534,7 @@ impl Router {
             .and_then(|_| answer.encode());
         match (claim, shared_value) {
             (Some(claim), Some(value)) => {
-                let id = self.next_id();
+                let id = self.flights.next_id();
                 self.flights.kv_claims.insert(id, seq);
                 self.stats.shared_claims += 1;
                 env.execute(Command::Kv {
@@ -569,7 +569,7 @@ impl Router {
             return;
         };
         let key = shared::sticky_key(tenant, session);
-        let id = self.next_id();
+        let id = self.flights.next_id();
         env.execute(Command::Kv {
             id,
             op: KvOp::Put { key, value },

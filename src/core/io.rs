@@ -40,9 +40,6 @@ pub enum Source {
 }
 
 impl Source {
-    /// Every source, in key order.
-    pub const ALL: [Source; 3] = [Source::Decide, Source::Result, Source::AssignmentAck];
-
     /// A stable short name: DLQ message ids and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -159,14 +156,6 @@ pub enum KvOp {
     },
 }
 
-impl KvOp {
-    pub fn key(&self) -> &str {
-        match self {
-            KvOp::Create { key, .. } | KvOp::Get { key } | KvOp::Put { key, .. } => key,
-        }
-    }
-}
-
 /// How a `KvOp` ended; each operation has its own outcomes (see `KvOp`), and `Failed`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum KvOutcome {
@@ -237,6 +226,31 @@ pub enum Settle {
     Term,
     /// Still working, reset the ack timer: `+WPI`. Not final: the delivery stays.
     Progress,
+}
+
+/// Short constructors for the tests' expected commands.
+#[cfg(test)]
+impl Command {
+    pub(crate) fn ack(delivery: DeliveryId) -> Self {
+        Command::Settle {
+            delivery,
+            how: Settle::Ack,
+        }
+    }
+
+    pub(crate) fn term(delivery: DeliveryId) -> Self {
+        Command::Settle {
+            delivery,
+            how: Settle::Term,
+        }
+    }
+
+    pub(crate) fn nak(delivery: DeliveryId, delay_ms: u64) -> Self {
+        Command::Settle {
+            delivery,
+            how: Settle::Nak { delay_ms },
+        }
+    }
 }
 
 impl Settle {

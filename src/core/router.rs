@@ -168,10 +168,6 @@ impl Router {
         self.connected
     }
 
-    pub(super) fn next_id(&mut self) -> u64 {
-        self.flights.next_id()
-    }
-
     fn housekeeping(&mut self, now: Time) {
         if now < self.next_housekeeping {
             return;

@@ -163,13 +163,7 @@ fn push_assignment_publishes_an_exec_assignment_and_acks_after_both() {
     let ps2 = publishes(&cmds);
     assert_eq!(ps2[0].payload, ps[0].payload, "same reply");
     assert_eq!(ps2[1].payload, ps[1].payload, "same assignment");
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(2)]);
 }
 
 #[test]
@@ -250,13 +244,7 @@ fn extension_pipeline_runs_through_requests() {
         {"type":"validator","id":"pii_guard","status":"ok"},
         {"type":"post","id":"mask_pii","status":"warn"}])
     );
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(1)]);
 }
 
 #[test]
@@ -288,13 +276,7 @@ fn blocked_validator_answers_an_error_and_acks() {
     let err: ErrorResponse = serde_json::from_slice(&publishes(&cmds)[0].payload).unwrap();
     assert_eq!(err.error.code.as_str(), "validator_blocked");
     assert_eq!(err.error.details.unwrap()["extension_id"], "pii_guard");
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(1)]);
 }
 
 #[test]
@@ -318,13 +300,7 @@ fn slow_extension_does_not_block_other_requests() {
         );
     }
     let cmds = env.take();
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(2)]);
     assert_eq!(r.in_flight(), 1);
     // The first one times out, with a retry timer for normalize_text? Its retry is 0: fails.
     r.handle(
@@ -400,13 +376,7 @@ fn active_backpressure_naks_before_parsing() {
     r.handle(decide(1, 1, request("r-1")), &mut env);
     env.take();
     r.handle(decide(2, 2, json!("not even a request")), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Nak { delay_ms: 30_000 }
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::nak(2, 30_000)]);
     assert_eq!(r.stats().backpressure_naks, 1);
     r.handle(
         Input::Inbound(InboundRequest {
@@ -444,22 +414,10 @@ fn results_feed_breakers_and_emit_usage_once() {
         (event.provider_id.as_str(), event.latency_ms),
         ("openai", 900)
     );
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(1)]);
     // The same result again (CAF published twice): acked, no usage, no breaker count.
     r.handle(result_msg(2, 2, failure("a-1")), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::ack(2)]);
     assert_eq!(r.stats().results_duplicate, 1);
     // A second distinct failure opens openai's breaker: decisions avoid it.
     r.handle(result_msg(3, 3, failure("a-2")), &mut env);
@@ -491,13 +449,7 @@ fn invalid_result_is_dead_lettered_and_termed() {
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0].subject, "caf.exec.result.v1.dlq");
     assert_eq!(ps[0].msg_id.as_deref(), Some("dlq-results-5"));
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Term
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::term(1)]);
 }
 
 #[test]
@@ -571,13 +523,7 @@ fn streams_number_their_own_messages() {
         },
         &mut env,
     );
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::ack(2)]);
     r.handle(
         Input::PublishDone {
             id: reply[0].id,
@@ -585,13 +531,7 @@ fn streams_number_their_own_messages() {
         },
         &mut env,
     );
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::ack(1)]);
 }
 
 #[test]
@@ -674,19 +614,7 @@ fn a_copy_arriving_while_the_pipeline_runs_waits_for_the_same_answer() {
     assert_eq!(ps[0].payload, ps[1].payload, "byte-identical answers");
     let mut acks = confirm_all(&mut r, &mut env, &cmds);
     acks.sort_by_key(|c| format!("{c:?}"));
-    assert_eq!(
-        acks,
-        vec![
-            Command::Settle {
-                delivery: 1,
-                how: Settle::Ack
-            },
-            Command::Settle {
-                delivery: 2,
-                how: Settle::Ack
-            }
-        ]
-    );
+    assert_eq!(acks, vec![Command::ack(1), Command::ack(2)]);
     assert_eq!(r.stats().replies_ok, 1);
 }
 
@@ -740,13 +668,7 @@ fn a_shared_claim_publishes_nothing_until_the_bucket_answers() {
         ps[0].payload, claimed.reply,
         "the claimed bytes are published"
     );
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(1)]);
     assert_eq!(r.stats().shared_claims, 1);
 }
 
@@ -796,10 +718,7 @@ fn an_answer_already_in_the_bucket_is_published_instead_of_ours() {
     assert_eq!(ps[1].payload, their_assignment.payload);
     assert_eq!(
         confirm_all(&mut b, &mut env_b, &cmds),
-        vec![Command::Settle {
-            delivery: 7,
-            how: Settle::Ack
-        }]
+        vec![Command::ack(7)]
     );
     assert_eq!(b.stats().shared_adopted, 1);
 
@@ -871,13 +790,7 @@ fn a_failed_claim_gives_the_message_back_then_dead_letters_on_the_last_delivery(
         String::from_utf8_lossy(&ps[1].payload).contains("delivery_exhausted"),
         "{cmds:?}"
     );
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Term
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::term(2)]);
 }
 
 #[test]
@@ -957,13 +870,7 @@ fn a_replay_does_not_publish_an_assignment_already_stored() {
     let replayed = publishes(&cmds);
     assert_eq!(replayed.len(), 1, "{cmds:?}");
     assert_eq!(replayed[0].payload, ps[0].payload);
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(2)]);
 }
 
 // --- sticky sessions shared between instances ---
@@ -1105,13 +1012,7 @@ fn a_duplicate_result_while_its_carrier_waits_is_acked_only_once_its_usage_is_st
         )),
         "{cmds:?}"
     );
-    assert_eq!(
-        confirm_all(&mut r, &mut env, &cmds),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(confirm_all(&mut r, &mut env, &cmds), vec![Command::ack(2)]);
     assert_eq!(r.stats().results_duplicate, 1);
     assert_eq!(r.stats().usage_emitted, 0, "a copy is not an emitted event");
 }

@@ -102,13 +102,7 @@ fn acks_only_after_the_reply_is_confirmed() {
     assert_eq!(resp.context.request_id.as_deref(), Some("r-1"));
 
     r.handle(done(reply.id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::ack(1)]);
     assert_eq!(r.in_flight(), 0);
 }
 
@@ -132,26 +126,14 @@ fn failed_reply_naks_then_dead_letters_on_the_last_delivery() {
     r.handle(delivery(1, 9, 1, request("r-1", "")), &mut env);
     let first = publishes(&env.take())[0].clone();
     r.handle(done(first.id, false), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Nak { delay_ms: 1_000 }
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::nak(1, 1_000)]);
 
     // Second delivery: same bytes, not a new decision.
     r.handle(delivery(2, 9, 2, request("r-1", "")), &mut env);
     let second = publishes(&env.take())[0].clone();
     assert_eq!(second.payload, first.payload);
     r.handle(done(second.id, false), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Nak { delay_ms: 5_000 }
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::nak(2, 5_000)]);
 
     // Third (= max_deliver): the failure dead-letters, and only then terms.
     r.handle(delivery(3, 9, 3, request("r-1", "")), &mut env);
@@ -178,13 +160,7 @@ fn failed_reply_naks_then_dead_letters_on_the_last_delivery() {
     assert_eq!(record.delivered, 3);
     assert_eq!(record.request_id.as_deref(), Some("r-1"));
     r.handle(done(dlq.id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 3,
-            how: Settle::Term
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::term(3)]);
 }
 
 #[test]
@@ -213,13 +189,7 @@ fn invalid_input_gets_error_reply_dlq_and_term() {
     r.handle(done(dlq_id, true), &mut env);
     assert!(env.take().is_empty(), "no fate before the reply resolves");
     r.handle(done(reply_id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Term
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::term(1)]);
 }
 
 #[test]
@@ -248,13 +218,7 @@ fn failed_dlq_on_the_last_delivery_is_retried_with_the_same_msg_id() {
     assert_eq!(retry.msg_id, dlq.msg_id);
     assert_eq!(retry.payload, dlq.payload);
     r.handle(done(retry.id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Term
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::term(1)]);
 }
 
 #[test]
@@ -265,13 +229,7 @@ fn redelivery_after_a_lost_ack_is_acked_without_a_second_reply() {
     r.handle(done(p.id, true), &mut env);
     env.take();
     r.handle(delivery(2, 5, 2, request("r-1", "")), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 2,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::ack(2)]);
     assert_eq!(r.stats().redelivered_after_settle, 1);
 }
 
@@ -283,19 +241,7 @@ fn redelivery_while_in_flight_joins_the_message() {
     r.handle(delivery(2, 5, 2, request("r-1", "")), &mut env);
     assert!(env.take().is_empty(), "no second decision");
     r.handle(done(p.id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![
-            Command::Settle {
-                delivery: 1,
-                how: Settle::Ack
-            },
-            Command::Settle {
-                delivery: 2,
-                how: Settle::Ack
-            }
-        ]
-    );
+    assert_eq!(env.take(), vec![Command::ack(1), Command::ack(2)]);
 }
 
 #[test]
@@ -310,19 +256,7 @@ fn idempotency_key_replays_the_same_bytes() {
     assert_eq!(copy.payload, first.payload);
     r.handle(done(first.id, true), &mut env);
     r.handle(done(copy.id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![
-            Command::Settle {
-                delivery: 1,
-                how: Settle::Ack
-            },
-            Command::Settle {
-                delivery: 2,
-                how: Settle::Ack
-            }
-        ]
-    );
+    assert_eq!(env.take(), vec![Command::ack(1), Command::ack(2)]);
     // Many re-sends: every one byte-identical, no new draw.
     for i in 0..20 {
         r.handle(delivery(10 + i, 10 + i, 1, body.clone()), &mut env);
@@ -346,13 +280,7 @@ fn unknown_policy_is_an_error_reply_and_an_ack() {
     assert_eq!(err.error.code.as_str(), "policy_not_found");
     assert_eq!(err.error.details.unwrap()["policy_id"], "gold");
     r.handle(done(p.id, true), &mut env);
-    assert_eq!(
-        env.take(),
-        vec![Command::Settle {
-            delivery: 1,
-            how: Settle::Ack
-        }]
-    );
+    assert_eq!(env.take(), vec![Command::ack(1)]);
 }
 
 #[test]

@@ -209,7 +209,8 @@ pub enum Action<A, R> {
         payload: Vec<u8>,
     },
     /// A publish, extension request or shared-bucket operation of the core
-    /// (`Command::Publish`, `Request` or `Kv`; never another variant). The host times it out; the transport may give up at the same deadline.
+    /// (`Command::Publish`, `Request` or `Kv`; never another variant). The host times it
+    /// out; the transport may give up at the same deadline.
     Io {
         command: Command,
         timeout_ms: u64,

@@ -528,13 +528,12 @@ impl Driver {
     /// `ack_wait`. Only what is ready at once; a pull still in flight is not waited for.
     /// Whatever the pulls had buffered goes to the host like any delivery: intake has
     /// stopped, so the host hands it back (a nak without delay) for another instance.
-    fn hand_back_buffered(&mut self) -> usize {
-        let mut handed_back = 0;
+    fn hand_back_buffered(&mut self) -> u64 {
+        let before = self.host.counters().handed_back;
         while let Some(Some((index, _, Some(Ok(message))))) = self.messages.next().now_or_never() {
             self.on_message(index, message);
-            handed_back += 1;
         }
-        handed_back
+        self.host.counters().handed_back - before
     }
 
     fn on_message(&mut self, index: usize, message: jetstream::Message) {

@@ -435,3 +435,22 @@ impl CutProxy {
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The last message on `subject` in `stream`, and its payload as JSON (printed, so that a
+/// failing test shows it).
+pub async fn last_json(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+) -> (
+    async_nats::jetstream::message::StreamMessage,
+    serde_json::Value,
+) {
+    let message = stream
+        .get_last_raw_message_by_subject(subject)
+        .await
+        .unwrap_or_else(|e| panic!("no message on {subject}: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(&message.payload)
+        .unwrap_or_else(|e| panic!("{subject}: not JSON ({e})"));
+    println!("{subject}: {value}");
+    (message, value)
+}

@@ -4,7 +4,7 @@
 //! a stream capturing `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>`.
 
 use beamline_router::contracts::subjects::{self, HEADER_MSG_ID};
-use beamline_router::core::Headers;
+use beamline_router::core::{Headers, KvOp};
 use serde_json::json;
 
 use super::{Event, World, MAX_DELIVERIES_PREFIX};
@@ -51,8 +51,14 @@ impl World {
                 payload,
             } => self.route_request(from, id, subject, headers, payload),
             Up::Respond { to, id, payload } => self.route_response(from, to, id, payload),
-            Up::KvCreate { id, key, value } => self.on_kv_create(from, id, key, value),
-            Up::KvGet { id, key } => {
+            Up::Kv {
+                id,
+                op: KvOp::Create { key, value },
+            } => self.on_kv_create(from, id, key, value),
+            Up::Kv {
+                id,
+                op: KvOp::Get { key },
+            } => {
                 let value = self.kv.get(self.now, &key).map(<[u8]>::to_vec);
                 self.send_down(
                     from,
@@ -62,7 +68,10 @@ impl World {
                     },
                 );
             }
-            Up::KvPut { id, key, value } => {
+            Up::Kv {
+                id,
+                op: KvOp::Put { key, value },
+            } => {
                 self.kv.put(self.now, &key, &value);
                 self.send_down(
                     from,

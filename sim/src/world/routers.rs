@@ -7,8 +7,7 @@
 
 use beamline_router::contracts::subjects;
 use beamline_router::core::{
-    Command, ConnectionEvent, Input, KvOp, KvOutcome, PublishKind, PublishOutcome, RequestOutcome,
-    Source,
+    Command, ConnectionEvent, Input, KvOutcome, PublishKind, PublishOutcome, RequestOutcome, Source,
 };
 use beamline_router::host::{
     Action, Arrival, CoreStep, Event as HostEvent, Fetched, PullEvent, Settle,
@@ -385,14 +384,7 @@ impl World {
                     payload,
                 },
             ),
-            Command::Kv { id, op } => {
-                let up = match op {
-                    KvOp::Create { key, value } => Up::KvCreate { id, key, value },
-                    KvOp::Get { key } => Up::KvGet { id, key },
-                    KvOp::Put { key, value } => Up::KvPut { id, key, value },
-                };
-                self.send_up(node, up);
-            }
+            Command::Kv { id, op } => self.send_up(node, Up::Kv { id, op }),
             Command::Publish(p) => {
                 let reply = p.kind == PublishKind::Core
                     && p.subject.starts_with(crate::actors::gateway::INBOX_PREFIX);
