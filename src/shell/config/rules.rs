@@ -337,9 +337,23 @@ pub(super) fn deadline_max(key: &str, max: &u64, s: &Settings) -> Outcome {
     Ok(())
 }
 
-pub(super) fn kv_replicas(key: &str, value: &u64, _: &Settings) -> Outcome {
-    if !(1..=5).contains(value) {
-        return Err(err(key, value, "must be 1 to 5"));
+/// `streams.replicas`, `state.kv_replicas`: JetStream allows 1 to 5; 0 chooses.
+pub(super) fn replicas(key: &str, value: &u64, _: &Settings) -> Outcome {
+    if *value > 5 {
+        return Err(err(
+            key,
+            value,
+            "must be 0 (chosen from the cluster) or 1 to 5",
+        ));
+    }
+    Ok(())
+}
+
+/// `router.pull_heartbeat_ms`: nats-server wants an idle heartbeat of at least 100 ms
+/// (and under half the pull request's 30 s expiry).
+pub(super) fn pull_heartbeat(key: &str, value: &u64, _: &Settings) -> Outcome {
+    if !(100..=10_000).contains(value) {
+        return Err(err(key, value, "must be 100 to 10000"));
     }
     Ok(())
 }

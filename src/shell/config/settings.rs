@@ -102,6 +102,10 @@ declare_settings! {
         /// The duplicate window of the streams the router writes (assignments, usage,
         /// DLQ); 0 derives it from the consumers (`Settings::output_duplicate_window`).
         output_duplicate_window_ms: u64 = 0;
+        /// Replicas of every stream the router creates (and of the KV bucket, unless
+        /// `state.kv_replicas` says otherwise); 0 chooses: 3 when the server reports a
+        /// cluster of at least 3 servers, else 1 (`shell/cluster.rs`).
+        replicas: u64 = 0, flag(Flag::new("stream-replicas")), rule(replicas);
     }
 
     /// The decide consumer.
@@ -166,6 +170,10 @@ declare_settings! {
         tenant_allowlist: Option<Vec<String>> = None, rule(tenant_ids);
         /// Messages per pull request.
         pull_batch: u64 = 64, rule(positive);
+        /// The idle heartbeat asked of each pull: a pull that hears neither a message nor
+        /// a heartbeat for twice this is replaced (a consumer leader that died holds the
+        /// pull request with it).
+        pull_heartbeat_ms: u64 = 1_000, rule(pull_heartbeat);
         /// Threads of the tokio runtime; 0 is one per core. See `DEFAULT_WORKER_THREADS`.
         worker_threads: u64 = DEFAULT_WORKER_THREADS, rule(worker_threads);
         /// How long in-flight messages may take to finish at SIGTERM.
@@ -226,8 +234,8 @@ declare_settings! {
         backend: String = "memory".into(), rule(one_of(&["memory", "kv"]));
         /// The shared bucket.
         kv_bucket: String = "beamline-router-answers".into(), rule(name);
-        /// Replicas of the shared bucket.
-        kv_replicas: u64 = 1, rule(kv_replicas);
+        /// Replicas of the shared bucket; 0 follows `streams.replicas`.
+        kv_replicas: u64 = 0, rule(replicas);
         /// A create the bucket has not confirmed in this time counts as failed
         /// (ambiguous): the message is given back and claimed again on redelivery.
         kv_timeout_ms: u64 = 2_000, rule(kv_timeout);

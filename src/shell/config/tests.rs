@@ -365,6 +365,10 @@ fn messages_name_key_value_and_rule() {
     assert!(e.rule.contains("half of decide.ack_wait_ms"), "{e}");
     let e = refusal("[state]\nkv_replicas = 7\n");
     assert_eq!(e.key, "state.kv_replicas");
+    let e = refusal("[streams]\nreplicas = 6\n");
+    assert_eq!(e.key, "streams.replicas");
+    let e = refusal("pull_heartbeat_ms = 50\n");
+    assert_eq!(e.key, "router.pull_heartbeat_ms");
 
     let e = refusal("[streams]\nusage = \"USAGE.X\"\n");
     assert_eq!(e.key, "streams.usage");

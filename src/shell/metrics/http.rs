@@ -59,7 +59,11 @@ async fn answer(mut socket: TcpStream, metrics: Metrics) -> std::io::Result<()> 
             metrics.render(),
         ),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/readyz") if metrics.ready() => ("200 OK", "text/plain", "ready\n".to_string()),
+        ("GET", "/readyz") if metrics.ready() => (
+            "200 OK",
+            "text/plain",
+            format!("ready\n{}", metrics.readiness_detail()),
+        ),
         ("GET", "/readyz") => (
             "503 Service Unavailable",
             "text/plain",

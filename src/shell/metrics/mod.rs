@@ -92,6 +92,8 @@ pub struct ConsumerCounters {
     pub deliveries: u64,
     /// Pull streams re-created after missed idle heartbeats.
     pub pull_restarts: u64,
+    /// Pull streams re-created because the consumer's leader changed.
+    pub pull_leader_moves: u64,
     /// How old each delivery was when the core got it.
     pub ages: AgeHistogram,
 }
@@ -137,6 +139,18 @@ struct Inner {
     streams_ready: AtomicBool,
     shutting_down: AtomicBool,
     snapshot: Mutex<Snapshot>,
+    /// Set once at start: each stream's replicas, and those holding fewer than the
+    /// cluster can give.
+    streams: Mutex<Vec<StreamReplicas>>,
+}
+
+/// A stream (or the KV bucket's stream) as start-up found it.
+#[derive(Clone, Debug)]
+struct StreamReplicas {
+    name: String,
+    replicas: u64,
+    /// `nats stream edit ...` when under-replicated.
+    fix: Option<String>,
 }
 
 /// Shared between the driver, the NATS event callback and the HTTP server.
@@ -163,6 +177,37 @@ impl Metrics {
 
     pub fn set_streams_ready(&self, ready: bool) {
         self.0.streams_ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The streams as start-up found them (`nats::ensure_streams`).
+    pub fn set_streams(&self, states: &[crate::shell::nats::StreamState]) {
+        if let Ok(mut streams) = self.0.streams.lock() {
+            *streams = states
+                .iter()
+                .map(|s| StreamReplicas {
+                    name: s.name.clone(),
+                    replicas: s.replicas,
+                    fix: s.under.as_ref().map(|u| u.fix()),
+                })
+                .collect();
+        }
+    }
+
+    /// What `/readyz` adds to its status line: one warning per under-replicated stream,
+    /// with its fix. Not a reason to be unready: the router serves, at a risk.
+    pub fn readiness_detail(&self) -> String {
+        let streams = self.0.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut out = String::new();
+        for s in streams {
+            if let Some(fix) = &s.fix {
+                let _ = writeln!(
+                    out,
+                    "warning: stream {} has {} replica(s), fewer than the cluster can hold; fix: {fix}",
+                    s.name, s.replicas
+                );
+            }
+        }
+        out
     }
 
     pub fn set_shutting_down(&self) {
@@ -222,6 +267,28 @@ impl Metrics {
             "router_nats_disconnects_total",
             "Disconnections from NATS seen by the client's event callback.",
             i.disconnects.load(Ordering::Relaxed),
+        );
+
+        let streams = i.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        header(
+            &mut out,
+            "router_stream_replicas",
+            "gauge",
+            "Replicas of each stream the router uses (and the KV bucket's), as the server reported them at start.",
+        );
+        for s in &streams {
+            let _ = writeln!(
+                out,
+                "router_stream_replicas{{stream=\"{}\"}} {}",
+                label(&s.name),
+                s.replicas
+            );
+        }
+        gauge(
+            &mut out,
+            "router_streams_under_replicated",
+            "Streams holding fewer replicas than the cluster can give (/readyz names each with its fix).",
+            streams.iter().filter(|s| s.fix.is_some()).count() as u64,
         );
 
         render_core(&mut out, &snap.stats, &snap.tables);
@@ -310,6 +377,19 @@ impl Metrics {
                 out,
                 "router_pull_restarts_total{{consumer=\"{}\"}} {}",
                 c.role, c.pull_restarts
+            );
+        }
+        header(
+            &mut out,
+            "router_pull_leader_moves_total",
+            "counter",
+            "Pull streams re-created because JetStream elected a new leader for the consumer (its LEADER_ELECTED advisory).",
+        );
+        for c in &sh.consumers {
+            let _ = writeln!(
+                out,
+                "router_pull_leader_moves_total{{consumer=\"{}\"}} {}",
+                c.role, c.pull_leader_moves
             );
         }
         header(
@@ -453,6 +533,8 @@ mod tests {
         ("router_ready", "gauge"),
         ("router_nats_reconnects_total", "counter"),
         ("router_nats_disconnects_total", "counter"),
+        ("router_stream_replicas", "gauge"),
+        ("router_streams_under_replicated", "gauge"),
         ("router_decisions_total", "counter"),
         ("router_dlq_total", "counter"),
         ("router_jetstream_acks_total", "counter"),
@@ -493,6 +575,7 @@ mod tests {
         ("router_outbox_dropped_total", "counter"),
         ("router_consumer_deliveries_total", "counter"),
         ("router_pull_restarts_total", "counter"),
+        ("router_pull_leader_moves_total", "counter"),
         ("router_delivery_age_seconds", "histogram"),
         ("router_circuit_breaker_state", "gauge"),
         ("router_circuit_breakers", "gauge"),
@@ -613,6 +696,45 @@ mod tests {
         assert!(m.render().contains("router_nats_reconnects_total 1"));
         m.set_shutting_down();
         assert!(!m.ready());
+    }
+
+    #[test]
+    fn an_under_replicated_stream_is_a_gauge_and_a_readiness_warning() {
+        use crate::shell::cluster::UnderReplicated;
+        use crate::shell::nats::StreamState;
+        let m = Metrics::default();
+        assert_eq!(m.readiness_detail(), "");
+        m.set_streams(&[
+            StreamState {
+                name: "BEAMLINE_DECIDE".into(),
+                replicas: 1,
+                under: Some(UnderReplicated {
+                    stream: "BEAMLINE_DECIDE".into(),
+                    have: 1,
+                    want: 3,
+                }),
+            },
+            StreamState {
+                name: "BEAMLINE_DLQ".into(),
+                replicas: 3,
+                under: None,
+            },
+        ]);
+        let text = m.render();
+        for line in [
+            "router_stream_replicas{stream=\"BEAMLINE_DECIDE\"} 1",
+            "router_stream_replicas{stream=\"BEAMLINE_DLQ\"} 3",
+            "router_streams_under_replicated 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        let detail = m.readiness_detail();
+        assert!(
+            detail.contains("stream BEAMLINE_DECIDE has 1 replica(s)")
+                && detail.contains("fix: nats stream edit BEAMLINE_DECIDE --replicas 3")
+                && !detail.contains("BEAMLINE_DLQ"),
+            "{detail}"
+        );
     }
 
     #[test]

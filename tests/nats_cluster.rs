@@ -1,0 +1,288 @@
+//! The router on a 3-node JetStream cluster on loopback (three nats-servers routed to
+//! each other, the router given all three URLs): the streams it creates are replicated,
+//! an existing single-replica stream is reported with its fix, and it rides out the
+//! SIGKILL of the decide stream's leader and of the decide consumer's leader under load:
+//! every request answered, duplicates byte-identical, nothing dead-lettered, the router
+//! never exits. The time from a kill to the first request published after it being
+//! answered is measured and printed.
+//!
+//! Needs nats-server (`$NATS_SERVER_BIN`, `nats-server` on PATH, or
+//! `scripts/install-nats-server.sh`); never skips.
+
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use beamline_router::bench::traffic::{LoadPlan, LoadReport};
+use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRequestBuilder};
+use beamline_router::contracts::subjects::DECIDE;
+use serde_json::{json, Map, Value};
+use support::cluster::{
+    consumer_leader, stream_leader, stream_replicas, time_to_first_answer, LeaderWatch, NatsCluster,
+};
+use support::{acme_policies, free_port, http_get, metric, RouterProcess};
+
+const DECIDE_STREAM: &str = "BEAMLINE_DECIDE";
+const DECIDE_CONSUMER: &str = "router-decide";
+const STREAMS: [&str; 6] = [
+    "BEAMLINE_DECIDE",
+    "BEAMLINE_RESULTS",
+    "BEAMLINE_USAGE",
+    "BEAMLINE_ASSIGNMENTS",
+    "BEAMLINE_DLQ",
+    "BEAMLINE_ADVISORIES",
+];
+/// A kill must be recovered from within this (the failure bound); the goal,
+/// printed beside it, is 5 s.
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+
+/// From the last leader election the kill made necessary to the first answer.
+const ROUTERS_PART_BOUND: Duration = Duration::from_secs(2);
+
+fn payload() -> Map<String, Value> {
+    match json!({"prompt": "hello"}) {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+async fn decided(client: &DecideClient, id: &str, router: &RouterProcess) {
+    let opts = DecideOptions::default().with_timeout(Duration::from_secs(10));
+    let reply = client
+        .decide(
+            DecideRequestBuilder::new("acme", "text.generate")
+                .request_id(id)
+                .payload(payload()),
+            &opts,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}; router log:\n{}", router.log()));
+    assert!(matches!(reply, DecideReply::Decision(_)), "{id}: {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_cluster_gets_replicated_streams_and_serves() {
+    let cluster = NatsCluster::start(3).await;
+    let policies = acme_policies();
+    let router = RouterProcess::start(&cluster.urls(), policies.path(), &[]);
+    let log = router.log();
+    assert!(
+        log.contains("stream replicas") && log.contains("replicas=3"),
+        "the chosen replicas are logged; router log:\n{log}"
+    );
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    for stream in STREAMS {
+        assert_eq!(stream_replicas(&js, stream).await, 3, "{stream}");
+    }
+    let decide = DecideClient::connect(client).await.unwrap();
+    decided(&decide, "on-the-cluster", &router).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_single_replica_stream_is_reported_with_its_fix() {
+    let cluster = NatsCluster::start(3).await;
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(jetstream::stream::Config {
+        name: DECIDE_STREAM.into(),
+        subjects: vec![DECIDE.into()],
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("an R1 decide stream, as an earlier version made it");
+    let policies = acme_policies();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let router = RouterProcess::start(
+        &cluster.urls(),
+        policies.path(),
+        &["--metrics-listen", &listen],
+    );
+    let log = router.log();
+    assert!(
+        log.contains("stream holds fewer replicas than the cluster can give")
+            && log.contains("nats stream edit BEAMLINE_DECIDE --replicas 3"),
+        "router log:\n{log}"
+    );
+    // Never changed silently; the streams it creates are R3 all the same.
+    assert_eq!(stream_replicas(&js, DECIDE_STREAM).await, 1);
+    assert_eq!(stream_replicas(&js, "BEAMLINE_DLQ").await, 3);
+    let (status, body) = tokio::task::block_in_place(|| http_get(port, "/readyz"));
+    assert_eq!(status, 200, "it serves, at a risk: {body}");
+    assert!(
+        body.contains("warning: stream BEAMLINE_DECIDE has 1 replica(s)")
+            && body.contains("fix: nats stream edit BEAMLINE_DECIDE --replicas 3"),
+        "{body}"
+    );
+    let (_, text) = tokio::task::block_in_place(|| http_get(port, "/metrics"));
+    assert_eq!(metric(&text, "router_streams_under_replicated"), Some(1));
+    assert!(text.contains("router_stream_replicas{stream=\"BEAMLINE_DECIDE\"} 1"));
+    let decide = DecideClient::connect(client).await.unwrap();
+    decided(&decide, "still-serves", &router).await;
+}
+
+fn plan(run_id: &str, requests: usize) -> LoadPlan {
+    LoadPlan {
+        requests,
+        tenant: "acme".into(),
+        concurrency: 16,
+        // A gateway whose reply was lost (core NATS) sends again, same key.
+        resend_after: Duration::from_secs(3),
+        max_attempts: 30,
+        deadline: Duration::from_secs(120),
+        linger: Duration::from_secs(2),
+        run_id: run_id.into(),
+        decide_subject: DECIDE.into(),
+    }
+}
+
+/// Every request answered, every duplicate byte-identical, the DLQ empty.
+async fn assert_whole(report: &LoadReport, js: &jetstream::Context, router: &RouterProcess) {
+    let unanswered: Vec<&str> = report
+        .records
+        .iter()
+        .filter(|r| r.replies.is_empty())
+        .map(|r| r.request_id.as_str())
+        .collect();
+    assert!(
+        unanswered.is_empty(),
+        "{} unanswered (first {:?}); router log:\n{}",
+        unanswered.len(),
+        &unanswered[..unanswered.len().min(5)],
+        router.log()
+    );
+    for r in &report.records {
+        assert!(
+            r.replies.iter().all(|b| b == &r.replies[0]),
+            "{}: answered twice with different bytes",
+            r.request_id
+        );
+    }
+    let outcomes = report.outcomes();
+    assert!(
+        outcomes.keys().all(|k| !k.starts_with("error:")),
+        "error replies: {outcomes:?}"
+    );
+    let mut dlq = js.get_stream("BEAMLINE_DLQ").await.expect("dlq stream");
+    let dead = dlq.info().await.expect("dlq info").state.messages;
+    assert_eq!(dead, 0, "nothing should be dead-lettered");
+}
+
+enum Victim {
+    StreamLeader,
+    ConsumerLeader,
+}
+
+async fn kill_leader_under_load(victim: Victim, label: &str) {
+    let mut cluster = NatsCluster::start(3).await;
+    let policies = acme_policies();
+    let mut router = RouterProcess::start(&cluster.urls(), policies.path(), &[]);
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    let load_plan = plan(label, 600);
+    let watch = LeaderWatch::start(&client, DECIDE_STREAM, DECIDE_CONSUMER).await;
+    let (load, answered) = support::load_until_answered(&client, &load_plan, 150).await;
+    let stream_lead = stream_leader(&js, DECIDE_STREAM, Duration::from_secs(10)).await;
+    let consumer_lead =
+        consumer_leader(&js, DECIDE_STREAM, DECIDE_CONSUMER, Duration::from_secs(10)).await;
+    let name = match victim {
+        Victim::StreamLeader => stream_lead.clone(),
+        Victim::ConsumerLeader => consumer_lead.clone(),
+    };
+    println!(
+        "{label}: after {answered} answers, SIGKILL {name} (stream leader {stream_lead}, consumer leader {consumer_lead})"
+    );
+    let killed_at = Instant::now();
+    println!("{label}: kill at {:?}", std::time::SystemTime::now());
+    cluster.node(&name).kill();
+    let recovery = time_to_first_answer(
+        &client,
+        killed_at,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+        label,
+    )
+    .await;
+    let new_stream = stream_leader(&js, DECIDE_STREAM, Duration::from_secs(30)).await;
+    let new_consumer =
+        consumer_leader(&js, DECIDE_STREAM, DECIDE_CONSUMER, Duration::from_secs(30)).await;
+    // The elections are the server's (raft: 4 to 9 s without a leader's heartbeat);
+    // what follows the last one the kill made necessary is the router's part.
+    let (stream_elected, consumer_elected) = watch.elections(killed_at);
+    let needed = match victim {
+        Victim::StreamLeader => stream_elected,
+        Victim::ConsumerLeader => consumer_elected,
+    };
+    let last_election = [
+        needed,
+        (new_stream != stream_lead)
+            .then_some(stream_elected)
+            .flatten(),
+        (new_consumer != consumer_lead)
+            .then_some(consumer_elected)
+            .flatten(),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let routers_part = recovery
+        .zip(last_election)
+        .map(|(r, e)| r.saturating_sub(e));
+    println!(
+        "{label}: recovery {recovery:?} (goal 5 s, bound {RECOVERY_BOUND:?}); stream leader elected after {stream_elected:?}, consumer leader after {consumer_elected:?}; the router's part {routers_part:?}; new stream leader {new_stream}, consumer leader {new_consumer}"
+    );
+    for line in router
+        .log()
+        .lines()
+        .filter(|l| l.contains("leader elected") || l.contains("pull") || l.contains("nats "))
+    {
+        println!("{label}: router: {line}");
+    }
+    cluster.node(&name).start_again();
+    let report = load.await.expect("load task").expect("load");
+    println!(
+        "{label}: {}",
+        beamline_router::bench::traffic::summary(&report)
+    );
+    assert!(
+        router.is_running(),
+        "the router exited; log:\n{}",
+        router.log()
+    );
+    assert_whole(&report, &js, &router).await;
+    let recovery = recovery.unwrap_or_else(|| {
+        panic!(
+            "no request answered within 30 s of the kill; router log:\n{}",
+            router.log()
+        )
+    });
+    // The part the router controls: pulling from the new consumer leader at once (its
+    // LEADER_ELECTED advisory), not after missed heartbeats or a watchdog.
+    if let Some(part) = routers_part {
+        assert!(
+            part < ROUTERS_PART_BOUND,
+            "{label}: {part:?} from the last election to the first answer; router log:\n{}",
+            router.log()
+        );
+    }
+    assert!(
+        recovery < RECOVERY_BOUND,
+        "{label}: recovery took {recovery:?}; router log:\n{}",
+        router.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decide_stream_leader_killed_under_load() {
+    kill_leader_under_load(Victim::StreamLeader, "stream-leader").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decide_consumer_leader_killed_under_load() {
+    kill_leader_under_load(Victim::ConsumerLeader, "consumer-leader").await;
+}
