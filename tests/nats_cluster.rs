@@ -21,7 +21,8 @@ use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRe
 use beamline_router::contracts::subjects::DECIDE;
 use serde_json::{json, Map, Value};
 use support::cluster::{
-    consumer_leader, stream_leader, stream_replicas, time_to_first_answer, LeaderWatch, NatsCluster,
+    consumer_leader, stream_leader, stream_replicas, time_to_first_answer, wait_replicas_current,
+    LeaderWatch, NatsCluster,
 };
 use support::{acme_policies, free_port, http_get, metric, RouterProcess};
 
@@ -285,4 +286,139 @@ async fn the_decide_stream_leader_killed_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decide_consumer_leader_killed_under_load() {
     kill_leader_under_load(Victim::ConsumerLeader, "consumer-leader").await;
+}
+
+/// Every node restarted in turn (SIGTERM, start again, wait until the decide stream's
+/// replicas are current) while requests flow: nothing lost, nothing answered twice
+/// with different bytes, nothing dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_under_load() {
+    let mut cluster = NatsCluster::start(3).await;
+    let policies = acme_policies();
+    let mut router = RouterProcess::start(&cluster.urls(), policies.path(), &[]);
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    let (load, answered) = support::load_until_answered(&client, &plan("rolling", 4000), 100).await;
+    println!("rolling: restarting every node after {answered} answers");
+    for name in cluster.names().to_vec() {
+        let started = Instant::now();
+        cluster.node(&name).terminate();
+        cluster.node(&name).start_again();
+        wait_replicas_current(&js, DECIDE_STREAM, Duration::from_secs(60)).await;
+        println!(
+            "rolling: {name} back and caught up after {:?}",
+            started.elapsed()
+        );
+    }
+    let report = load.await.expect("load task").expect("load");
+    println!(
+        "rolling: {}",
+        beamline_router::bench::traffic::summary(&report)
+    );
+    assert!(
+        router.is_running(),
+        "the router exited; log:\n{}",
+        router.log()
+    );
+    assert_whole(&report, &js, &router).await;
+}
+
+/// A node lost for good: SIGKILL the decide stream's leader, delete its store, start a
+/// fresh node under the same name. Requests the stream had acknowledged (PubAck) before
+/// the loss, while no router ran, are all answered once a router starts: with R3 the
+/// two other copies hold them, and no gateway re-sends anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_for_good_loses_no_acknowledged_request() {
+    use beamline_router::contracts::subjects::HEADER_REPLY_TO;
+    use futures::StreamExt as _;
+    const STORED: usize = 200;
+    let mut cluster = NatsCluster::start(3).await;
+    let policies = acme_policies();
+    // Let a router create the R3 streams and consumers, then stop it.
+    let mut router = RouterProcess::start(&cluster.urls(), policies.path(), &[]);
+    router.stop(Duration::from_secs(20));
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    for n in 0..STORED {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HEADER_REPLY_TO, inbox.as_str());
+        let id = format!("stored-{n}");
+        let payload = beamline_router::bench::traffic::decide_request(&id, "acme", n);
+        js.publish_with_headers(DECIDE, headers, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("PubAck: the stream acknowledged it");
+    }
+    wait_replicas_current(&js, DECIDE_STREAM, Duration::from_secs(30)).await;
+    let leader = stream_leader(&js, DECIDE_STREAM, Duration::from_secs(10)).await;
+    println!("lost node: {STORED} requests acknowledged; wiping {leader}");
+    cluster.node(&leader).kill_and_wipe();
+    cluster.node(&leader).start_again();
+    let router = RouterProcess::start(&cluster.urls(), policies.path(), &[]);
+    let mut answered = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered.len() < STORED {
+        let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
+        let value: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        assert_eq!(value["ok"], Value::Bool(true), "{value}");
+        if let Some(id) = value["context"]["request_id"].as_str() {
+            answered.insert(id.to_string());
+        }
+    }
+    assert_eq!(
+        answered.len(),
+        STORED,
+        "acknowledged requests lost with the node; router log:\n{}",
+        router.log()
+    );
+    wait_replicas_current(&js, DECIDE_STREAM, Duration::from_secs(60)).await;
+}
+
+/// `state.backend = "kv"`: the KV bucket's leader SIGKILLed under load. Claims time out
+/// during the election and their messages come back; every request is answered, every
+/// duplicate with the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kv_bucket_leader_killed_under_load() {
+    let mut cluster = NatsCluster::start(3).await;
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(
+        &cluster.urls(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_STATE_BACKEND", "kv")],
+    );
+    router.wait_ready();
+    let client = cluster.client().await;
+    let js = jetstream::new(client.clone());
+    let bucket_stream = "KV_beamline-router-answers";
+    assert_eq!(stream_replicas(&js, bucket_stream).await, 3);
+    let (load, answered) = support::load_until_answered(&client, &plan("kv", 600), 150).await;
+    let leader = stream_leader(&js, bucket_stream, Duration::from_secs(10)).await;
+    println!("kv: after {answered} answers, SIGKILL {leader} (the bucket's leader)");
+    let killed_at = Instant::now();
+    cluster.node(&leader).kill();
+    let recovery = time_to_first_answer(
+        &client,
+        killed_at,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+        "kv",
+    )
+    .await;
+    println!("kv: first answer after the kill {recovery:?}");
+    stream_leader(&js, bucket_stream, Duration::from_secs(30)).await;
+    cluster.node(&leader).start_again();
+    let report = load.await.expect("load task").expect("load");
+    println!("kv: {}", beamline_router::bench::traffic::summary(&report));
+    assert!(
+        router.is_running(),
+        "the router exited; log:\n{}",
+        router.log()
+    );
+    assert_whole(&report, &js, &router).await;
 }

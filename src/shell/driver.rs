@@ -32,7 +32,6 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::cluster;
 use super::config::Settings;
 use super::env::{wall_clock, ShellEnv};
 use super::feeds;
@@ -40,10 +39,11 @@ use super::headers::headers_of;
 use super::metrics::{ConsumerCounters, Metrics, ShellCounters};
 use super::nats::{self, Topology};
 use super::publisher::Publisher;
+use super::setup;
 use super::{HostAction, HostEvent};
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACEPARENT, HEADER_TRACE_ID};
 use crate::core::{Command, Router};
-use crate::host::{Arrival, ConsumerRef, Host, HostConfig, PullEvent, Role, Settle};
+use crate::host::{Arrival, ConsumerRef, Host, HostConfig, PullEvent, Settle};
 use crate::policy;
 
 /// Everything `serve` needs: the validated settings.
@@ -98,54 +98,20 @@ pub async fn serve_until(
     let js = jetstream::ContextBuilder::new()
         .timeout(settings.publish_timeout())
         .build(client.clone());
-    let cluster = nats::cluster_view(&client);
-    let replicas = cluster::stream_replicas(settings.streams.replicas, &cluster);
-    tracing::info!(
-        replicas = replicas.value,
-        chosen = replicas.chosen_by.label(),
-        cluster = cluster.name.as_deref().unwrap_or("(none)"),
-        cluster_servers = cluster.servers,
-        "stream replicas"
-    );
-    if replicas.value < cluster.fitting_replicas() {
-        tracing::warn!(
-            replicas = replicas.value,
-            cluster_servers = cluster.servers,
-            "streams.replicas is below what the cluster can hold: a node's loss loses the messages it alone holds"
-        );
-    }
-    let mut stream_states = nats::ensure_streams(&js, &topology, replicas, &cluster).await?;
-    let mut consumers = Vec::new();
-    for spec in &topology.consumers {
-        let (consumer, max_deliver) = nats::ensure_consumer(&js, spec).await?;
-        consumers.push((spec.clone(), consumer, max_deliver));
-    }
+    let mut shutdown = Box::pin(shutdown);
+    let Some(set_up) =
+        setup::until_ready(&client, &js, &settings, &topology, &metrics, &mut shutdown).await?
+    else {
+        tracing::info!("shutdown requested before JetStream was ready; router stopped");
+        return Ok(());
+    };
+    let setup::SetUp {
+        consumers,
+        fetchable,
+        answer_bucket,
+    } = set_up;
     let (_, decide_consumer, max_deliver) = consumers[0].clone();
     let ack_wait = decide_consumer.cached_info().config.ack_wait;
-    // The streams whose messages an advisory may name, for reading them back.
-    let mut fetchable = Vec::new();
-    for (spec, _, _) in consumers
-        .iter()
-        .filter(|(s, _, _)| s.role != Role::Advisories)
-    {
-        fetchable.push(js.get_stream(&spec.stream).await?);
-    }
-
-    let answer_bucket = if settings.state.shared() {
-        let bucket_replicas = cluster::bucket_replicas(settings.state.kv_replicas, replicas);
-        let (store, state) =
-            nats::ensure_answer_bucket(&js, &settings, bucket_replicas, &cluster).await?;
-        tracing::info!(
-            bucket = %settings.state.kv_bucket,
-            replicas = state.replicas,
-            "answers shared through NATS KV"
-        );
-        stream_states.push(state);
-        Some(store)
-    } else {
-        None
-    };
-    metrics.set_streams(&stream_states);
 
     let router = Router::new(settings.router_config(max_deliver, ack_wait)?, policies);
     let (events_tx, events_rx) = mpsc::channel(EVENTS_BOUND);

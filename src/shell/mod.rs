@@ -10,6 +10,8 @@
 //! - [`cluster`]: the cluster the server reports, the stream replicas chosen from it, and
 //!   which existing streams hold fewer.
 //! - [`nats`]: connect (URLs, auth, TLS), create the streams and durable pull consumers.
+//! - [`setup`]: the streams, consumers and bucket at start, retried while the cluster
+//!   has no leader to ask.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` over a small HTTP server.
 //! - [`driver`]: the one loop that owns the host and performs its actions.
 //! - [`env`]: the wall clock and OS-seeded randomness.
@@ -32,6 +34,7 @@ pub mod headers;
 pub mod metrics;
 pub mod nats;
 pub mod publisher;
+pub mod setup;
 
 pub use config::{ConfigError, Settings};
 

@@ -329,7 +329,7 @@ fn stream_state(name: &str, have: u64, wanted: Replicas, cluster: &ClusterView) 
 /// A refused replicated create says what to set: the usual cause is a cluster with
 /// fewer JetStream servers than the servers it advertises.
 fn replicas_hint(err: anyhow::Error, replicas: Replicas, cluster: &ClusterView) -> anyhow::Error {
-    if replicas.value > 1 {
+    if replicas.value > 1 && !super::setup::transient(&err) {
         err.context(format!(
             "creating it with {} replicas ({}; the server reports a cluster of {} servers) was refused; \
              if fewer servers run JetStream, set streams.replicas (and state.kv_replicas) to what they can hold",

@@ -270,3 +270,23 @@ async fn stamp(
     });
     seen
 }
+
+/// Wait until `stream` has a leader and every replica is current (caught up): the
+/// cluster can lose another node without losing the stream.
+pub async fn wait_replicas_current(js: &jetstream::Context, stream: &str, timeout: Duration) {
+    let ok = leader_where(timeout, || async {
+        let mut s = js.get_stream(stream).await.ok()?;
+        let info = s.info().await.ok()?;
+        let cluster = info.cluster.as_ref()?;
+        let all_current = cluster.replicas.iter().all(|p| p.current && !p.offline);
+        let replicas = cluster.replicas.len() + 1;
+        (all_current && replicas == info.config.num_replicas.max(1))
+            .then(|| cluster.leader.clone())
+            .flatten()
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "stream {stream} not fully current after {timeout:?}"
+    );
+}

@@ -182,6 +182,23 @@ impl NatsServer {
         }
     }
 
+    /// SIGTERM, and wait (30 s at most) for the process to exit: nats-server shuts down
+    /// gracefully, handing its leaderships over first.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            wait_for_port(self.port, false, Duration::from_secs(5));
+        }
+    }
+
     /// SIGSTOP: the server stops answering but its connections stay open.
     pub fn pause(&self) {
         self.signal("-STOP");
