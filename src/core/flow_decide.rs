@@ -30,7 +30,7 @@ impl Router {
         msg: &mut InFlight,
         env: &mut impl Env,
     ) {
-        let reply_to = self.reply_subject(&d.headers);
+        let reply_to = outputs::reply_subject(&self.config, &d.headers);
         msg.origin.reply_to = Some(reply_to.clone());
         let rules = IntakeRules {
             max_payload_bytes: self.config.max_payload_bytes,
