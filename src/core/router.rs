@@ -21,6 +21,7 @@ use super::dlq;
 use super::env::{Env, Time};
 use super::fate::{self, Fates};
 use super::flight::{Flights, InFlight, Origin, Purpose, TimerPurpose, Work};
+use super::flow_decide::{Advanced, DecideFlow};
 use super::flow_results::ResultFlow;
 use super::inbound::InboundFlow;
 use super::io::{
@@ -64,7 +65,10 @@ impl Router {
         match input {
             Input::Delivery(d) => self.on_delivery(d, env),
             Input::PublishDone { id, outcome } => self.on_publish_done(id, outcome, env),
-            Input::RequestDone { id, outcome } => self.on_request_done(id, outcome, env),
+            Input::RequestDone { id, outcome } => {
+                let advanced = self.decide_flow().on_request_done(id, outcome, env);
+                self.after_decide(advanced, env);
+            }
             Input::Inbound(request) => {
                 let tables = self.table_sizes();
                 InboundFlow {
@@ -86,7 +90,10 @@ impl Router {
                 self.services.backpressure.set_pending(pending, env.now())
             }
             Input::Exhausted(message) => self.on_exhausted(message, env),
-            Input::KvDone { id, outcome } => self.on_kv_done(id, outcome, env),
+            Input::KvDone { id, outcome } => {
+                let advanced = self.decide_flow().on_kv_done(id, outcome, env);
+                self.after_decide(advanced, env);
+            }
         }
     }
 
@@ -215,7 +222,7 @@ impl Router {
                     );
                     return;
                 }
-                self.start_decide(seq, &d, &mut msg, env);
+                self.decide_flow().start_decide(seq, &d, &mut msg, env);
             }
             Source::Result => self.results_flow().start_result(seq, &d, &mut msg, env),
             Source::AssignmentAck => self
@@ -360,13 +367,28 @@ impl Router {
                     }
                     self.flights.messages.insert(seq, msg);
                 }
-                TimerPurpose::RetryExtension(seq) => self.continue_decide(seq, env),
+                TimerPurpose::RetryExtension(seq) => {
+                    let advanced = self.decide_flow().continue_decide(seq, env);
+                    self.after_decide(advanced, env);
+                }
             }
         }
     }
 
+    /// What the decide flow leaves to the router for the message an input advanced: keep
+    /// it alive if asked, then resolve it.
+    fn after_decide(&mut self, advanced: Option<Advanced>, env: &mut impl Env) {
+        let Some(Advanced { seq, keep_alive }) = advanced else {
+            return;
+        };
+        if keep_alive {
+            self.keep_alive(seq, env);
+        }
+        self.maybe_resolve(seq, env);
+    }
+
     /// Keep the server from redelivering a message we are still working on.
-    pub(super) fn keep_alive(&mut self, seq: SeqKey, env: &mut impl Env) {
+    fn keep_alive(&mut self, seq: SeqKey, env: &mut impl Env) {
         let half = self.config.ack_wait_ms / 2;
         let now = env.now();
         if let Some(msg) = self.flights.messages.get_mut(&seq) {
@@ -386,13 +408,23 @@ impl Router {
     }
 
     /// If nothing is pending for `seq` any more, choose its fate.
-    pub(super) fn maybe_resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
+    fn maybe_resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
         self.fates().maybe_resolve(seq, env);
     }
 
     fn fates(&mut self) -> Fates<'_> {
         Fates {
             config: &self.config,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            flights: &mut self.flights,
+        }
+    }
+
+    fn decide_flow(&mut self) -> DecideFlow<'_> {
+        DecideFlow {
+            config: &self.config,
+            policies: &self.policies,
             stats: &mut self.stats,
             services: &mut self.services,
             flights: &mut self.flights,
@@ -407,27 +439,6 @@ impl Router {
             services: &mut self.services,
             flights: &mut self.flights,
         }
-    }
-
-    /// Send a refused message to its DLQ (and, for decide, the error reply).
-    pub(super) fn refuse(
-        &mut self,
-        seq: SeqKey,
-        msg: &mut InFlight,
-        d: &Delivery,
-        rejection: &crate::intake::Rejection,
-        env: &mut impl Env,
-    ) {
-        outputs::refuse(
-            &self.config,
-            &mut self.stats,
-            &mut self.flights,
-            seq,
-            msg,
-            d,
-            rejection,
-            env,
-        );
     }
 }
 
