@@ -186,6 +186,26 @@ impl Flights {
         env.execute(Command::Publish(publish));
     }
 
+    /// `send` for a message that stays in the table (`messages`), as the same fields apart:
+    /// no need to take it out to publish for it. Nothing is sent (and no id is used) for a
+    /// message not held.
+    pub fn send_held(
+        &mut self,
+        seq: SeqKey,
+        mut publish: Publish,
+        purpose: Purpose,
+        env: &mut impl Env,
+    ) {
+        let Some(msg) = self.messages.get_mut(&seq) else {
+            return;
+        };
+        publish.id = self.next_id;
+        self.next_id += 1;
+        self.publishes.insert(publish.id, seq);
+        msg.pending.push((publish.id, purpose));
+        env.execute(Command::Publish(publish));
+    }
+
     /// A fresh id for a publish, request or bucket operation: never reused in a process.
     pub fn next_id(&mut self) -> u64 {
         let id = self.next_id;

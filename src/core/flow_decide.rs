@@ -1,28 +1,86 @@
 //! The decide flow: intake, idempotent replay, rate limit, extension pipeline, provider
 //! choice, reply and assignment.
+//!
+//! `DecideFlow` works over disjoint borrows of the router's parts and needs no `Router`.
+//! It never decides the fate of the message an input advanced: its entry points say which
+//! message that was (`Advanced`), and the router keeps it alive and resolves it once the
+//! flow returns. The copies waiting on an idempotency key are the exception: they are
+//! resolved (`Fates`) the moment the claim is released, before the holder's own reply goes
+//! out, as they always were.
 
 use serde_json::{Map, Value};
 
 use crate::contracts::ErrorCode;
 use crate::intake::{self, IntakeRules};
-use crate::policy::{ExtensionMode, OnFail, Policy, DEFAULT_POLICY_ID};
+use crate::policy::{ExtensionMode, OnFail, Policy, PolicyStore, DEFAULT_POLICY_ID};
 
 use super::answers::{SeqKey, StoredPublish};
 use super::assignment;
 use super::breaker::Breakers;
+use super::config::RouterConfig;
 use super::decider::{self, Stores};
 use super::env::{Env, Time};
 use super::extensions::{
     AfterCall, CallResult, ExtensionGate, OnFailure, Pipeline, PipelineItem, Stage, Step,
 };
-use super::flight::{DecideWork, InFlight, PendingAnswer, Purpose, TimerPurpose, Work};
+use super::fate::Fates;
+use super::flight::{DecideWork, Flights, InFlight, PendingAnswer, Purpose, TimerPurpose, Work};
 use super::io::{Command, Delivery, KvOp, KvOutcome, RequestOutcome};
 use super::outputs;
 use super::reply;
-use super::router::Router;
+use super::services::Services;
 use super::shared::{self, SharedAnswer, SharedSession};
+use super::stats::Stats;
 
-impl Router {
+/// The decide flow, over what it may touch: the configuration and policies (read), the
+/// stats, the services (answer book, rate limiter, breakers, sticky sessions, provider
+/// averages) and the message table (claims, pending I/O, timers, publishing).
+pub(super) struct DecideFlow<'a> {
+    pub config: &'a RouterConfig,
+    pub policies: &'a PolicyStore,
+    pub stats: &'a mut Stats,
+    pub services: &'a mut Services,
+    pub flights: &'a mut Flights,
+}
+
+/// The message a decide input advanced, for the router to finish with once the flow has
+/// returned: keep it alive (`+WPI`) if asked, then resolve it if nothing is pending.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Advanced {
+    pub seq: SeqKey,
+    pub keep_alive: bool,
+}
+
+impl DecideFlow<'_> {
+    fn fates(&mut self) -> Fates<'_> {
+        Fates {
+            config: self.config,
+            stats: self.stats,
+            services: self.services,
+            flights: self.flights,
+        }
+    }
+
+    /// Run `f` on message `seq`, taken out of the table and put back after; `None` if the
+    /// message is not held. The flow's one take and put: while it holds a message, deciding
+    /// reaches other entries of the table (a released claim's waiters, `release_claim`)
+    /// and publishes through `Flights::send`, which borrows all of `flights` beside the
+    /// message. It is then out of the table just as a new message is during
+    /// `start_decide` (the router inserts it after): no lookup of the table finds it.
+    fn with_message<R>(
+        &mut self,
+        seq: SeqKey,
+        f: impl FnOnce(&mut Self, &mut InFlight) -> R,
+    ) -> Option<R> {
+        let mut msg = self.flights.messages.remove(&seq)?;
+        let r = f(self, &mut msg);
+        self.flights.messages.insert(seq, msg);
+        Some(r)
+    }
+
+    /// Start deciding a new message, not yet in the table: the router inserts it and
+    /// resolves it after.
     pub(super) fn start_decide(
         &mut self,
         seq: SeqKey,
@@ -30,7 +88,7 @@ impl Router {
         msg: &mut InFlight,
         env: &mut impl Env,
     ) {
-        let reply_to = self.reply_subject(&d.headers);
+        let reply_to = outputs::reply_subject(self.config, &d.headers);
         msg.origin.reply_to = Some(reply_to.clone());
         let rules = IntakeRules {
             max_payload_bytes: self.config.max_payload_bytes,
@@ -49,7 +107,16 @@ impl Router {
                     Purpose::Reply,
                     env,
                 );
-                self.refuse(seq, msg, d, &rejection, env);
+                outputs::refuse(
+                    self.config,
+                    self.stats,
+                    self.flights,
+                    seq,
+                    msg,
+                    d,
+                    &rejection,
+                    env,
+                );
                 return;
             }
         };
@@ -177,23 +244,38 @@ impl Router {
         self.step_decide(seq, msg, env);
     }
 
-    /// Resume a message parked on an extension retry timer.
-    pub(super) fn continue_decide(&mut self, seq: SeqKey, env: &mut impl Env) {
-        let Some(mut msg) = self.flights.messages.remove(&seq) else {
-            return;
-        };
-        self.step_decide(seq, &mut msg, env);
-        self.flights.messages.insert(seq, msg);
-        self.maybe_resolve(seq, env);
+    /// Resume a message parked on an extension retry timer. The router resolves it after
+    /// (without a keep-alive, as it always was).
+    pub(super) fn continue_decide(&mut self, seq: SeqKey, env: &mut impl Env) -> Option<Advanced> {
+        self.with_message(seq, |flow, msg| flow.step_decide(seq, msg, env))?;
+        Some(Advanced {
+            seq,
+            keep_alive: false,
+        })
     }
 
-    pub(super) fn on_request_done(&mut self, id: u64, outcome: RequestOutcome, env: &mut impl Env) {
-        let Some(seq) = self.flights.requests.remove(&id) else {
-            return;
-        };
-        let Some(mut msg) = self.flights.messages.remove(&seq) else {
-            return;
-        };
+    /// An extension call's outcome: on with the pipeline, retry later, or fail it.
+    pub(super) fn on_request_done(
+        &mut self,
+        id: u64,
+        outcome: RequestOutcome,
+        env: &mut impl Env,
+    ) -> Option<Advanced> {
+        let seq = self.flights.requests.remove(&id)?;
+        self.with_message(seq, |flow, msg| flow.request_done(seq, msg, outcome, env))?;
+        Some(Advanced {
+            seq,
+            keep_alive: true,
+        })
+    }
+
+    fn request_done(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        outcome: RequestOutcome,
+        env: &mut impl Env,
+    ) {
         let result = match outcome {
             RequestOutcome::Reply { payload } => CallResult::Reply(payload),
             RequestOutcome::Timeout => CallResult::Timeout,
@@ -223,13 +305,10 @@ impl Router {
                     .timers
                     .set(now.after(delay), TimerPurpose::RetryExtension(seq));
             }
-            Some(Ok(AfterCall::Continue)) => self.step_decide(seq, &mut msg, env),
-            Some(Err(error)) => self.fail_pipeline(seq, &mut msg, error, env),
+            Some(Ok(AfterCall::Continue)) => self.step_decide(seq, msg, env),
+            Some(Err(error)) => self.fail_pipeline(seq, msg, error, env),
             None => {}
         }
-        self.flights.messages.insert(seq, msg);
-        self.keep_alive(seq, env);
-        self.maybe_resolve(seq, env);
     }
 
     /// Drive the pipeline until it needs a call, or finishes.
@@ -479,26 +558,26 @@ impl Router {
             .reply_for_key(claim, env.now())
             .map(<[u8]>::to_vec);
         for waiter in waiters {
-            let Some(mut w) = self.flights.messages.remove(&waiter) else {
+            let Some(w) = self.flights.messages.get_mut(&waiter) else {
                 continue;
             };
+            // A waiter found in any other state is left `Publishing`, and not resolved.
             let Work::AwaitingClaim { reply_to } = std::mem::replace(&mut w.work, Work::Publishing)
             else {
-                self.flights.messages.insert(waiter, w);
                 continue;
             };
             match &bytes {
                 Some(bytes) => {
                     self.stats.idempotent_replays += 1;
                     let publish = outputs::core_publish(reply_to, Vec::new(), bytes.clone());
-                    self.flights
-                        .send(waiter, &mut w, publish, Purpose::Reply, env);
+                    self.flights.send_held(waiter, publish, Purpose::Reply, env);
                 }
                 // Expired at once (a zero TTL): let the server bring it back.
                 None => w.failed = true,
             }
-            self.flights.messages.insert(waiter, w);
-            self.maybe_resolve(waiter, env);
+            // Now, not after the flow returns: with no answer it is given back before
+            // the holder's reply goes out (the order of commands, and so of ids).
+            self.fates().maybe_resolve(waiter, env);
         }
     }
 
@@ -578,10 +657,13 @@ impl Router {
 
     /// The shared bucket's answer about a sticky session: adopt a live mapping, then go
     /// on choosing. A missing entry or a failed read decides without it.
-    fn on_sticky_found(&mut self, seq: SeqKey, outcome: KvOutcome, env: &mut impl Env) {
-        let Some(mut msg) = self.flights.messages.remove(&seq) else {
-            return;
-        };
+    fn sticky_found(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        outcome: KvOutcome,
+        env: &mut impl Env,
+    ) {
         let now = env.now();
         if let Work::Deciding(work) = &msg.work {
             let session = self
@@ -609,29 +691,45 @@ impl Router {
         if matches!(outcome, KvOutcome::Failed { .. }) {
             self.stats.shared_failures += 1;
         }
-        self.step_decide(seq, &mut msg, env);
-        self.flights.messages.insert(seq, msg);
-        self.keep_alive(seq, env);
-        self.maybe_resolve(seq, env);
+        self.step_decide(seq, msg, env);
     }
 
-    /// The shared bucket said whose answer the key has: publish that one. If it could
+    /// A bucket operation's outcome: a sticky-session read (`sticky_found`), or a claim.
+    /// For a claim, the bucket said whose answer the key has: publish that one. If it could
     /// not say, nothing is published and the server redelivers the message (a later
     /// delivery claims again and finds whatever this attempt may have stored).
-    pub(super) fn on_kv_done(&mut self, id: u64, outcome: KvOutcome, env: &mut impl Env) {
+    pub(super) fn on_kv_done(
+        &mut self,
+        id: u64,
+        outcome: KvOutcome,
+        env: &mut impl Env,
+    ) -> Option<Advanced> {
+        let advanced = |seq| Advanced {
+            seq,
+            keep_alive: true,
+        };
         if let Some(seq) = self.flights.kv_lookups.remove(&id) {
-            self.on_sticky_found(seq, outcome, env);
-            return;
+            self.with_message(seq, |flow, msg| flow.sticky_found(seq, msg, outcome, env))?;
+            return Some(advanced(seq));
         }
-        let Some(seq) = self.flights.kv_claims.remove(&id) else {
-            return; // a session write's outcome: nothing waits for it
-        };
-        let Some(mut msg) = self.flights.messages.remove(&seq) else {
-            return;
-        };
+        // None for a session write's outcome: nothing waits for it.
+        let seq = self.flights.kv_claims.remove(&id)?;
+        let claimed =
+            self.with_message(seq, |flow, msg| flow.claim_done(seq, msg, outcome, env))?;
+        claimed.then(|| advanced(seq))
+    }
+
+    /// The bucket's verdict on this message's claim; false (and nothing done but its work
+    /// set to `Publishing`) if the message was not claiming.
+    fn claim_done(
+        &mut self,
+        seq: SeqKey,
+        msg: &mut InFlight,
+        outcome: KvOutcome,
+        env: &mut impl Env,
+    ) -> bool {
         let Work::Claiming(pending) = std::mem::replace(&mut msg.work, Work::Publishing) else {
-            self.flights.messages.insert(seq, msg);
-            return;
+            return false;
         };
         let PendingAnswer {
             reply_to,
@@ -667,14 +765,12 @@ impl Router {
         };
         match chosen {
             Some(answer) => {
-                self.publish_answer(seq, &mut msg, reply_to, Some(claim), answer, env);
+                self.publish_answer(seq, msg, reply_to, Some(claim), answer, env);
             }
             // Waiters for this key have no answer either: they are given back too.
             None => self.release_claim(seq, &claim, env),
         }
-        self.flights.messages.insert(seq, msg);
-        self.keep_alive(seq, env);
-        self.maybe_resolve(seq, env);
+        true
     }
 
     /// Record the answer (before publishing: whatever happens to the publish, this is

@@ -13,6 +13,7 @@ mod digest;
 mod dlq;
 mod env;
 pub mod extensions;
+mod fate;
 mod flight;
 mod flow_decide;
 mod flow_results;

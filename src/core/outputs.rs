@@ -1,9 +1,12 @@
-//! The publishes the core builds: replies (core NATS), outputs kept for replay and DLQ
-//! records (JetStream, each under a message id the stream dedupes on), and the refusal of
-//! a message at intake. Free functions over what they need, so that every flow can use
-//! them without reaching for the whole router.
+//! The publishes the core builds: replies (core NATS) and where they go, outputs kept for
+//! replay and DLQ records (JetStream, each under a message id the stream dedupes on), the
+//! refusal of a message at intake and the gateway's notice of an exhausted one. Free
+//! functions over what they need, so that every flow can use them without reaching for
+//! the whole router.
 
-use crate::contracts::subjects::{HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID};
+use crate::contracts::subjects::{
+    HEADER_DLQ_REASON, HEADER_MSG_ID, HEADER_ORIGINAL_MSG_ID, HEADER_REPLY_TO,
+};
 use crate::contracts::DlqReason;
 
 use super::answers::{SeqKey, StoredPublish};
@@ -11,8 +14,17 @@ use super::config::RouterConfig;
 use super::dlq;
 use super::env::Env;
 use super::flight::{Flights, InFlight, Origin, Purpose};
-use super::io::{Delivery, Headers, Publish, PublishKind, Source};
+use super::io::{header, Delivery, Headers, Publish, PublishKind, Source};
 use super::stats::Stats;
+
+/// Where the answer to a decide message goes: its `Reply-To` header if that is a subject
+/// we may publish to, else the configured default.
+pub(super) fn reply_subject(config: &RouterConfig, headers: &[(String, String)]) -> String {
+    header(headers, HEADER_REPLY_TO)
+        .filter(|s| crate::intake::valid_publish_subject(s))
+        .unwrap_or(&config.default_reply_subject)
+        .to_string()
+}
 
 pub(super) fn core_publish(subject: String, headers: Headers, payload: Vec<u8>) -> Publish {
     Publish {
@@ -111,4 +123,27 @@ pub(super) fn refuse(
     );
     msg.dlq = Some(publish.clone());
     flights.send(seq, msg, publish, Purpose::Dlq, env);
+}
+
+/// Tell the gateway that a decide message it never got an answer to was given up on, so
+/// that it can send it again at once instead of waiting out its timeout. Best effort
+/// (core NATS): the DLQ record, not this reply, is the message's fate.
+pub(super) fn reply_exhausted(
+    stats: &mut Stats,
+    flights: &mut Flights,
+    seq: SeqKey,
+    msg: &mut InFlight,
+    deliveries: u64,
+    env: &mut impl Env,
+) {
+    let Some(reply_to) = msg.origin.reply_to.clone() else {
+        return;
+    };
+    if msg.replied {
+        return;
+    }
+    stats.replies_error += 1;
+    let body = super::reply::exhausted(msg.origin.request_id.clone(), None, deliveries);
+    let publish = core_publish(reply_to, Vec::new(), body);
+    flights.send(seq, msg, publish, Purpose::Reply, env);
 }

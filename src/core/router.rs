@@ -10,33 +10,27 @@
 //! State is kept per stream sequence, so a redelivery of a message still in flight (its
 //! ack timer ran out while we waited) joins the message instead of being handled twice.
 //! The flows themselves live beside this file: `flow_decide.rs`, `flow_results.rs`,
-//! `inbound.rs`.
+//! `inbound.rs`; the choice of a fate, in `fate.rs`.
 
-use crate::contracts::subjects::HEADER_REPLY_TO;
 use crate::contracts::DlqReason;
 use crate::policy::PolicyStore;
 
-use super::answers::{Fate, SeqKey};
+use super::answers::SeqKey;
 use super::config::RouterConfig;
 use super::dlq;
 use super::env::{Env, Time};
+use super::fate::{self, Fates};
 use super::flight::{Flights, InFlight, Origin, Purpose, TimerPurpose, Work};
+use super::flow_decide::{Advanced, DecideFlow};
 use super::flow_results::ResultFlow;
 use super::inbound::InboundFlow;
 use super::io::{
-    header, Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Input, PublishId,
-    PublishOutcome, Settle, Source,
+    Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Input, PublishId, PublishOutcome,
+    Settle, Source,
 };
 use super::outputs;
 use super::services::Services;
 pub use super::stats::{Stats, TableSizes};
-
-enum Next {
-    Settle(Fate),
-    Redeliver,
-    DeadLetter,
-    RetryDlqLater,
-}
 
 pub struct Router {
     pub(super) config: RouterConfig,
@@ -71,7 +65,10 @@ impl Router {
         match input {
             Input::Delivery(d) => self.on_delivery(d, env),
             Input::PublishDone { id, outcome } => self.on_publish_done(id, outcome, env),
-            Input::RequestDone { id, outcome } => self.on_request_done(id, outcome, env),
+            Input::RequestDone { id, outcome } => {
+                let advanced = self.decide_flow().on_request_done(id, outcome, env);
+                self.after_decide(advanced, env);
+            }
             Input::Inbound(request) => {
                 let tables = self.table_sizes();
                 InboundFlow {
@@ -93,7 +90,10 @@ impl Router {
                 self.services.backpressure.set_pending(pending, env.now())
             }
             Input::Exhausted(message) => self.on_exhausted(message, env),
-            Input::KvDone { id, outcome } => self.on_kv_done(id, outcome, env),
+            Input::KvDone { id, outcome } => {
+                let advanced = self.decide_flow().on_kv_done(id, outcome, env);
+                self.after_decide(advanced, env);
+            }
         }
     }
 
@@ -192,7 +192,7 @@ impl Router {
         if let Some(fate) = self.services.answers.settled(seq) {
             // Settled before, but the server never saw our ack or term.
             self.stats.redelivered_after_settle += 1;
-            self.settle(&[d.id], fate, env);
+            fate::settle(&mut self.stats, &[d.id], fate, env);
             return;
         }
         // BUGGIFY: an overload nak when not overloaded is legal, and exercises redelivery.
@@ -200,7 +200,8 @@ impl Router {
             || env.buggify("router.spurious_overload_nak")
         {
             self.stats.overload_naks += 1;
-            self.nak(&[d.id], self.backoff(d.delivered), env);
+            let delay_ms = fate::backoff(&self.config, d.delivered);
+            fate::nak(&mut self.stats, &[d.id], delay_ms, env);
             return;
         }
         let mut msg = self.in_flight_for(&d, source, vec![d.id], env.now());
@@ -213,14 +214,15 @@ impl Router {
                 if status.level == super::backpressure::Level::Active {
                     // Overloaded: give the message back unparsed, to be tried later.
                     self.stats.backpressure_naks += 1;
-                    self.nak(
+                    fate::nak(
+                        &mut self.stats,
                         &[d.id],
                         status.retry_after_seconds.saturating_mul(1_000),
                         env,
                     );
                     return;
                 }
-                self.start_decide(seq, &d, &mut msg, env);
+                self.decide_flow().start_decide(seq, &d, &mut msg, env);
             }
             Source::Result => self.results_flow().start_result(seq, &d, &mut msg, env),
             Source::AssignmentAck => self
@@ -234,7 +236,7 @@ impl Router {
     fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {
         let source = m.source;
         let seq = source_key(source, m.stream_seq);
-        let limit = self.max_deliver_for(source);
+        let limit = fate::max_deliver_for(&self.config, source);
         if let Some(msg) = self.flights.messages.get_mut(&seq) {
             // We hold it, but may have missed its later deliveries: whatever happens
             // next, the server will not deliver it again, so a failure must dead-letter.
@@ -258,7 +260,9 @@ impl Router {
         msg.origin.request_id = request_id_of(&d.payload);
         // No delivery is left to ack or term: the record is the whole fate. `delivered`
         // is forced to the limit so a failed record is retried by timer, not nak'ed.
-        msg.delivered = msg.delivered.max(self.max_deliver_for(source));
+        msg.delivered = msg
+            .delivered
+            .max(fate::max_deliver_for(&self.config, source));
         let record = dlq::exhausted(
             &msg.origin,
             seq.1,
@@ -278,50 +282,17 @@ impl Router {
         msg.dlq = Some(publish.clone());
         self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
         if source == Source::Decide {
-            msg.origin.reply_to = Some(self.reply_subject(&d.headers));
-            self.reply_exhausted(seq, &mut msg, m.deliveries, env);
+            msg.origin.reply_to = Some(outputs::reply_subject(&self.config, &d.headers));
+            outputs::reply_exhausted(
+                &mut self.stats,
+                &mut self.flights,
+                seq,
+                &mut msg,
+                m.deliveries,
+                env,
+            );
         }
         self.flights.messages.insert(seq, msg);
-    }
-
-    /// Where the answer to a decide message goes: its `Reply-To` header if that is a
-    /// subject we may publish to, else the configured default.
-    pub(super) fn reply_subject(&self, headers: &[(String, String)]) -> String {
-        header(headers, HEADER_REPLY_TO)
-            .filter(|s| crate::intake::valid_publish_subject(s))
-            .unwrap_or(&self.config.default_reply_subject)
-            .to_string()
-    }
-
-    /// Tell the gateway that a decide message it never got an answer to was given up
-    /// on, so that it can send it again at once instead of waiting out its timeout.
-    /// Best effort (core NATS): the DLQ record, not this reply, is the message's fate.
-    fn reply_exhausted(
-        &mut self,
-        seq: SeqKey,
-        msg: &mut InFlight,
-        deliveries: u64,
-        env: &mut impl Env,
-    ) {
-        let Some(reply_to) = msg.origin.reply_to.clone() else {
-            return;
-        };
-        if msg.replied {
-            return;
-        }
-        self.stats.replies_error += 1;
-        let body = super::reply::exhausted(msg.origin.request_id.clone(), None, deliveries);
-        let publish = outputs::core_publish(reply_to, Vec::new(), body);
-        self.flights.send(seq, msg, publish, Purpose::Reply, env);
-    }
-
-    /// Each consumer has its own `max_deliver`.
-    fn max_deliver_for(&self, source: Source) -> u64 {
-        match source {
-            Source::Decide => self.config.max_deliver,
-            Source::Result => self.config.results_max_deliver,
-            Source::AssignmentAck => self.config.acks_max_deliver,
-        }
     }
 
     fn in_flight_for(
@@ -396,13 +367,28 @@ impl Router {
                     }
                     self.flights.messages.insert(seq, msg);
                 }
-                TimerPurpose::RetryExtension(seq) => self.continue_decide(seq, env),
+                TimerPurpose::RetryExtension(seq) => {
+                    let advanced = self.decide_flow().continue_decide(seq, env);
+                    self.after_decide(advanced, env);
+                }
             }
         }
     }
 
+    /// What the decide flow leaves to the router for the message an input advanced: keep
+    /// it alive if asked, then resolve it.
+    fn after_decide(&mut self, advanced: Option<Advanced>, env: &mut impl Env) {
+        let Some(Advanced { seq, keep_alive }) = advanced else {
+            return;
+        };
+        if keep_alive {
+            self.keep_alive(seq, env);
+        }
+        self.maybe_resolve(seq, env);
+    }
+
     /// Keep the server from redelivering a message we are still working on.
-    pub(super) fn keep_alive(&mut self, seq: SeqKey, env: &mut impl Env) {
+    fn keep_alive(&mut self, seq: SeqKey, env: &mut impl Env) {
         let half = self.config.ack_wait_ms / 2;
         let now = env.now();
         if let Some(msg) = self.flights.messages.get_mut(&seq) {
@@ -422,105 +408,26 @@ impl Router {
     }
 
     /// If nothing is pending for `seq` any more, choose its fate.
-    pub(super) fn maybe_resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
-        let ready = self
-            .flights
-            .messages
-            .get(&seq)
-            .is_some_and(|m| m.pending.is_empty() && matches!(m.work, Work::Publishing));
-        if ready {
-            self.resolve(seq, env);
+    fn maybe_resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
+        self.fates().maybe_resolve(seq, env);
+    }
+
+    fn fates(&mut self) -> Fates<'_> {
+        Fates {
+            config: &self.config,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            flights: &mut self.flights,
         }
     }
 
-    fn resolve(&mut self, seq: SeqKey, env: &mut impl Env) {
-        let Some(mut msg) = self.flights.messages.remove(&seq) else {
-            return;
-        };
-        let last = msg.delivered >= self.max_deliver_for(msg.source);
-        let next = match (&msg.dlq, msg.failed) {
-            (Some(_), _) if msg.dlq_confirmed && (!msg.failed || last) => Next::Settle(Fate::Term),
-            // The last delivery: the server will not redeliver, so we keep the message
-            // and retry the record ourselves.
-            (Some(_), _) if !msg.dlq_confirmed && last => Next::RetryDlqLater,
-            (Some(_), _) => Next::Redeliver,
-            (None, false) => Next::Settle(Fate::Ack),
-            (None, true) if !last => Next::Redeliver,
-            // The last delivery allowed could not be completed.
-            (None, true) => Next::DeadLetter,
-        };
-        match next {
-            Next::RetryDlqLater => {
-                let at = env.now().after(self.config.dlq_retry_ms);
-                self.flights.timers.set(at, TimerPurpose::RetryDlq(seq));
-                self.flights.messages.insert(seq, msg);
-            }
-            Next::DeadLetter => {
-                let record = dlq::exhausted(
-                    &msg.origin,
-                    seq.1,
-                    msg.delivered,
-                    dlq::Exhaustion::PublishFailed,
-                    env.now(),
-                    &self.config.node_id,
-                );
-                let publish = outputs::dlq_publish(
-                    &self.config,
-                    msg.source,
-                    seq,
-                    &msg.origin,
-                    record,
-                    DlqReason::MaxdeliverExhausted,
-                );
-                msg.dlq = Some(publish.clone());
-                self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
-                let delivered = msg.delivered;
-                self.reply_exhausted(seq, &mut msg, delivered, env);
-                self.flights.messages.insert(seq, msg);
-            }
-            Next::Settle(fate) => {
-                if msg.source == Source::Decide {
-                    let elapsed = env.now().millis().saturating_sub(msg.received_at.millis());
-                    self.services
-                        .backpressure
-                        .record_latency(elapsed, env.now());
-                }
-                self.services.answers.settle(seq, fate);
-                if let (Some(key), Fate::Ack) = (&msg.origin.result_key, fate) {
-                    if let Some(entry) = self.services.results.get_mut(key) {
-                        entry.settled = true;
-                    }
-                }
-                self.settle(&msg.deliveries, fate, env);
-            }
-            Next::Redeliver => {
-                let delay_ms = self.backoff(msg.delivered);
-                self.nak(&msg.deliveries, delay_ms, env);
-            }
-        }
-    }
-
-    pub(super) fn settle(&mut self, deliveries: &[DeliveryId], fate: Fate, env: &mut impl Env) {
-        let how = match fate {
-            Fate::Ack => Settle::Ack,
-            Fate::Term => Settle::Term,
-        };
-        for &delivery in deliveries {
-            match fate {
-                Fate::Ack => self.stats.acks += 1,
-                Fate::Term => self.stats.terms += 1,
-            }
-            env.execute(Command::Settle { delivery, how });
-        }
-    }
-
-    pub(super) fn nak(&mut self, deliveries: &[DeliveryId], delay_ms: u64, env: &mut impl Env) {
-        for &delivery in deliveries {
-            self.stats.naks += 1;
-            env.execute(Command::Settle {
-                delivery,
-                how: Settle::Nak { delay_ms },
-            });
+    fn decide_flow(&mut self) -> DecideFlow<'_> {
+        DecideFlow {
+            config: &self.config,
+            policies: &self.policies,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            flights: &mut self.flights,
         }
     }
 
@@ -532,34 +439,6 @@ impl Router {
             services: &mut self.services,
             flights: &mut self.flights,
         }
-    }
-
-    /// Send a refused message to its DLQ (and, for decide, the error reply).
-    pub(super) fn refuse(
-        &mut self,
-        seq: SeqKey,
-        msg: &mut InFlight,
-        d: &Delivery,
-        rejection: &crate::intake::Rejection,
-        env: &mut impl Env,
-    ) {
-        outputs::refuse(
-            &self.config,
-            &mut self.stats,
-            &mut self.flights,
-            seq,
-            msg,
-            d,
-            rejection,
-            env,
-        );
-    }
-
-    /// Nak delay for a delivery with server count `delivered` (1-based).
-    pub(super) fn backoff(&self, delivered: u64) -> u64 {
-        let list = &self.config.nak_backoff_ms;
-        let i = (delivered.saturating_sub(1) as usize).min(list.len().saturating_sub(1));
-        list.get(i).copied().unwrap_or(1_000)
     }
 }
 

@@ -618,6 +618,65 @@ fn a_copy_arriving_while_the_pipeline_runs_waits_for_the_same_answer() {
     assert_eq!(r.stats().replies_ok, 1);
 }
 
+/// Drive the three extensions of `WITH_EXTENSIONS` to the end for the message whose first
+/// request is in `cmds`; the commands of the last step.
+fn finish_extensions(r: &mut Router, env: &mut Env, cmds: &[Command]) -> Vec<Command> {
+    let mut cmds = cmds.to_vec();
+    for payload in [&b"{}"[..], br#"{"valid":true}"#, b"{}"] {
+        let (id, _, _) = request_of(&cmds);
+        r.handle(
+            Input::RequestDone {
+                id,
+                outcome: RequestOutcome::Reply {
+                    payload: payload.to_vec(),
+                },
+            },
+            env,
+        );
+        cmds = env.take();
+    }
+    cmds
+}
+
+#[test]
+fn with_a_zero_ttl_the_waiters_get_their_fate_before_the_holders_reply_goes_out() {
+    // The answer expires the moment it is recorded: the copies waiting for it have none
+    // and are given back (or dead-lettered, on their last delivery) at once, before the
+    // holder's own reply is published. Pins the order of the commands (and so of ids).
+    let mut r = router_with(WITH_EXTENSIONS, |c| c.idempotency_ttl_ms = 0);
+    let mut env = env();
+    let mut body = request("r-1");
+    body["idempotency_key"] = json!("k-1");
+    r.handle(decide(1, 1, body.clone()), &mut env);
+    let first = env.take();
+    r.handle(decide(2, 2, body.clone()), &mut env);
+    let Input::Delivery(mut last) = decide(3, 3, body) else {
+        unreachable!()
+    };
+    last.delivered = 3;
+    r.handle(Input::Delivery(last), &mut env);
+    assert!(env.take().is_empty(), "both copies wait");
+    let cmds = finish_extensions(&mut r, &mut env, &first);
+    let shape: Vec<String> = cmds
+        .iter()
+        .map(|c| match c {
+            Command::Publish(p) => format!("publish {} {}", p.id, p.subject),
+            Command::Settle { delivery, how } => format!("settle {delivery} {how:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            "settle 2 Nak { delay_ms: 1000 }".to_string(),
+            "publish 4 beamline.router.v1.decide.dlq".to_string(),
+            "publish 5 _INBOX.gw".to_string(),
+            "publish 6 _INBOX.gw".to_string(),
+        ],
+        "{cmds:?}"
+    );
+}
+
 // --- answers shared between instances (`shared.rs`) ---
 
 fn shared_router() -> Router {
