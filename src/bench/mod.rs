@@ -155,7 +155,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<f64> {
                 eprintln!("bench: nats event: {event}");
             }
         })
-        .connect(&url)
+        .connect(
+            url.split(',')
+                .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("bad --nats-url {url}"))?,
+        )
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     let nats_server = client.server_info().version;

@@ -26,6 +26,7 @@ use super::{
     DUPLICATE_WINDOW, MAX_ACK_PENDING, PULL_BATCH, RAW_CONSUMER, RAW_STREAM, RAW_SUBJECT, TENANT,
 };
 use crate::contracts::subjects::{DECIDE, HEADER_MSG_ID, HEADER_REPLY_TO};
+use crate::shell::cluster::{stream_replicas, ClusterView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum PathKind {
@@ -60,12 +61,12 @@ pub(super) struct Target {
     pub consumer: Option<consumer::PullConsumer>,
 }
 
-/// The raw path's pull: the router's settings (`driver::pull_stream`).
+/// The raw path's pull: the router's default settings (`driver::pull_stream`).
 async fn raw_pull(consumer: &consumer::PullConsumer) -> anyhow::Result<consumer::pull::Stream> {
     Ok(consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
-        .heartbeat(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(1))
         .expires(Duration::from_secs(30))
         .messages()
         .await?)
@@ -88,6 +89,11 @@ impl Target {
     pub async fn raw(client: &async_nats::Client, run: &str) -> anyhow::Result<Target> {
         let js = jetstream::new(client.clone());
         let _ = js.delete_stream(RAW_STREAM).await;
+        // As many replicas as the router gives its streams here, or the comparison is
+        // of R1 against R3.
+        let info = client.server_info();
+        let cluster = ClusterView::new(info.cluster.as_deref(), &info.connect_urls);
+        let replicas = stream_replicas(0, &cluster).value as usize;
         let stream = js
             .create_stream(stream::Config {
                 name: RAW_STREAM.to_string(),
@@ -96,6 +102,7 @@ impl Target {
                 retention: stream::RetentionPolicy::Limits,
                 max_age: Duration::from_secs(3600),
                 duplicate_window: DUPLICATE_WINDOW,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
