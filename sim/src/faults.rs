@@ -425,6 +425,16 @@ pub enum FaultKind {
     BrokerRestart { down_ms: u64 },
     /// A router's clock steps by `delta_ms`.
     SkewJump { router: usize, delta_ms: i64 },
+    /// The consumer's leader moves (an election in a JetStream cluster): every waiting
+    /// pull request is lost with the old leader, unacked messages stay pending (the new
+    /// leader redelivers them after `ack_wait`). With `advisory`, each connected router
+    /// hears the new leader's LEADER_ELECTED advisory after `elect_ms`; without, only
+    /// the idle heartbeats tell it (two missed: `PULL_HEARTBEAT_MS` twice).
+    LeaderMove {
+        cons: Cons,
+        advisory: bool,
+        elect_ms: u64,
+    },
 }
 
 impl FaultKind {
@@ -439,6 +449,7 @@ impl FaultKind {
             FaultKind::Stop { .. } => "stop",
             FaultKind::BrokerRestart { .. } => "broker_restart",
             FaultKind::SkewJump { .. } => "skew_jump",
+            FaultKind::LeaderMove { .. } => "leader_move",
         }
     }
 }

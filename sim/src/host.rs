@@ -40,6 +40,11 @@ pub type SimHost = Host<DeliveryRef, ReplyRef>;
 pub const CONSUMERS: [Cons; 3] = [Cons::Decide, Cons::Results, Cons::Advisories];
 
 /// The host's index of consumer `cons`.
+/// The idle heartbeat the modelled client asks of each pull, as production's
+/// `router.pull_heartbeat_ms` default: a pull lost at the server is reported silent
+/// after two of them.
+pub const PULL_HEARTBEAT_MS: u64 = 1_000;
+
 pub fn consumer_index(cons: Cons) -> Option<usize> {
     CONSUMERS.iter().position(|&c| c == cons)
 }

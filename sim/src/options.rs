@@ -33,10 +33,14 @@ pub enum Bug {
     /// A graceful stop exits at once (a zero grace period): what the router held waits
     /// for the server's `ack_wait` before anyone else can answer it.
     SkipDrain,
+    /// The routers never hear that a consumer's leader moved: neither its LEADER_ELECTED
+    /// advisory nor the silence of the pull it lost reaches the host, so a lost pull is
+    /// replaced only when it expires.
+    IgnoreLeaderMoves,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckOnDelivery,
         Bug::DropReplies,
         Bug::SkipDlq,
@@ -46,6 +50,7 @@ impl Bug {
         Bug::ForgetAnswers,
         Bug::BlindClaims,
         Bug::SkipDrain,
+        Bug::IgnoreLeaderMoves,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +64,7 @@ impl Bug {
             Bug::ForgetAnswers => "forget-answers",
             Bug::BlindClaims => "blind-claims",
             Bug::SkipDrain => "skip-drain",
+            Bug::IgnoreLeaderMoves => "ignore-leader-moves",
         }
     }
 

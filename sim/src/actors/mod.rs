@@ -26,6 +26,17 @@ pub enum ActorTimer {
         pull: u64,
     },
     // --- router processes ---
+    /// The consumer's new leader announced itself (its LEADER_ELECTED advisory reached
+    /// this router's connection).
+    LeaderElected {
+        cons: Cons,
+    },
+    /// Two idle heartbeats have passed since pull `pull` of `cons` was lost with its
+    /// consumer leader: the client reports the pull silent unless it pulled again since.
+    PullSilent {
+        cons: Cons,
+        pull: u64,
+    },
     /// The host's next deadline (`Host::poll_timeout`), at this world time.
     HostWake {
         at: u64,
@@ -161,5 +172,10 @@ impl Puller {
     /// The pull expired: pull again if it is still the current one.
     pub fn expired(&self, pull: u64) -> bool {
         pull == self.current
+    }
+
+    /// The pull this client holds now (its latest).
+    pub fn current(&self) -> u64 {
+        self.current
     }
 }

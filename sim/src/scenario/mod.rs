@@ -30,7 +30,7 @@ use setup::TimedFault;
 use spec::{AtSpec, ScenarioFile};
 
 /// The fourteen scenario families of Part B.
-pub const FAMILIES: [&str; 14] = [
+pub const FAMILIES: [&str; 15] = [
     "connection_loss",
     "publish_failures",
     "dlq",
@@ -45,6 +45,7 @@ pub const FAMILIES: [&str; 14] = [
     "chaos",
     "recovery",
     "headers",
+    "cluster",
 ];
 
 /// Invariant names a scenario may name in `invariants` (docs/INVARIANTS.md; the checkers
@@ -515,10 +516,19 @@ fn timed_fault(a: &AtSpec, file: &ScenarioFile) -> Result<TimedFault, (String, S
                 .delta_ms
                 .ok_or_else(|| ("delta_ms".to_string(), "needed by kind \"skew_jump\"".to_string()))?,
         },
+        "leader_move" => TimedFault::LeaderMove {
+            cons: match a.consumer.as_deref() {
+                Some("decide") | None => Cons::Decide,
+                Some("results") => Cons::Results,
+                Some(c) => return Err(("consumer".into(), format!("{c:?} is not decide or results (the routers' consumers)"))),
+            },
+            advisory: a.advisory.unwrap_or(true),
+            elect_ms: need("ms", a.ms)?,
+        },
         k => {
             return Err((
                 "kind".into(),
-                format!("{k:?} is not link_drop, partition, spike, storm, burst, crash, stop, broker_restart or skew_jump"),
+                format!("{k:?} is not link_drop, partition, spike, storm, burst, crash, stop, broker_restart, skew_jump or leader_move"),
             ))
         }
     })

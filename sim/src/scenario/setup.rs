@@ -60,6 +60,11 @@ pub enum TimedFault {
         router: usize,
         delta_ms: i64,
     },
+    LeaderMove {
+        cons: Cons,
+        advisory: bool,
+        elect_ms: u64,
+    },
 }
 
 /// A node name (`router-1`, `gw-2`, `ext-pii_guard`, ...) in a topology.
@@ -251,6 +256,15 @@ impl WorldSetup for Scenario {
                 TimedFault::SkewJump { router, delta_ms } => FaultKind::SkewJump {
                     router: router.min(&topo.routers()).saturating_sub(1),
                     delta_ms: *delta_ms,
+                },
+                TimedFault::LeaderMove {
+                    cons,
+                    advisory,
+                    elect_ms,
+                } => FaultKind::LeaderMove {
+                    cons: *cons,
+                    advisory: *advisory,
+                    elect_ms: *elect_ms,
                 },
             };
             schedule.entries.push(ScheduledFault { at: *at, kind });

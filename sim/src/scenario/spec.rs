@@ -161,7 +161,7 @@ pub struct FaultsSpec {
 pub struct AtSpec {
     pub at_ms: u64,
     /// `link_drop`, `partition`, `spike`, `storm`, `burst`, `crash`, `stop`,
-    /// `broker_restart`, `skew_jump`.
+    /// `broker_restart`, `skew_jump`, `leader_move`.
     pub kind: String,
     /// `router-1`, `gw-1`, `caf-1`, `ext-pii_guard`, `usage`, `ops` (`all` for a spike).
     pub node: Option<String>,
@@ -182,6 +182,9 @@ pub struct AtSpec {
     pub delta_ms: Option<i64>,
     /// `stop`: how long the router may drain before it exits anyway.
     pub grace_ms: Option<u64>,
+    /// `leader_move`: whether the new leader's LEADER_ELECTED advisory reaches the
+    /// routers (default true); `ms` is the election's length.
+    pub advisory: Option<bool>,
     pub repeat: Option<u64>,
     pub every_ms: Option<u64>,
 }

@@ -9,9 +9,11 @@
 use serde_json::json;
 
 use super::{Event, World, LIVENESS_TICK_MS};
+use crate::actors::ActorTimer;
 use crate::faults::FaultKind;
 use crate::net::NodeId;
 use crate::topology::Role;
+use crate::wire::Cons;
 
 impl World {
     pub(super) fn apply_fault(&mut self, index: usize) {
@@ -80,6 +82,55 @@ impl World {
                 }
                 self.rearm_timers(router);
             }
+            FaultKind::LeaderMove {
+                cons,
+                advisory,
+                elect_ms,
+            } => self.leader_move(cons, advisory, elect_ms),
+        }
+    }
+
+    /// The consumer's leader moves: its waiting pull requests are lost. Each router
+    /// process hears of it by the advisory (if sent and its client is connected) or by
+    /// the silence of its pull, as the production client would.
+    fn leader_move(&mut self, cons: Cons, advisory: bool, elect_ms: u64) {
+        let lost = self.js.consumer_mut(cons.durable()).map_or(0, |c| {
+            let n = c.waiting_pulls();
+            c.drop_pulls();
+            n
+        });
+        self.trace.record(
+            self.now,
+            "fault.leader-move",
+            "nats",
+            &json!({"cons": cons, "pulls_lost": lost, "advisory": advisory}),
+        );
+        for r in 0..self.routers.len() {
+            let node = self.topo.router(r);
+            let Some(current) = self.routers[r]
+                .host
+                .as_mut()
+                .and_then(|h| h.puller(cons))
+                .map(|p| p.current())
+            else {
+                continue;
+            };
+            if advisory && self.nodes[node].connected {
+                self.timer(
+                    node,
+                    self.now + elect_ms,
+                    ActorTimer::LeaderElected { cons },
+                );
+            }
+            let silent_at = self.now + 2 * crate::host::PULL_HEARTBEAT_MS;
+            self.timer(
+                node,
+                silent_at,
+                ActorTimer::PullSilent {
+                    cons,
+                    pull: current,
+                },
+            );
         }
     }
 

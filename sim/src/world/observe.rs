@@ -121,6 +121,15 @@ impl World {
             FaultKind::SkewJump { router, delta_ms } => {
                 format!("clock jump router-{} {delta_ms:+}ms", router + 1)
             }
+            FaultKind::LeaderMove {
+                cons,
+                advisory,
+                elect_ms,
+            } => format!(
+                "consumer leader move {} (elected in {elect_ms}ms{})",
+                cons.durable(),
+                if *advisory { "" } else { ", advisory lost" }
+            ),
         };
         self.obs
             .log

@@ -691,6 +691,38 @@ impl World {
                     self.pull(node, cons);
                 }
             }
+            ActorTimer::LeaderElected { cons } => {
+                let Some(consumer) = crate::host::consumer_index(cons) else {
+                    return;
+                };
+                if self.options.bug == Some(crate::options::Bug::IgnoreLeaderMoves) {
+                    return;
+                }
+                self.host_event(
+                    r,
+                    SimEvent::Pull {
+                        consumer,
+                        event: PullEvent::LeaderElected,
+                    },
+                );
+            }
+            ActorTimer::PullSilent { cons, pull } => {
+                // Pulled again since (the advisory, a reconnect, an expiry): not silent.
+                let silent = process.puller(cons).is_some_and(|p| p.current() == pull);
+                let Some(consumer) = crate::host::consumer_index(cons) else {
+                    return;
+                };
+                if !silent || self.options.bug == Some(crate::options::Bug::IgnoreLeaderMoves) {
+                    return;
+                }
+                self.host_event(
+                    r,
+                    SimEvent::Pull {
+                        consumer,
+                        event: PullEvent::Stalled,
+                    },
+                );
+            }
             _ => {}
         }
     }
