@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use beamline_router::bench::traffic::{LoadPlan, LoadReport};
-use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRequestBuilder};
+use beamline_router::client::DecideClient;
 use beamline_router::contracts::subjects::DECIDE;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use support::cluster::{
     consumer_leader, stream_leader, stream_replicas, time_to_first_answer, wait_replicas_current,
     LeaderWatch, NatsCluster,
 };
-use support::{acme_policies, free_port, http_get, metric, RouterProcess};
+use support::{acme_policies, decided, free_port, http_get, metric, RouterProcess};
 
 const DECIDE_STREAM: &str = "BEAMLINE_DECIDE";
 const DECIDE_CONSUMER: &str = "router-decide";
@@ -42,27 +42,6 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 
 /// From the last leader election the kill made necessary to the first answer.
 const ROUTERS_PART_BOUND: Duration = Duration::from_secs(2);
-
-fn payload() -> Map<String, Value> {
-    match json!({"prompt": "hello"}) {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    }
-}
-
-async fn decided(client: &DecideClient, id: &str, router: &RouterProcess) {
-    let opts = DecideOptions::default().with_timeout(Duration::from_secs(10));
-    let reply = client
-        .decide(
-            DecideRequestBuilder::new("acme", "text.generate")
-                .request_id(id)
-                .payload(payload()),
-            &opts,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{id}: {e}; router log:\n{}", router.log()));
-    assert!(matches!(reply, DecideReply::Decision(_)), "{id}: {reply:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_cluster_gets_replicated_streams_and_serves() {
@@ -144,12 +123,7 @@ fn plan(run_id: &str, requests: usize) -> LoadPlan {
 
 /// Every request answered, every duplicate byte-identical, the DLQ empty.
 async fn assert_whole(report: &LoadReport, js: &jetstream::Context, router: &RouterProcess) {
-    let unanswered: Vec<&str> = report
-        .records
-        .iter()
-        .filter(|r| r.replies.is_empty())
-        .map(|r| r.request_id.as_str())
-        .collect();
+    let unanswered = report.unanswered();
     assert!(
         unanswered.is_empty(),
         "{} unanswered (first {:?}); router log:\n{}",
@@ -172,6 +146,27 @@ async fn assert_whole(report: &LoadReport, js: &jetstream::Context, router: &Rou
     let mut dlq = js.get_stream("BEAMLINE_DLQ").await.expect("dlq stream");
     let dead = dlq.info().await.expect("dlq info").state.messages;
     assert_eq!(dead, 0, "nothing should be dead-lettered");
+}
+
+/// SIGKILL node `name`, then probe (every 100 ms, for 30 s at most) until a request
+/// published after the kill is answered: when it died, and how long that took.
+async fn kill_and_time(
+    cluster: &mut NatsCluster,
+    name: &str,
+    client: &async_nats::Client,
+    label: &str,
+) -> (Instant, Option<Duration>) {
+    let killed_at = Instant::now();
+    cluster.node(name).kill();
+    let recovery = time_to_first_answer(
+        client,
+        killed_at,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+        label,
+    )
+    .await;
+    (killed_at, recovery)
 }
 
 enum Victim {
@@ -198,17 +193,7 @@ async fn kill_leader_under_load(victim: Victim, label: &str) {
     println!(
         "{label}: after {answered} answers, SIGKILL {name} (stream leader {stream_lead}, consumer leader {consumer_lead})"
     );
-    let killed_at = Instant::now();
-    println!("{label}: kill at {:?}", std::time::SystemTime::now());
-    cluster.node(&name).kill();
-    let recovery = time_to_first_answer(
-        &client,
-        killed_at,
-        Duration::from_millis(100),
-        Duration::from_secs(30),
-        label,
-    )
-    .await;
+    let (killed_at, recovery) = kill_and_time(&mut cluster, &name, &client, label).await;
     let new_stream = stream_leader(&js, DECIDE_STREAM, Duration::from_secs(30)).await;
     let new_consumer =
         consumer_leader(&js, DECIDE_STREAM, DECIDE_CONSUMER, Duration::from_secs(30)).await;
@@ -400,16 +385,7 @@ async fn the_kv_bucket_leader_killed_under_load() {
     let (load, answered) = support::load_until_answered(&client, &plan("kv", 600), 150).await;
     let leader = stream_leader(&js, bucket_stream, Duration::from_secs(10)).await;
     println!("kv: after {answered} answers, SIGKILL {leader} (the bucket's leader)");
-    let killed_at = Instant::now();
-    cluster.node(&leader).kill();
-    let recovery = time_to_first_answer(
-        &client,
-        killed_at,
-        Duration::from_millis(100),
-        Duration::from_secs(30),
-        "kv",
-    )
-    .await;
+    let (_, recovery) = kill_and_time(&mut cluster, &leader, &client, "kv").await;
     println!("kv: first answer after the kill {recovery:?}");
     stream_leader(&js, bucket_stream, Duration::from_secs(30)).await;
     cluster.node(&leader).start_again();

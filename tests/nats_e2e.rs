@@ -71,12 +71,7 @@ async fn every_request_is_answered_across_a_server_crash() {
         .messages;
     println!("requests sent {sends}, stored in the decide stream {stored}");
 
-    let unanswered: Vec<&str> = report
-        .records
-        .iter()
-        .filter(|r| r.replies.is_empty())
-        .map(|r| r.request_id.as_str())
-        .collect();
+    let unanswered = report.unanswered();
     assert!(
         unanswered.is_empty(),
         "{} of {REQUESTS} requests got no reply (killed after {answered_before_kill}): {:?}\nrouter log:\n{}",

@@ -16,34 +16,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRequestBuilder};
-use serde_json::{json, Map, Value};
-use support::{acme_policies, NatsServer, RouterProcess};
+use beamline_router::client::DecideClient;
+use support::{acme_policies, decided, NatsServer, RouterProcess};
 
 /// How long the server stays paused at most: well past two heartbeat intervals (2 x 1 s,
 /// `router.pull_heartbeat_ms`), well short of the pull request's expiry (30 s + 5 s).
 const PATIENCE: Duration = Duration::from_secs(25);
-
-fn payload() -> Map<String, Value> {
-    match json!({"prompt": "hello"}) {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    }
-}
-
-async fn decided(client: &DecideClient, id: &str, router: &RouterProcess) {
-    let opts = DecideOptions::default().with_timeout(Duration::from_secs(10));
-    let reply = client
-        .decide(
-            DecideRequestBuilder::new("acme", "text.generate")
-                .request_id(id)
-                .payload(payload()),
-            &opts,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{id}: {e}; router log:\n{}", router.log()));
-    assert!(matches!(reply, DecideReply::Decision(_)), "{id}: {reply:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_pull_stream_is_re_created() {

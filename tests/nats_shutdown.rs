@@ -59,12 +59,7 @@ async fn sigterm_mid_load_loses_nothing() {
         report.answered_twice(),
         report.resent()
     );
-    let unanswered: Vec<&str> = report
-        .records
-        .iter()
-        .filter(|r| r.replies.is_empty())
-        .map(|r| r.request_id.as_str())
-        .collect();
+    let unanswered = report.unanswered();
     assert!(
         unanswered.is_empty(),
         "{} of {REQUESTS} requests got no reply: {:?}\nfirst log:\n{}\nsecond log:\n{}",

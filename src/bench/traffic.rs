@@ -78,6 +78,15 @@ impl LoadReport {
             .count()
     }
 
+    /// The ids of requests that never got a reply.
+    pub fn unanswered(&self) -> Vec<&str> {
+        self.records
+            .iter()
+            .filter(|r| r.replies.is_empty())
+            .map(|r| r.request_id.as_str())
+            .collect()
+    }
+
     pub fn answered_twice(&self) -> usize {
         self.records.iter().filter(|r| r.replies.len() > 1).count()
     }

@@ -11,8 +11,6 @@
 //! copies waiting on an idempotency key the moment it releases them (before the holder's
 //! own reply goes out).
 
-use crate::contracts::DlqReason;
-
 use super::answers::{Fate, SeqKey};
 use super::config::RouterConfig;
 use super::dlq;
@@ -75,21 +73,13 @@ impl Fates<'_> {
                 self.flights.messages.insert(seq, msg);
             }
             Next::DeadLetter => {
-                let record = dlq::exhausted(
-                    &msg.origin,
-                    seq.1,
+                let publish = outputs::exhausted_dlq(
+                    self.config,
+                    &msg,
+                    seq,
                     msg.delivered,
                     dlq::Exhaustion::PublishFailed,
                     env.now(),
-                    &self.config.node_id,
-                );
-                let publish = outputs::dlq_publish(
-                    self.config,
-                    msg.source,
-                    seq,
-                    &msg.origin,
-                    record,
-                    DlqReason::MaxdeliverExhausted,
                 );
                 msg.dlq = Some(publish.clone());
                 self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);

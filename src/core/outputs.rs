@@ -99,6 +99,27 @@ pub(super) fn dlq_publish(
     jetstream_publish(subject, headers, record, msg_id)
 }
 
+/// The DLQ record of a message whose deliveries ran out (`how`: the server gave up, or
+/// our last delivery's publishes failed), as a publish.
+pub(super) fn exhausted_dlq(
+    config: &RouterConfig,
+    msg: &InFlight,
+    seq: SeqKey,
+    deliveries: u64,
+    how: dlq::Exhaustion,
+    now: super::env::Time,
+) -> Publish {
+    let record = dlq::exhausted(&msg.origin, seq.1, deliveries, how, now, &config.node_id);
+    dlq_publish(
+        config,
+        msg.source,
+        seq,
+        &msg.origin,
+        record,
+        DlqReason::MaxdeliverExhausted,
+    )
+}
+
 /// Send a refused message to its DLQ (and, for decide, the error reply).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn refuse(

@@ -12,7 +12,6 @@
 //! The flows themselves live beside this file: `flow_decide.rs`, `flow_results.rs`,
 //! `inbound.rs`; the choice of a fate, in `fate.rs`.
 
-use crate::contracts::DlqReason;
 use crate::policy::PolicyStore;
 
 use super::answers::SeqKey;
@@ -263,21 +262,13 @@ impl Router {
         msg.delivered = msg
             .delivered
             .max(fate::max_deliver_for(&self.config, source));
-        let record = dlq::exhausted(
-            &msg.origin,
-            seq.1,
+        let publish = outputs::exhausted_dlq(
+            &self.config,
+            &msg,
+            seq,
             m.deliveries,
             dlq::Exhaustion::ServerGaveUp,
             env.now(),
-            &self.config.node_id,
-        );
-        let publish = outputs::dlq_publish(
-            &self.config,
-            source,
-            seq,
-            &msg.origin,
-            record,
-            DlqReason::MaxdeliverExhausted,
         );
         msg.dlq = Some(publish.clone());
         self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);

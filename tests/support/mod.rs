@@ -540,3 +540,35 @@ pub fn metric(text: &str, name: &str) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// A small `text.generate` payload.
+pub fn payload() -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::json!({"prompt": "hello"}) {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+/// Decide one request for `acme` through the typed client; panics (with the router's
+/// log) unless it is a decision.
+pub async fn decided(
+    client: &beamline_router::client::DecideClient,
+    id: &str,
+    router: &RouterProcess,
+) {
+    let opts =
+        beamline_router::client::DecideOptions::default().with_timeout(Duration::from_secs(10));
+    let reply = client
+        .decide(
+            beamline_router::client::DecideRequestBuilder::new("acme", "text.generate")
+                .request_id(id)
+                .payload(payload()),
+            &opts,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}; router log:\n{}", router.log()));
+    assert!(
+        matches!(reply, beamline_router::client::DecideReply::Decision(_)),
+        "{id}: {reply:?}"
+    );
+}
