@@ -121,6 +121,27 @@ fn plan(run_id: &str, requests: usize) -> LoadPlan {
     }
 }
 
+/// Wait for the load to end, print its summary, and hold the run to `assert_whole` with
+/// the router still running.
+async fn finish_load(
+    load: tokio::task::JoinHandle<anyhow::Result<LoadReport>>,
+    label: &str,
+    js: &jetstream::Context,
+    router: &mut RouterProcess,
+) {
+    let report = load.await.expect("load task").expect("load");
+    println!(
+        "{label}: {}",
+        beamline_router::bench::traffic::summary(&report)
+    );
+    assert!(
+        router.is_running(),
+        "the router exited; log:\n{}",
+        router.log()
+    );
+    assert_whole(&report, js, router).await;
+}
+
 /// Every request answered, every duplicate byte-identical, the DLQ empty.
 async fn assert_whole(report: &LoadReport, js: &jetstream::Context, router: &RouterProcess) {
     let unanswered = report.unanswered();
@@ -230,17 +251,7 @@ async fn kill_leader_under_load(victim: Victim, label: &str) {
         println!("{label}: router: {line}");
     }
     cluster.node(&name).start_again();
-    let report = load.await.expect("load task").expect("load");
-    println!(
-        "{label}: {}",
-        beamline_router::bench::traffic::summary(&report)
-    );
-    assert!(
-        router.is_running(),
-        "the router exited; log:\n{}",
-        router.log()
-    );
-    assert_whole(&report, &js, &router).await;
+    finish_load(load, label, &js, &mut router).await;
     let recovery = recovery.unwrap_or_else(|| {
         panic!(
             "no request answered within 30 s of the kill; router log:\n{}",
@@ -295,17 +306,7 @@ async fn a_rolling_restart_of_every_node_under_load() {
             started.elapsed()
         );
     }
-    let report = load.await.expect("load task").expect("load");
-    println!(
-        "rolling: {}",
-        beamline_router::bench::traffic::summary(&report)
-    );
-    assert!(
-        router.is_running(),
-        "the router exited; log:\n{}",
-        router.log()
-    );
-    assert_whole(&report, &js, &router).await;
+    finish_load(load, "rolling", &js, &mut router).await;
 }
 
 /// A node lost for good: SIGKILL the decide stream's leader, delete its store, start a
@@ -389,12 +390,5 @@ async fn the_kv_bucket_leader_killed_under_load() {
     println!("kv: first answer after the kill {recovery:?}");
     stream_leader(&js, bucket_stream, Duration::from_secs(30)).await;
     cluster.node(&leader).start_again();
-    let report = load.await.expect("load task").expect("load");
-    println!("kv: {}", beamline_router::bench::traffic::summary(&report));
-    assert!(
-        router.is_running(),
-        "the router exited; log:\n{}",
-        router.log()
-    );
-    assert_whole(&report, &js, &router).await;
+    finish_load(load, "kv", &js, &mut router).await;
 }
