@@ -76,6 +76,8 @@ pub struct Faults {
     /// Graceful stops (an operator's SIGTERM): the router drains for its grace period,
     /// exits and is started again.
     pub stops: u64,
+    /// Consumer leader moves (an election in a JetStream cluster): waiting pulls lost.
+    pub leader_moves: u64,
     pub broker_restarts: u64,
     pub broker_down_max_ms: u64,
     /// On a broker restart, writes of the last `sync_interval_ms` are lost (opt-in:
@@ -189,6 +191,7 @@ impl Faults {
             crashes: 0,
             crash_down_max_ms: 0,
             stops: 0,
+            leader_moves: 0,
             broker_restarts: 0,
             broker_down_max_ms: 0,
             tail_loss: false,
@@ -245,6 +248,7 @@ impl Faults {
             crash_down_max_ms: rng.between(200, 40_000),
             // Drawn last (`Profile::draw`), so that no other draw of an existing seed moved.
             stops: 0,
+            leader_moves: 0,
             broker_restarts: maybe(rng, 150, 1, 2),
             broker_down_max_ms: rng.between(200, 10_000),
             tail_loss: false,
@@ -358,6 +362,7 @@ impl Faults {
             ("bursts", self.bursts),
             ("crashes", self.crashes),
             ("stops", self.stops),
+            ("leader_moves", self.leader_moves),
             ("broker_restarts", self.broker_restarts),
             ("skew_jumps", self.skew_jumps),
         ];
@@ -573,6 +578,17 @@ impl Schedule {
                     // Mostly long enough to drain; sometimes too short (the drain is cut).
                     grace_ms: rng.between(100, 30_000),
                     down_ms: rng.between(100, 10_000),
+                },
+            });
+        }
+        for _ in 0..f.leader_moves {
+            entries.push(ScheduledFault {
+                at: rng.below(chaos),
+                kind: FaultKind::LeaderMove {
+                    cons: *rng.pick(&[Cons::Decide, Cons::Decide, Cons::Results]),
+                    // Core NATS: the advisory is mostly heard, sometimes not.
+                    advisory: rng.chance(700),
+                    elect_ms: rng.between(0, 2_000),
                 },
             });
         }

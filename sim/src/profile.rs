@@ -143,6 +143,10 @@ impl Profile {
         if faults && p.routers > 0 && rng.chance(300) {
             p.faults.stops = rng.between(1, 3);
         }
+        // Last again: consumer leader moves, as a JetStream cluster's elections make them.
+        if faults && p.routers > 0 && rng.chance(250) {
+            p.faults.leader_moves = rng.between(1, 4);
+        }
         p
     }
 
