@@ -43,7 +43,7 @@ pub const CONSUMERS: [Cons; 3] = [Cons::Decide, Cons::Results, Cons::Advisories]
 /// The idle heartbeat the modelled client asks of each pull, as production's
 /// `router.pull_heartbeat_ms` default: a pull lost at the server is reported silent
 /// after two of them.
-pub const PULL_HEARTBEAT_MS: u64 = 1_000;
+pub const PULL_HEARTBEAT_MS: u64 = beamline_router::host::pulls::DEFAULT_PULL_HEARTBEAT_MS;
 
 pub fn consumer_index(cons: Cons) -> Option<usize> {
     CONSUMERS.iter().position(|&c| c == cons)

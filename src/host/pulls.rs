@@ -15,6 +15,11 @@
 
 use crate::core::Time;
 
+/// The idle heartbeat a pull asks for unless configured (`router.pull_heartbeat_ms`):
+/// a pull that hears nothing for twice this is reported `Stalled`. The simulator's
+/// modelled client uses the same value.
+pub const DEFAULT_PULL_HEARTBEAT_MS: u64 = 1_000;
+
 /// What the transport reports about one consumer's pulling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum PullEvent {

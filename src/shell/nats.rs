@@ -329,7 +329,7 @@ fn stream_state(name: &str, have: u64, wanted: Replicas, cluster: &ClusterView) 
 /// A refused replicated create says what to set: the usual cause is a cluster with
 /// fewer JetStream servers than the servers it advertises.
 fn replicas_hint(err: anyhow::Error, replicas: Replicas, cluster: &ClusterView) -> anyhow::Error {
-    if replicas.value > 1 && !super::setup::transient(&err) {
+    if replicas.value > 1 && !transient(&err) {
         err.context(format!(
             "creating it with {} replicas ({}; the server reports a cluster of {} servers) was refused; \
              if fewer servers run JetStream, set streams.replicas (and state.kv_replicas) to what they can hold",
@@ -497,3 +497,46 @@ pub async fn subscribe_leader_elections(
 
 /// One consumer's leader elections, as its index.
 pub type LeaderElections = std::pin::Pin<Box<dyn futures::Stream<Item = usize> + Send>>;
+
+/// Whether a start-up failure may pass by itself: a time-out, no responders, or
+/// JetStream saying it is temporarily unavailable (10008: no leader yet). Anything the
+/// server answered with another error code is its verdict.
+pub fn transient(err: &anyhow::Error) -> bool {
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+        GetStreamError, GetStreamErrorKind,
+    };
+    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
+    let unavailable = |e: &async_nats::jetstream::Error| {
+        e.error_code() == async_nats::jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
+    };
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<CreateStreamError>() {
+            return match e.kind() {
+                CreateStreamErrorKind::TimedOut
+                | CreateStreamErrorKind::JetStreamUnavailable
+                | CreateStreamErrorKind::Response => true,
+                CreateStreamErrorKind::JetStream(api) => unavailable(&api),
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<GetStreamError>() {
+            return match e.kind() {
+                GetStreamErrorKind::Request => true,
+                GetStreamErrorKind::JetStream(api) => unavailable(&api),
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ConsumerError>() {
+            return match e.kind() {
+                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+                ConsumerErrorKind::JetStream(api) => unavailable(&api),
+                _ => false,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<CreateKeyValueError>() {
+            return matches!(e.kind(), CreateKeyValueErrorKind::TimedOut);
+        }
+    }
+    false
+}

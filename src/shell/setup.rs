@@ -50,7 +50,7 @@ pub async fn until_ready(
                 metrics.set_streams(&states);
                 return Ok(Some(set_up));
             }
-            Err(err) if transient(&err) => {
+            Err(err) if nats::transient(&err) => {
                 tracing::warn!(
                     err = format!("{err:#}"),
                     attempt,
@@ -128,47 +128,4 @@ async fn set_up(
         },
         states,
     ))
-}
-
-/// Whether a start-up failure may pass by itself: a time-out, no responders, or
-/// JetStream saying it is temporarily unavailable (10008: no leader yet). Anything the
-/// server answered with another error code is its verdict.
-pub fn transient(err: &anyhow::Error) -> bool {
-    use async_nats::jetstream::context::{
-        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
-        GetStreamError, GetStreamErrorKind,
-    };
-    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
-    let unavailable = |e: &async_nats::jetstream::Error| {
-        e.error_code() == async_nats::jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
-    };
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<CreateStreamError>() {
-            return match e.kind() {
-                CreateStreamErrorKind::TimedOut
-                | CreateStreamErrorKind::JetStreamUnavailable
-                | CreateStreamErrorKind::Response => true,
-                CreateStreamErrorKind::JetStream(api) => unavailable(&api),
-                _ => false,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<GetStreamError>() {
-            return match e.kind() {
-                GetStreamErrorKind::Request => true,
-                GetStreamErrorKind::JetStream(api) => unavailable(&api),
-                _ => false,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<ConsumerError>() {
-            return match e.kind() {
-                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
-                ConsumerErrorKind::JetStream(api) => unavailable(&api),
-                _ => false,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<CreateKeyValueError>() {
-            return matches!(e.kind(), CreateKeyValueErrorKind::TimedOut);
-        }
-    }
-    false
 }

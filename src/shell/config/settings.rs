@@ -173,7 +173,8 @@ declare_settings! {
         /// The idle heartbeat asked of each pull: a pull that hears neither a message nor
         /// a heartbeat for twice this is replaced (a consumer leader that died holds the
         /// pull request with it).
-        pull_heartbeat_ms: u64 = 1_000, rule(pull_heartbeat);
+        pull_heartbeat_ms: u64 = crate::host::pulls::DEFAULT_PULL_HEARTBEAT_MS,
+            rule(pull_heartbeat);
         /// Threads of the tokio runtime; 0 is one per core. See `DEFAULT_WORKER_THREADS`.
         worker_threads: u64 = DEFAULT_WORKER_THREADS, rule(worker_threads);
         /// How long in-flight messages may take to finish at SIGTERM.

@@ -353,45 +353,27 @@ impl Metrics {
             "Settles or responses dropped because the outbox was full.",
             sh.outbox_dropped,
         );
-        header(
+        per_consumer(
             &mut out,
             "router_consumer_deliveries_total",
-            "counter",
             "JetStream deliveries fed to the core, by consumer.",
+            &sh.consumers,
+            |c| c.deliveries,
         );
-        for c in &sh.consumers {
-            let _ = writeln!(
-                out,
-                "router_consumer_deliveries_total{{consumer=\"{}\"}} {}",
-                c.role, c.deliveries
-            );
-        }
-        header(
+        per_consumer(
             &mut out,
             "router_pull_restarts_total",
-            "counter",
             "Pull streams re-created because no message or idle heartbeat came for two heartbeat intervals.",
+            &sh.consumers,
+            |c| c.pull_restarts,
         );
-        for c in &sh.consumers {
-            let _ = writeln!(
-                out,
-                "router_pull_restarts_total{{consumer=\"{}\"}} {}",
-                c.role, c.pull_restarts
-            );
-        }
-        header(
+        per_consumer(
             &mut out,
             "router_pull_leader_moves_total",
-            "counter",
             "Pull streams re-created because JetStream elected a new leader for the consumer (its LEADER_ELECTED advisory).",
+            &sh.consumers,
+            |c| c.pull_leader_moves,
         );
-        for c in &sh.consumers {
-            let _ = writeln!(
-                out,
-                "router_pull_leader_moves_total{{consumer=\"{}\"}} {}",
-                c.role, c.pull_leader_moves
-            );
-        }
         header(
             &mut out,
             "router_delivery_age_seconds",
@@ -508,6 +490,20 @@ fn render_breakers(out: &mut String, b: &BreakerViews) {
             label(&v.provider_id),
             v.state.gauge()
         );
+    }
+}
+
+/// A counter family with one sample per consumer (`consumer` label: its role).
+fn per_consumer(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    consumers: &[ConsumerCounters],
+    value: impl Fn(&ConsumerCounters) -> u64,
+) {
+    header(out, name, "counter", help);
+    for c in consumers {
+        let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", c.role, value(c));
     }
 }
 
