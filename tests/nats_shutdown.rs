@@ -91,3 +91,26 @@ async fn sigterm_mid_load_loses_nothing() {
         second.log()
     );
 }
+
+/// A SIGTERM that lands while the router is still setting up (after it connected, before
+/// the driver's first turn) must stop it cleanly: the handlers are installed at start,
+/// not when the shutdown future is first polled. Found by CI: a router stopped right
+/// after "router ready" died of the default SIGTERM action (exit by signal).
+#[test]
+fn sigterm_during_start_up_stops_cleanly() {
+    let server = NatsServer::start();
+    let policies = acme_policies();
+    for round in 0..5 {
+        let mut router = RouterProcess::spawn(&server.url(), policies.path(), &[], &[]);
+        // Poll tightly: setup after "nats connected" takes tens of milliseconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !router.log().contains("nats connected") {
+            assert!(std::time::Instant::now() < deadline, "{}", router.log());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let status = router.stop(Duration::from_secs(15));
+        let log = router.log();
+        assert!(status.success(), "round {round}: {status:?}\n{log}");
+        assert!(log.contains("SIGTERM"), "round {round}: {log}");
+    }
+}

@@ -683,19 +683,35 @@ async fn next_of<S: futures::Stream + Unpin>(stream: &mut Option<S>) -> Option<S
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives between start-up and the
+/// driver's first turn (a supervisor stopping a router that has just said "ready") must
+/// start the drain, not kill the process with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(s) => Some(s),
         Err(err) => {
-            tracing::warn!(%err, "cannot listen for SIGTERM; only SIGINT stops the router");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+            tracing::warn!(%err, signal = name, "cannot listen for this signal");
+            None
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-        _ = terminate.recv() => tracing::info!("SIGTERM"),
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    async move {
+        tokio::select! {
+            () = next_signal(&mut interrupt) => tracing::info!("SIGINT"),
+            () = next_signal(&mut terminate) => tracing::info!("SIGTERM"),
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, when it could not be listened for.
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
