@@ -103,11 +103,7 @@ fn sigterm_during_start_up_stops_cleanly() {
     for round in 0..5 {
         let mut router = RouterProcess::spawn(&server.url(), policies.path(), &[], &[]);
         // Poll tightly: setup after "nats connected" takes tens of milliseconds.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !router.log().contains("nats connected") {
-            assert!(std::time::Instant::now() < deadline, "{}", router.log());
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        router.wait_log("nats connected", Duration::from_millis(1));
         let status = router.stop(Duration::from_secs(15));
         let log = router.log();
         assert!(status.success(), "round {round}: {status:?}\n{log}");

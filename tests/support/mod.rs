@@ -312,14 +312,19 @@ impl RouterProcess {
     }
 
     pub fn wait_ready(&self) {
+        self.wait_log("router ready", Duration::from_millis(25));
+    }
+
+    /// Wait (20 s at most) until the log contains `needle`, reading it every `poll`.
+    pub fn wait_log(&self, needle: &str, poll: Duration) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains("router ready") {
+        while !self.log().contains(needle) {
             assert!(
                 Instant::now() < deadline,
-                "router not ready after 20 s; log:\n{}",
+                "no {needle:?} in the router's log after 20 s; log:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(poll);
         }
     }
 
