@@ -78,6 +78,14 @@ pub struct Faults {
     pub stops: u64,
     /// Consumer leader moves (an election in a JetStream cluster): waiting pulls lost.
     pub leader_moves: u64,
+    /// Crashes of a JetStream cluster node (only on a cluster of 3 or 5): the groups it
+    /// led hold an election, its clients reconnect to another node.
+    pub node_crashes: u64,
+    pub node_down_max_ms: u64,
+    pub elect_max_ms: u64,
+    /// A publish that reaches a stream while it has no leader is, this often, stored
+    /// anyway (the old leader had replicated it) though no PubAck ever comes: ambiguous.
+    pub ambiguous_permille: u64,
     pub broker_restarts: u64,
     pub broker_down_max_ms: u64,
     /// On a broker restart, writes of the last `sync_interval_ms` are lost (opt-in:
@@ -192,6 +200,10 @@ impl Faults {
             crash_down_max_ms: 0,
             stops: 0,
             leader_moves: 0,
+            node_crashes: 0,
+            node_down_max_ms: 0,
+            elect_max_ms: 0,
+            ambiguous_permille: 0,
             broker_restarts: 0,
             broker_down_max_ms: 0,
             tail_loss: false,
@@ -249,6 +261,10 @@ impl Faults {
             // Drawn last (`Profile::draw`), so that no other draw of an existing seed moved.
             stops: 0,
             leader_moves: 0,
+            node_crashes: 0,
+            node_down_max_ms: 0,
+            elect_max_ms: 0,
+            ambiguous_permille: 0,
             broker_restarts: maybe(rng, 150, 1, 2),
             broker_down_max_ms: rng.between(200, 10_000),
             tail_loss: false,
@@ -363,6 +379,7 @@ impl Faults {
             ("crashes", self.crashes),
             ("stops", self.stops),
             ("leader_moves", self.leader_moves),
+            ("node_crashes", self.node_crashes),
             ("broker_restarts", self.broker_restarts),
             ("skew_jumps", self.skew_jumps),
         ];
@@ -440,7 +457,39 @@ pub enum FaultKind {
         advisory: bool,
         elect_ms: u64,
     },
+    /// A node of the JetStream cluster dies and is back after `down_ms` (its store
+    /// intact, or caught up from its peers: R3 acknowledges only what a quorum stored).
+    /// Each group it led holds an election of `elect_ms` (none while a majority of the
+    /// group's peers is down); its clients reconnect to another node.
+    NodeCrash {
+        target: NodeTarget,
+        down_ms: u64,
+        elect_ms: u64,
+    },
 }
+
+/// Which cluster node a `NodeCrash` kills.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeTarget {
+    /// Node `i` (0-based), whatever it leads.
+    Node(usize),
+    /// The node that leads this group (a stream, a durable or `KV`) when the fault
+    /// lands; nothing if it has no leader then.
+    LeaderOf(String),
+}
+
+/// The groups a drawn `NodeCrash` may aim at (by the node that leads them).
+pub const CRASH_GROUPS: [&str; 8] = [
+    "DECIDE",
+    "DECIDE",
+    "router",
+    "router-results",
+    "DECIDE_DLQ",
+    "USAGE",
+    "ADVISORIES",
+    crate::jetstream::KV_GROUP,
+];
 
 impl FaultKind {
     pub fn name(&self) -> &'static str {
@@ -455,6 +504,7 @@ impl FaultKind {
             FaultKind::BrokerRestart { .. } => "broker_restart",
             FaultKind::SkewJump { .. } => "skew_jump",
             FaultKind::LeaderMove { .. } => "leader_move",
+            FaultKind::NodeCrash { .. } => "node_crash",
         }
     }
 }
@@ -589,6 +639,21 @@ impl Schedule {
                     // Core NATS: the advisory is mostly heard, sometimes not.
                     advisory: rng.chance(700),
                     elect_ms: rng.between(0, 2_000),
+                },
+            });
+        }
+        for _ in 0..f.node_crashes {
+            let target = if rng.chance(600) {
+                NodeTarget::LeaderOf(rng.pick(&CRASH_GROUPS).to_string())
+            } else {
+                NodeTarget::Node(rng.below(profile.cluster_nodes.max(1) as u64) as usize)
+            };
+            entries.push(ScheduledFault {
+                at: rng.below(chaos),
+                kind: FaultKind::NodeCrash {
+                    target,
+                    down_ms: rng.between(500, f.node_down_max_ms.max(500)),
+                    elect_ms: rng.between(200, f.elect_max_ms.max(200)),
                 },
             });
         }

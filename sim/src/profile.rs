@@ -17,6 +17,8 @@ pub struct Profile {
     pub routers: usize,
     pub gateways: usize,
     pub caf_workers: usize,
+    /// JetStream cluster nodes: 1, 3 or 5 (`jetstream::Cluster`).
+    pub cluster_nodes: usize,
     // --- the consumers (shared by the decide and results consumers) ---
     pub ack_wait_ms: u64,
     /// The consumers' `backoff` list; empty for none. nats-server requires
@@ -81,6 +83,8 @@ impl Profile {
             routers: rng.between(1, 3) as usize,
             gateways: rng.between(1, 2) as usize,
             caf_workers: rng.between(1, 2) as usize,
+            // Drawn last (below).
+            cluster_nodes: 1,
             ack_wait_ms: *rng.pick(&[5_000, 10_000, 30_000]),
             backoff_ms,
             max_deliver,
@@ -146,6 +150,15 @@ impl Profile {
         // Last again: consumer leader moves, as a JetStream cluster's elections make them.
         if faults && p.routers > 0 && rng.chance(250) {
             p.faults.leader_moves = rng.between(1, 4);
+        }
+        // Last again: the JetStream cluster and its node crashes.
+        p.cluster_nodes = *rng.pick(&[1, 3, 3, 5]);
+        if faults && p.cluster_nodes >= 3 && rng.chance(350) {
+            p.faults.node_crashes = rng.between(1, 3);
+            p.faults.node_down_max_ms = rng.between(1_000, 30_000);
+            // nats-server elects in 4 to 9 s after a SIGKILL (docs/OPERATIONS.md).
+            p.faults.elect_max_ms = rng.between(500, 9_000);
+            p.faults.ambiguous_permille = rng.between(0, 500);
         }
         p
     }

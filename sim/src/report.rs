@@ -57,6 +57,8 @@ pub struct Counters {
     pub stops_drained: u64,
     pub stops_cut: u64,
     pub broker_restarts: u64,
+    /// Cluster nodes crashed (`FaultKind::NodeCrash` that found a node to kill).
+    pub node_crashes: u64,
     pub buggify_fired: u64,
     /// Messages lost in transit because the connection (or process) was gone.
     pub lost_in_transit: u64,

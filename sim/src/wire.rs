@@ -184,6 +184,12 @@ pub enum Down {
         cons: Cons,
         pending: u64,
     },
+    /// `409 Leadership Change` on pull request `pull`: the consumer's new leader says
+    /// it will not serve it (async-nats then pulls again at once).
+    PullTerminated {
+        cons: Cons,
+        pull: u64,
+    },
 }
 
 fn delivered_brief<S: serde::Serializer>(d: &Delivered, s: S) -> Result<S::Ok, S::Error> {
@@ -231,6 +237,9 @@ impl Down {
             Down::Reply { .. } => "reply".to_string(),
             Down::Got { .. } => "got".to_string(),
             Down::ConsumerInfo { pending, .. } => format!("info pending={pending}"),
+            Down::PullTerminated { cons, .. } => {
+                format!("409 leadership change {}", cons.durable())
+            }
             Down::Kv { reply, .. } => match reply {
                 KvReply::Created => "kv created".to_string(),
                 KvReply::Exists(_) => "kv exists".to_string(),

@@ -55,6 +55,8 @@ pub enum Exhaustion {
     PublishFailed,
     /// The server gave up on it (MAX_DELIVERIES advisory) before we completed a delivery.
     ServerGaveUp,
+    /// Its last delivery reached us while we were overloaded: a nak would exhaust it.
+    Overloaded,
 }
 
 pub fn exhausted(
@@ -71,6 +73,9 @@ pub fn exhausted(
         }
         Exhaustion::ServerGaveUp => format!(
             "the server gave up after {delivered} deliveries, none of which the router completed"
+        ),
+        Exhaustion::Overloaded => format!(
+            "the router was overloaded at each of its {delivered} deliveries, the last included"
         ),
     };
     encode(&DlqRecord {

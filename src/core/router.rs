@@ -194,10 +194,14 @@ impl Router {
             fate::settle(&mut self.stats, &[d.id], fate, env);
             return;
         }
+        let last = d.delivered >= fate::max_deliver_for(&self.config, source);
         // BUGGIFY: an overload nak when not overloaded is legal, and exercises redelivery.
         if self.flights.messages.len() >= self.config.max_in_flight
             || env.buggify("router.spurious_overload_nak")
         {
+            if last {
+                return self.dead_letter_overloaded(d, env);
+            }
             self.stats.overload_naks += 1;
             let delay_ms = fate::backoff(&self.config, d.delivered);
             fate::nak(&mut self.stats, &[d.id], delay_ms, env);
@@ -211,6 +215,9 @@ impl Router {
                     .backpressure
                     .status(self.flights.messages.len() as u64);
                 if status.level == super::backpressure::Level::Active {
+                    if last {
+                        return self.dead_letter_overloaded(d, env);
+                    }
                     // Overloaded: give the message back unparsed, to be tried later.
                     self.stats.backpressure_naks += 1;
                     fate::nak(
@@ -230,6 +237,42 @@ impl Router {
         }
         self.flights.messages.insert(seq, msg);
         self.maybe_resolve(seq, env);
+    }
+
+    /// The last delivery the server allows arrived while we are overloaded. A nak would
+    /// leave its fate to the server's MAX_DELIVERIES advisory, and that advisory is lost
+    /// when the advisory stream has no leader (a JetStream cluster election): dead-letter
+    /// it now, as the advisory would have, with its delivery to term once the record is
+    /// stored. One more message in flight beyond `max_in_flight` is bounded by the
+    /// deliveries the server lets us hold (`max_ack_pending`).
+    fn dead_letter_overloaded(&mut self, d: Delivery, env: &mut impl Env) {
+        let source = d.source;
+        let seq = source_key(source, d.stream_seq);
+        self.stats.overload_dead_letters += 1;
+        let mut msg = self.in_flight_for(&d, source, vec![d.id], env.now());
+        msg.origin.request_id = request_id_of(&d.payload);
+        let publish = outputs::exhausted_dlq(
+            &self.config,
+            &msg,
+            seq,
+            d.delivered,
+            dlq::Exhaustion::Overloaded,
+            env.now(),
+        );
+        msg.dlq = Some(publish.clone());
+        self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
+        if source == Source::Decide {
+            msg.origin.reply_to = Some(outputs::reply_subject(&self.config, &d.headers));
+            outputs::reply_exhausted(
+                &mut self.stats,
+                &mut self.flights,
+                seq,
+                &mut msg,
+                d.delivered,
+                env,
+            );
+        }
+        self.flights.messages.insert(seq, msg);
     }
 
     fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {

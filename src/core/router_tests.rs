@@ -304,6 +304,42 @@ fn in_flight_is_bounded() {
     assert_eq!(r.stats().overload_naks, 1);
 }
 
+/// Overloaded at the last delivery the server allows: a nak would exhaust the message
+/// and leave its fate to the MAX_DELIVERIES advisory (lost when the advisory stream is
+/// electing a leader), so it is dead-lettered at once, replied to, then termed.
+#[test]
+fn the_last_delivery_is_dead_lettered_not_nakd_when_overloaded() {
+    let (mut r, mut env) = (router(), env());
+    for seq in 1..=4 {
+        r.handle(
+            delivery(seq, seq, 1, request(&format!("r-{seq}"), "")),
+            &mut env,
+        );
+    }
+    env.take();
+    // max_deliver is 3: the fifth message's third delivery finds the router full.
+    r.handle(delivery(5, 5, 3, request("r-5", "")), &mut env);
+    let cmds = env.take();
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| matches!(c, Command::Settle { delivery: 5, .. })),
+        "no nak, no term before the record is stored: {cmds:?}"
+    );
+    let (dlq, told) = (publishes(&cmds)[0].clone(), publishes(&cmds)[1].clone());
+    assert_eq!(dlq.subject, "beamline.router.v1.decide.dlq");
+    let record: DlqRecord = serde_json::from_slice(&dlq.payload).unwrap();
+    assert_eq!(record.error.code, "MAXDELIVER_EXHAUSTED");
+    assert_eq!(record.delivered, 3);
+    let v: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
+    assert_eq!(v["error"]["code"], "delivery_exhausted", "{v}");
+    assert_eq!(r.stats().overload_dead_letters, 1);
+    assert_eq!(r.stats().overload_naks, 0);
+    r.handle(done(told.id, true), &mut env);
+    r.handle(done(dlq.id, true), &mut env);
+    assert_eq!(env.take(), vec![Command::term(5)]);
+}
+
 #[test]
 fn weighted_draw_follows_the_weights() {
     let (mut r, mut env) = (router(), env());

@@ -23,6 +23,9 @@ pub struct Stats {
     pub overload_naks: u64,
     /// Decide messages nak'ed unparsed because backpressure was active.
     pub backpressure_naks: u64,
+    /// Last deliveries that arrived while overloaded: dead-lettered at once (a nak
+    /// would have exhausted them, leaving their fate to the advisory).
+    pub overload_dead_letters: u64,
     pub rate_limited: u64,
     pub assignments_published: u64,
     pub assignments_skipped: u64,

@@ -214,6 +214,12 @@ impl Consumer {
         self.waiting.clear();
     }
 
+    /// Forget every waiting pull request and say which they were (a leader change: the
+    /// new leader tells those it knew of with `409 Leadership Change`).
+    pub fn take_pulls(&mut self) -> Vec<u64> {
+        self.waiting.drain(..).map(|w| w.id).collect()
+    }
+
     /// Forget the waiting pull requests `of` says belong to a client the server noticed
     /// is gone.
     pub fn drop_pulls_of(&mut self, of: impl Fn(u64) -> bool) {

@@ -6,9 +6,12 @@
 //! The model is pure: it never schedules anything itself. The world asks it for the next
 //! deadline and for deliveries, and feeds it acks; that keeps it unit-testable on its own.
 
+mod cluster;
 mod consumer;
 mod kv;
 mod stream;
+
+pub use cluster::{Cluster, KV_GROUP};
 
 pub use consumer::{
     AckKind, AckResult, Advisory, Consumer, ConsumerConfig, Delivered, MessageState,
@@ -53,6 +56,23 @@ impl JetStream {
     ) -> Option<PubAck> {
         let stream = self.streams.values_mut().find(|s| s.captures(subject))?;
         Some(stream.publish(now, subject, headers, payload))
+    }
+
+    /// The name of the stream that captures `subject`, if any.
+    pub fn stream_capturing(&self, subject: &str) -> Option<&str> {
+        self.streams
+            .values()
+            .find(|s| s.captures(subject))
+            .map(Stream::name)
+    }
+
+    /// Stream names, then durable names: the cluster's groups (with the KV bucket's).
+    pub fn group_names(&self) -> Vec<&str> {
+        self.streams
+            .keys()
+            .chain(self.consumers.keys())
+            .map(String::as_str)
+            .collect()
     }
 
     pub fn stream(&self, name: &str) -> Option<&Stream> {

@@ -25,6 +25,9 @@ impl World {
                 batch,
                 expires_ms,
             } => {
+                if !self.consumer_serves(cons) {
+                    return self.pull_lost(from, cons, pull);
+                }
                 let now = self.now;
                 let accepted = self
                     .js
@@ -35,6 +38,9 @@ impl World {
                     self.pull_owner.insert(pull, (from, inc));
                 }
                 self.dispatch(cons);
+            }
+            Up::Ack { cons, .. } if !self.consumer_serves(cons) => {
+                self.unanswered(from, "ack", cons.durable());
             }
             Up::Ack { cons, seq, kind } => self.on_ack(from, cons, seq, kind),
             Up::Publish {
@@ -51,6 +57,7 @@ impl World {
                 payload,
             } => self.route_request(from, id, subject, headers, payload),
             Up::Respond { to, id, payload } => self.route_response(from, to, id, payload),
+            Up::Kv { op, .. } if !self.kv_serves() => self.kv_unanswered(from, op),
             Up::Kv {
                 id,
                 op: KvOp::Create { key, value },
@@ -81,6 +88,9 @@ impl World {
                     },
                 );
             }
+            Up::DirectGet { stream, .. } if !self.cluster.serves(&stream) => {
+                self.unanswered(from, "direct get", &stream);
+            }
             Up::DirectGet { id, stream, seq } => {
                 let msg = self
                     .js
@@ -92,6 +102,9 @@ impl World {
                         payload: m.payload.clone(),
                     });
                 self.send_down(from, Down::Got { id, msg });
+            }
+            Up::ConsumerInfo { cons } if !self.consumer_serves(cons) => {
+                self.unanswered(from, "consumer info", cons.durable());
             }
             Up::ConsumerInfo { cons } => {
                 let pending = self.js.num_pending(cons.durable());
@@ -151,6 +164,12 @@ impl World {
         payload: Vec<u8>,
         js: bool,
     ) {
+        if js && !self.stream_serves(&subject) {
+            if self.unanswered_publish(from, id, &subject) {
+                self.store(from, id, &subject, &headers, &payload);
+            }
+            return;
+        }
         let router = self.router_index(from);
         let f = &self.profile.faults;
         let refuse = if f.publish_error_routers_only && router.is_none() {
@@ -287,7 +306,7 @@ impl World {
     /// Let a consumer hand out whatever it can now, publish its advisories, and note its
     /// next deadline.
     pub(super) fn dispatch(&mut self, cons: Cons) {
-        if !self.broker_up {
+        if !self.broker_up || !self.consumer_serves(cons) {
             return;
         }
         let durable = cons.durable();
@@ -406,6 +425,16 @@ impl World {
         })
         .to_string()
         .into_bytes();
+        if !self.cluster.serves("ADVISORIES") {
+            // nats-server publishes advisories with core NATS: no leader, no capture.
+            self.trace.record(
+                self.now,
+                "cluster.advisory-lost",
+                "nats",
+                &json!({"cons": cons, "seq": stream_seq}),
+            );
+            return;
+        }
         if self.js.publish(self.now, &subject, &[], &payload).is_some() {
             self.dispatch(Cons::Advisories);
         }

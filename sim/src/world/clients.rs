@@ -14,6 +14,23 @@ impl World {
         if !self.arrives_at_client(to, epoch, inc, sent, &msg) {
             return;
         }
+        if let Down::PullTerminated { cons, pull } = msg {
+            // As async-nats' pull stream: a 409 on the current pull means pull again.
+            let current = match self.topo.role(to) {
+                Role::Router(r) => self.routers[r]
+                    .host
+                    .as_mut()
+                    .and_then(|h| h.puller(cons))
+                    .map(|p| p.current()),
+                Role::Caf(i) => Some(self.cafs[i].puller.current()),
+                Role::Usage => Some(self.usage.puller.current()),
+                _ => None,
+            };
+            if current == Some(pull) {
+                self.pull(to, cons);
+            }
+            return;
+        }
         let now = self.now;
         let mut out = Out::default();
         match self.topo.role(to) {

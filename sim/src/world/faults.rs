@@ -87,6 +87,11 @@ impl World {
                 advisory,
                 elect_ms,
             } => self.leader_move(cons, advisory, elect_ms),
+            FaultKind::NodeCrash {
+                target,
+                down_ms,
+                elect_ms,
+            } => self.node_crash(target, down_ms, elect_ms),
         }
     }
 
@@ -134,7 +139,13 @@ impl World {
         }
     }
 
-    fn drop_link(&mut self, node: NodeId, down_ms: u64, detect_ms: u64, server_notices: bool) {
+    pub(super) fn drop_link(
+        &mut self,
+        node: NodeId,
+        down_ms: u64,
+        detect_ms: u64,
+        server_notices: bool,
+    ) {
         self.nodes[node].down_until = self.nodes[node].down_until.max(self.now + down_ms);
         // The drop's end is scheduled even when the link is down already: a drop that
         // lands during a broker restart pushes `down_until` past the restart's own
@@ -217,30 +228,7 @@ impl World {
             }
         }
         if self.profile.faults.tail_loss {
-            let since = self
-                .now
-                .saturating_sub(self.profile.faults.sync_interval_ms);
-            let lost = self.js.lose_tail(since);
-            let kv_lost = self.kv.lose_tail(since);
-            self.trace.record(
-                self.now,
-                "fault.tail-lost",
-                "nats",
-                &json!({"since": since, "lost": lost, "kv_lost": kv_lost}),
-            );
-            for (stream, seqs) in &lost {
-                self.checker.on_tail_lost(stream, seqs);
-            }
-            self.checker.mark_tail_affected();
-            // Acks and terms taken back, sequences freed: the server is no longer done
-            // with those.
-            for cons in crate::wire::Cons::ALL {
-                if let (Some(c), Some(finals)) =
-                    (self.js.consumer(cons.durable()), self.finals.get_mut(&cons))
-                {
-                    finals.retain(|&seq| c.is_final(seq));
-                }
-            }
+            self.lose_unsynced_tail();
         }
         let detect_max = self.profile.faults.detect_max_ms;
         for node in self.topo.nodes() {
@@ -253,6 +241,35 @@ impl World {
             self.nodes[node].server_knows_down = true;
         }
         self.schedule_at(self.now + down_ms, Event::BrokerUp);
+    }
+
+    /// The writes of the last `sync_interval_ms` are lost (a crash of every replica
+    /// before it synced): stored messages, dedupe entries, acks and terms.
+    pub(super) fn lose_unsynced_tail(&mut self) {
+        let since = self
+            .now
+            .saturating_sub(self.profile.faults.sync_interval_ms);
+        let lost = self.js.lose_tail(since);
+        let kv_lost = self.kv.lose_tail(since);
+        self.trace.record(
+            self.now,
+            "fault.tail-lost",
+            "nats",
+            &json!({"since": since, "lost": lost, "kv_lost": kv_lost}),
+        );
+        for (stream, seqs) in &lost {
+            self.checker.on_tail_lost(stream, seqs);
+        }
+        self.checker.mark_tail_affected();
+        // Acks and terms taken back, sequences freed: the server is no longer done
+        // with those.
+        for cons in crate::wire::Cons::ALL {
+            if let (Some(c), Some(finals)) =
+                (self.js.consumer(cons.durable()), self.finals.get_mut(&cons))
+            {
+                finals.retain(|&seq| c.is_final(seq));
+            }
+        }
     }
 
     pub(super) fn broker_back(&mut self) {
@@ -278,6 +295,7 @@ impl World {
             .record(self.now, "world.chaos-end", "world", &json!({}));
         self.observe_heal();
         self.net.heal();
+        self.heal_cluster();
         for e in &mut self.exts {
             e.heal();
         }

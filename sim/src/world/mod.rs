@@ -16,6 +16,7 @@
 
 mod broker;
 mod clients;
+mod cluster;
 mod faults;
 mod liveness;
 mod net_io;
@@ -38,7 +39,7 @@ use crate::buggify::Buggify;
 use crate::faults::Schedule;
 use crate::host::RouterHost;
 use crate::invariants::{Checker, Proc};
-use crate::jetstream::{ConsumerConfig, JetStream, KvBucket, StreamConfig};
+use crate::jetstream::{Cluster, ConsumerConfig, JetStream, KvBucket, StreamConfig, KV_GROUP};
 use crate::net::{Net, NodeId};
 use crate::options::SimOptions;
 use crate::profile::Profile;
@@ -108,6 +109,14 @@ enum Event {
         router: usize,
     },
     BrokerUp,
+    /// A cluster node is back.
+    NodeBack {
+        node: usize,
+    },
+    /// The election of a cluster group (a stream, a durable, the KV bucket) ends.
+    ElectionDone {
+        group: String,
+    },
     ChaosEnd,
     LivenessTick,
     End,
@@ -148,6 +157,14 @@ pub struct World {
     hard_end_ms: u64,
     queue: EventQueue<Event>,
     js: JetStream,
+    /// Who leads each stream, durable and the KV bucket, and which nodes are up.
+    cluster: Cluster,
+    /// The cluster node each client's connection is on.
+    client_node: Vec<usize>,
+    /// Pull requests a consumer's old leader held, for its new leader's 409.
+    lost_pulls: BTreeMap<Cons, Vec<u64>>,
+    /// Draws of the cluster's faults (ambiguous publishes, reconnects, elections).
+    cluster_rng: SimRng,
     /// The shared answer bucket (used when `profile.shared_answers`).
     kv: KvBucket,
     net: Net,
@@ -222,6 +239,13 @@ impl World {
         let bound_ms = profile.liveness_bound_ms();
         let hard_end_ms = profile.hard_end_ms();
         let js = build_jetstream(&profile);
+        let mut groups = js.group_names();
+        groups.push(KV_GROUP);
+        let cluster = Cluster::new(
+            profile.cluster_nodes,
+            &groups,
+            &mut SimRng::stream(seed, "cluster"),
+        );
 
         let workload = Workload::plan(
             &mut SimRng::stream(seed, "gateway"),
@@ -310,6 +334,10 @@ impl World {
             hard_end_ms,
             queue: EventQueue::new(QUEUE_CAPACITY),
             js,
+            client_node: (0..topo.len()).map(|n| n % cluster.size()).collect(),
+            cluster,
+            lost_pulls: BTreeMap::new(),
+            cluster_rng: SimRng::stream(seed, "cluster-faults"),
             kv: KvBucket::new(core_config.idempotency_ttl_ms),
             net: Net::new(topo.len(), SimRng::stream(seed, "net")),
             nodes,
@@ -469,6 +497,8 @@ impl World {
             Event::ClientNotices { node, epoch } => self.client_notices(node, epoch),
             Event::RouterRestart { router } => self.restart_router(router),
             Event::BrokerUp => self.broker_back(),
+            Event::NodeBack { node } => self.node_back(node),
+            Event::ElectionDone { group } => self.election_done(group),
             Event::ChaosEnd => self.end_chaos(),
             Event::LivenessTick => self.liveness_tick(),
             Event::End => self.hard_end(),

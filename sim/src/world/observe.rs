@@ -130,6 +130,17 @@ impl World {
                 cons.durable(),
                 if *advisory { "" } else { ", advisory lost" }
             ),
+            FaultKind::NodeCrash {
+                target,
+                down_ms,
+                elect_ms,
+            } => format!(
+                "cluster node crash {} for {down_ms}ms (elections of {elect_ms}ms)",
+                match target {
+                    crate::faults::NodeTarget::Node(n) => format!("nats-{}", n + 1),
+                    crate::faults::NodeTarget::LeaderOf(g) => format!("(leader of {g})"),
+                }
+            ),
         };
         self.obs
             .log

@@ -555,6 +555,8 @@ impl World {
                 self.host_event(r, SimEvent::KvDone { id, outcome });
             }
             Down::ConsumerInfo { pending, .. } => self.host_event(r, SimEvent::Pending { pending }),
+            // Handled as the client library does, before the host (`at_client`).
+            Down::PullTerminated { .. } => {}
         }
     }
 

@@ -120,6 +120,12 @@ pub(super) const CORE_COUNTERS: &[CoreCounter] = &[
          messages."
     ),
     counter!(
+        "router_overload_dead_letters_total",
+        overload_dead_letters,
+        "Last deliveries (delivered = max_deliver) that arrived while the router was \
+         overloaded: dead-lettered with a delivery_exhausted reply instead of nak'ed."
+    ),
+    counter!(
         "router_backpressure_naks_total",
         backpressure_naks,
         "Decide messages nak'ed unparsed, with the retry-after delay, while backpressure \

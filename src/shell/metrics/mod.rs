@@ -540,6 +540,7 @@ mod tests {
         ("router_redelivered_after_settle_total", "counter"),
         ("router_idempotent_replays_total", "counter"),
         ("router_overload_naks_total", "counter"),
+        ("router_overload_dead_letters_total", "counter"),
         ("router_backpressure_naks_total", "counter"),
         ("router_rate_limited_total", "counter"),
         ("router_assignments_published_total", "counter"),
