@@ -76,6 +76,9 @@ pub struct RouterHost {
     /// The host's counts of reused ids and unknown handles already reported.
     pub seen_reused: u64,
     pub seen_unknown: u64,
+    /// Message ids this process published, with how often (the
+    /// `fresh-msg-id-on-retry` bug only).
+    pub msg_ids_sent: std::collections::BTreeMap<String, u64>,
 }
 
 impl RouterHost {
@@ -121,6 +124,7 @@ impl RouterHost {
             intake_stopped: false,
             seen_reused: 0,
             seen_unknown: 0,
+            msg_ids_sent: std::collections::BTreeMap::new(),
         }
     }
 

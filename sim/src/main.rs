@@ -48,7 +48,8 @@ const USAGE: &str = "usage:
   beamline-sim run    --scenario NAME --seed N [--bug NAME] [--log] [--trace FILE] [--timeline FILE.html] [--check-determinism] [--dir DIR]
   beamline-sim sweep  --scenario NAME --seeds A..B [--jobs J] [--bug NAME] [--dir DIR]
 run flags: --requests R --no-faults --tail-loss --strict --bug NAME --chaos-ms MS --drop-faults I,J --rates-off NAME,NAME
-bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers blind-claims skip-drain ignore-leader-moves";
+bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers blind-claims skip-drain ignore-leader-moves
+timeout-confirms fresh-msg-id-on-retry";
 
 const RUN_VALUES: [&str; 7] = [
     "--seed",

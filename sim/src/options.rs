@@ -37,10 +37,17 @@ pub enum Bug {
     /// advisory nor the silence of the pull it lost reaches the host, so a lost pull is
     /// replaced only when it expires.
     IgnoreLeaderMoves,
+    /// The routers' client reports a JetStream publish that got no PubAck (the stream
+    /// was electing a leader) as confirmed, as if a time-out meant "stored".
+    TimeoutConfirms,
+    /// The host re-publishes an output whose publish failed under a fresh
+    /// `Nats-Msg-Id`, so a first attempt that was stored after all (ambiguous) is not
+    /// deduplicated.
+    FreshMsgIdOnRetry,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckOnDelivery,
         Bug::DropReplies,
         Bug::SkipDlq,
@@ -51,6 +58,8 @@ impl Bug {
         Bug::BlindClaims,
         Bug::SkipDrain,
         Bug::IgnoreLeaderMoves,
+        Bug::TimeoutConfirms,
+        Bug::FreshMsgIdOnRetry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +74,8 @@ impl Bug {
             Bug::BlindClaims => "blind-claims",
             Bug::SkipDrain => "skip-drain",
             Bug::IgnoreLeaderMoves => "ignore-leader-moves",
+            Bug::TimeoutConfirms => "timeout-confirms",
+            Bug::FreshMsgIdOnRetry => "fresh-msg-id-on-retry",
         }
     }
 

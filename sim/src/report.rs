@@ -59,6 +59,10 @@ pub struct Counters {
     pub broker_restarts: u64,
     /// Cluster nodes crashed (`FaultKind::NodeCrash` that found a node to kill).
     pub node_crashes: u64,
+    /// Publishes to a leaderless stream stored without a PubAck (ambiguous).
+    pub ambiguous_stored: u64,
+    /// `409 Leadership Change` statuses sent to waiting pull requests.
+    pub pulls_terminated: u64,
     pub buggify_fired: u64,
     /// Messages lost in transit because the connection (or process) was gone.
     pub lost_in_transit: u64,

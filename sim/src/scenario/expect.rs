@@ -8,7 +8,7 @@ use std::fmt;
 use crate::report::RunReport;
 
 /// Metrics read from `RunReport::counters`.
-pub const COUNTERS: [&str; 18] = [
+pub const COUNTERS: [&str; 21] = [
     "planned",
     "accepted",
     "answered",
@@ -27,6 +27,9 @@ pub const COUNTERS: [&str; 18] = [
     "stops_cut",
     "broker_restarts",
     "lost_in_transit",
+    "node_crashes",
+    "ambiguous_stored",
+    "pulls_terminated",
 ];
 
 /// Metrics derived from what the gateways saw (`RunReport::observations`).
@@ -226,6 +229,9 @@ pub fn measure(metric: &str, report: &RunReport) -> Option<f64> {
         "stops_drained" => counter(c.stops_drained),
         "stops_cut" => counter(c.stops_cut),
         "broker_restarts" => counter(c.broker_restarts),
+        "node_crashes" => counter(c.node_crashes),
+        "ambiguous_stored" => counter(c.ambiguous_stored),
+        "pulls_terminated" => counter(c.pulls_terminated),
         "lost_in_transit" => counter(c.lost_in_transit),
         "requests_replied" => counter(o.requests_replied),
         "unanswered" => counter(c.planned.saturating_sub(o.requests_replied)),

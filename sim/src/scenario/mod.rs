@@ -525,10 +525,22 @@ fn timed_fault(a: &AtSpec, file: &ScenarioFile) -> Result<TimedFault, (String, S
             advisory: a.advisory.unwrap_or(true),
             elect_ms: need("ms", a.ms)?,
         },
+        "node_crash" => TimedFault::NodeCrash {
+            target: match (&a.leader_of, a.cluster_node) {
+                (Some(group), None) => crate::faults::NodeTarget::LeaderOf(group.clone()),
+                (None, Some(n)) if n >= 1 && n <= file.settings.cluster_nodes.unwrap_or(1) => {
+                    crate::faults::NodeTarget::Node(n - 1)
+                }
+                (None, Some(n)) => return Err(("cluster_node".into(), format!("{n}: 1-based, at most settings.cluster_nodes"))),
+                _ => return Err(("leader_of".into(), "exactly one of leader_of and cluster_node".into())),
+            },
+            down_ms: need("down_ms", a.down_ms)?,
+            elect_ms: need("ms", a.ms)?,
+        },
         k => {
             return Err((
                 "kind".into(),
-                format!("{k:?} is not link_drop, partition, spike, storm, burst, crash, stop, broker_restart, skew_jump or leader_move"),
+                format!("{k:?} is not link_drop, partition, spike, storm, burst, crash, stop, broker_restart, skew_jump, leader_move or node_crash"),
             ))
         }
     })

@@ -65,6 +65,11 @@ pub enum TimedFault {
         advisory: bool,
         elect_ms: u64,
     },
+    NodeCrash {
+        target: crate::faults::NodeTarget,
+        down_ms: u64,
+        elect_ms: u64,
+    },
 }
 
 /// A node name (`router-1`, `gw-2`, `ext-pii_guard`, ...) in a topology.
@@ -127,6 +132,7 @@ impl WorldSetup for Scenario {
             p.shared_answers = false;
         }
         set!(p.shared_answers, s.shared_answers);
+        set!(p.cluster_nodes, s.cluster_nodes);
         set!(p.ack_wait_ms, s.ack_wait_ms);
         set!(p.max_deliver, s.max_deliver);
         set!(p.backoff_ms, s.backoff_ms);
@@ -179,6 +185,8 @@ impl WorldSetup for Scenario {
         set!(m.broker_down_max_ms, f.broker_down_max_ms);
         set!(m.clock_skew_ms, f.clock_skew_ms);
         set!(m.skew_jumps, f.skew_jumps);
+        set!(m.ambiguous_permille, f.ambiguous_permille);
+        set!(m.elect_max_ms, f.elect_max_ms);
         if m.clock_skew_ms == 0 {
             m.skew_jumps = 0;
         }
@@ -264,6 +272,15 @@ impl WorldSetup for Scenario {
                 } => FaultKind::LeaderMove {
                     cons: *cons,
                     advisory: *advisory,
+                    elect_ms: *elect_ms,
+                },
+                TimedFault::NodeCrash {
+                    target,
+                    down_ms,
+                    elect_ms,
+                } => FaultKind::NodeCrash {
+                    target: target.clone(),
+                    down_ms: *down_ms,
                     elect_ms: *elect_ms,
                 },
             };

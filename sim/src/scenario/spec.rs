@@ -105,6 +105,8 @@ pub struct SettingsSpec {
     pub caf_msg_id: Option<bool>,
     /// Routers share keyed answers through the KV bucket (`state.backend = "kv"`).
     pub shared_answers: Option<bool>,
+    /// JetStream cluster nodes: 1, 3 or 5.
+    pub cluster_nodes: Option<usize>,
 }
 
 /// The fault menu (`faults::Faults`, field by field) and timed faults. Unset fields
@@ -143,6 +145,10 @@ pub struct FaultsSpec {
     pub broker_down_max_ms: Option<u64>,
     pub clock_skew_ms: Option<u64>,
     pub skew_jumps: Option<u64>,
+    /// A publish to a stream without a leader is stored anyway this often (no PubAck).
+    pub ambiguous_permille: Option<u64>,
+    /// Elections after a cluster node comes back last up to this long.
+    pub elect_max_ms: Option<u64>,
     /// normalize_text, pii_guard, mask_pii: `healthy`, `slow`, `flapping` or `dead`.
     pub extensions: Option<[String; 3]>,
     pub caf_error_permille: Option<u64>,
@@ -161,7 +167,7 @@ pub struct FaultsSpec {
 pub struct AtSpec {
     pub at_ms: u64,
     /// `link_drop`, `partition`, `spike`, `storm`, `burst`, `crash`, `stop`,
-    /// `broker_restart`, `skew_jump`, `leader_move`.
+    /// `broker_restart`, `skew_jump`, `leader_move`, `node_crash`.
     pub kind: String,
     /// `router-1`, `gw-1`, `caf-1`, `ext-pii_guard`, `usage`, `ops` (`all` for a spike).
     pub node: Option<String>,
@@ -185,6 +191,12 @@ pub struct AtSpec {
     /// `leader_move`: whether the new leader's LEADER_ELECTED advisory reaches the
     /// routers (default true); `ms` is the election's length.
     pub advisory: Option<bool>,
+    /// `node_crash`: kill the node that leads this group (a stream such as `DECIDE`, a
+    /// durable such as `router`, or `KV`) when the fault lands...
+    pub leader_of: Option<String>,
+    /// ... or cluster node `nats-N` (1-based). `down_ms` is how long it stays down,
+    /// `ms` the elections' length.
+    pub cluster_node: Option<usize>,
     pub repeat: Option<u64>,
     pub every_ms: Option<u64>,
 }

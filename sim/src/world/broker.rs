@@ -168,6 +168,11 @@ impl World {
             if self.unanswered_publish(from, id, &subject) {
                 self.store(from, id, &subject, &headers, &payload);
             }
+            let bug = self.options.bug == Some(crate::options::Bug::TimeoutConfirms);
+            if bug && self.router_index(from).is_some() {
+                // The bug: the client takes the silence for a confirmation.
+                self.send_down(from, Down::PubAck { id, error: None });
+            }
             return;
         }
         let router = self.router_index(from);

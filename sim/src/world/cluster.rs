@@ -53,6 +53,7 @@ impl World {
         let permille = self.profile.faults.ambiguous_permille;
         let stored = permille > 0 && self.cluster_rng.chance(permille);
         self.count_fault();
+        self.counters.ambiguous_stored += u64::from(stored);
         self.trace.record(
             self.now,
             "cluster.publish-unanswered",
@@ -227,6 +228,7 @@ impl World {
                 let Some((node, inc)) = owner else { continue };
                 let alive = self.nodes[node].alive && self.nodes[node].incarnation == inc;
                 if alive && self.cluster_rng.chance(PULLS_KNOWN_PERMILLE) {
+                    self.counters.pulls_terminated += 1;
                     self.send_down(node, Down::PullTerminated { cons, pull });
                 }
             }

@@ -413,6 +413,10 @@ impl World {
                     );
                     return;
                 }
+                let mut p = p;
+                if bug == Some(Bug::FreshMsgIdOnRetry) {
+                    self.fresh_msg_id_on_retry(r, &mut p);
+                }
                 if bug == Some(Bug::DoubleUsage) && p.subject == subjects::USAGE {
                     let mut headers = p.headers.clone();
                     for h in &mut headers {
@@ -454,6 +458,30 @@ impl World {
                 "host_io",
                 format!("the host asked for I/O that is not I/O: {other:?}"),
             ),
+        }
+    }
+
+    /// The `fresh-msg-id-on-retry` bug: a message id this process published before gets
+    /// a suffix, as if the retry were a new message.
+    fn fresh_msg_id_on_retry(&mut self, r: usize, p: &mut beamline_router::core::Publish) {
+        let Some(process) = self.routers[r].host.as_mut() else {
+            return;
+        };
+        for h in &mut p.headers {
+            if h.0 != subjects::HEADER_MSG_ID {
+                continue;
+            }
+            let n = process.msg_ids_sent.entry(h.1.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                h.1 = format!("{}-retry{}", h.1, *n - 1);
+                self.trace.record(
+                    self.now,
+                    "bug.fresh-msg-id",
+                    self.topo.name(self.topo.router(r)),
+                    &json!({"publish": p.id, "msg_id": h.1}),
+                );
+            }
         }
     }
 
