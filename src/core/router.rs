@@ -246,33 +246,9 @@ impl Router {
     /// stored. One more message in flight beyond `max_in_flight` is bounded by the
     /// deliveries the server lets us hold (`max_ack_pending`).
     fn dead_letter_overloaded(&mut self, d: Delivery, env: &mut impl Env) {
-        let source = d.source;
-        let seq = source_key(source, d.stream_seq);
         self.stats.overload_dead_letters += 1;
-        let mut msg = self.in_flight_for(&d, source, vec![d.id], env.now());
-        msg.origin.request_id = request_id_of(&d.payload);
-        let publish = outputs::exhausted_dlq(
-            &self.config,
-            &msg,
-            seq,
-            d.delivered,
-            dlq::Exhaustion::Overloaded,
-            env.now(),
-        );
-        msg.dlq = Some(publish.clone());
-        self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
-        if source == Source::Decide {
-            msg.origin.reply_to = Some(outputs::reply_subject(&self.config, &d.headers));
-            outputs::reply_exhausted(
-                &mut self.stats,
-                &mut self.flights,
-                seq,
-                &mut msg,
-                d.delivered,
-                env,
-            );
-        }
-        self.flights.messages.insert(seq, msg);
+        let deliveries = vec![d.id];
+        self.dead_letter_exhausted(d, deliveries, dlq::Exhaustion::Overloaded, env);
     }
 
     fn on_exhausted(&mut self, m: Exhausted, env: &mut impl Env) {
@@ -298,21 +274,29 @@ impl Router {
             stream_seq: m.stream_seq,
             delivered: m.deliveries,
         };
-        let mut msg = self.in_flight_for(&d, source, Vec::new(), env.now());
+        // No delivery is left to ack or term: the record is the whole fate.
+        self.dead_letter_exhausted(d, Vec::new(), dlq::Exhaustion::ServerGaveUp, env);
+    }
+
+    /// A message the server will not deliver again: its DLQ record and, for a decide
+    /// request, the gateway's `delivery_exhausted` reply; `deliveries` are termed once
+    /// the record is stored. `delivered` is forced to the limit so that a failed record
+    /// is retried by timer, never nak'ed.
+    fn dead_letter_exhausted(
+        &mut self,
+        d: Delivery,
+        deliveries: Vec<DeliveryId>,
+        why: dlq::Exhaustion,
+        env: &mut impl Env,
+    ) {
+        let source = d.source;
+        let seq = source_key(source, d.stream_seq);
+        let mut msg = self.in_flight_for(&d, source, deliveries, env.now());
         msg.origin.request_id = request_id_of(&d.payload);
-        // No delivery is left to ack or term: the record is the whole fate. `delivered`
-        // is forced to the limit so a failed record is retried by timer, not nak'ed.
         msg.delivered = msg
             .delivered
             .max(fate::max_deliver_for(&self.config, source));
-        let publish = outputs::exhausted_dlq(
-            &self.config,
-            &msg,
-            seq,
-            m.deliveries,
-            dlq::Exhaustion::ServerGaveUp,
-            env.now(),
-        );
+        let publish = outputs::exhausted_dlq(&self.config, &msg, seq, d.delivered, why, env.now());
         msg.dlq = Some(publish.clone());
         self.flights.send(seq, &mut msg, publish, Purpose::Dlq, env);
         if source == Source::Decide {
@@ -322,7 +306,7 @@ impl Router {
                 &mut self.flights,
                 seq,
                 &mut msg,
-                m.deliveries,
+                d.delivered,
                 env,
             );
         }

@@ -166,26 +166,7 @@ impl World {
             .map(|c| c.take_pulls())
             .unwrap_or_default();
         self.lost_pulls.entry(cons).or_default().extend(pulls);
-        for r in 0..self.routers.len() {
-            let node = self.topo.router(r);
-            let Some(current) = self.routers[r]
-                .host
-                .as_mut()
-                .and_then(|h| h.puller(cons))
-                .map(|p| p.current())
-            else {
-                continue;
-            };
-            let silent_at = self.now + 2 * crate::host::PULL_HEARTBEAT_MS;
-            self.timer(
-                node,
-                silent_at,
-                ActorTimer::PullSilent {
-                    cons,
-                    pull: current,
-                },
-            );
-        }
+        self.router_pulls_lost(cons, None);
     }
 
     pub(super) fn node_back(&mut self, node: usize) {

@@ -110,6 +110,13 @@ impl World {
             "nats",
             &json!({"cons": cons, "pulls_lost": lost, "advisory": advisory}),
         );
+        self.router_pulls_lost(cons, advisory.then_some(elect_ms));
+    }
+
+    /// Every router's pull on `cons` was lost at the server: each hears its silence two
+    /// idle heartbeats later (unless it pulled again since), and, with `elected_in`, the
+    /// new leader's LEADER_ELECTED advisory that long after if it is connected.
+    pub(super) fn router_pulls_lost(&mut self, cons: Cons, elected_in: Option<u64>) {
         for r in 0..self.routers.len() {
             let node = self.topo.router(r);
             let Some(current) = self.routers[r]
@@ -120,12 +127,8 @@ impl World {
             else {
                 continue;
             };
-            if advisory && self.nodes[node].connected {
-                self.timer(
-                    node,
-                    self.now + elect_ms,
-                    ActorTimer::LeaderElected { cons },
-                );
+            if let (Some(ms), true) = (elected_in, self.nodes[node].connected) {
+                self.timer(node, self.now + ms, ActorTimer::LeaderElected { cons });
             }
             let silent_at = self.now + 2 * crate::host::PULL_HEARTBEAT_MS;
             self.timer(
