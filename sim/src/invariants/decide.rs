@@ -140,8 +140,6 @@ impl Checker {
                 ),
             );
         }
-        let overload_nak = after.overload_naks > before.overload_naks
-            || after.backpressure_naks > before.backpressure_naks;
         for c in commands {
             let (id, what) = match c {
                 Command::Settle { delivery, how } => match how {
@@ -166,11 +164,11 @@ impl Checker {
                 ("ack", Cons::Decide) => self.check_decide_ack(at, proc, d),
                 ("ack", Cons::Results) => self.check_result_ack(at, proc, d, pending),
                 ("term", Cons::Decide | Cons::Results) => self.check_term(at, proc, d),
-                ("nak", Cons::Decide | Cons::Results)
-                    if d.delivered >= self.max_deliver && !overload_nak =>
-                {
+                ("nak", Cons::Decide | Cons::Results) if d.delivered >= self.max_deliver => {
                     // INV-04: the core trusts the server's count; at the limit it
-                    // dead-letters instead of giving the message back.
+                    // dead-letters instead of giving the message back, overloaded or
+                    // not (a nak there would leave the message to the MAX_DELIVERIES
+                    // advisory, which a leaderless advisory stream loses).
                     self.fail(
                         at,
                         "nak_at_last_delivery",

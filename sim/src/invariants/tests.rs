@@ -143,7 +143,7 @@ fn a_publish_in_a_backpressure_nak_step_fails() {
 }
 
 #[test]
-fn a_nak_at_the_last_delivery_fails_unless_it_is_an_overload_nak() {
+fn a_nak_at_the_last_delivery_fails_even_an_overload_nak() {
     let w = workload();
     let nak = [Command::Settle {
         delivery: 1,
@@ -161,9 +161,10 @@ fn a_nak_at_the_last_delivery_fails_unless_it_is_an_overload_nak() {
         ..Stats::default()
     };
     step(&mut c, &w, &nak, 3, &s, &overload);
-    assert!(
-        c.violation().is_none(),
-        "an overload nak may come at any count"
+    assert_eq!(
+        c.violation().map(|v| v.invariant),
+        Some("nak_at_last_delivery"),
+        "overloaded at the last delivery, the core dead-letters"
     );
 }
 
