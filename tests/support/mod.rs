@@ -59,11 +59,23 @@ fn on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// A port free on 127.0.0.1 now, and never handed out before in this process: the OS
+/// may give the same ephemeral port to two binds in a row once the first is closed, and a
+/// cluster node whose client and route ports came out equal dies at start (CI saw it:
+/// "bind: address already in use" on the route port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 fn wait_for_port(port: u16, up: bool, timeout: Duration) -> bool {
