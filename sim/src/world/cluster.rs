@@ -50,8 +50,7 @@ impl World {
     /// A publish reached a stream without a leader: no PubAck. True when it is stored
     /// anyway (ambiguous).
     pub(super) fn unanswered_publish(&mut self, from: NodeId, id: u64, subject: &str) -> bool {
-        let permille = self.profile.faults.ambiguous_permille;
-        let stored = permille > 0 && self.cluster_rng.chance(permille);
+        let stored = self.stored_anyway();
         self.count_fault();
         self.counters.ambiguous_stored += u64::from(stored);
         self.trace.record(
@@ -76,21 +75,22 @@ impl World {
     /// A KV request reached the bucket without a leader: unanswered, though a write is
     /// now and then applied all the same (ambiguous, as a stream publish).
     pub(super) fn kv_unanswered(&mut self, from: NodeId, op: KvOp) {
-        let write = !matches!(op, KvOp::Get { .. });
-        let permille = self.profile.faults.ambiguous_permille;
-        let applied = write && permille > 0 && self.cluster_rng.chance(permille);
-        let key = match &op {
-            KvOp::Create { key, value } | KvOp::Put { key, value } => {
+        let (key, applied) = match op {
+            KvOp::Get { key } => (key, false),
+            KvOp::Create { key, value } => {
+                let applied = self.stored_anyway();
                 if applied {
-                    if matches!(op, KvOp::Create { .. }) {
-                        self.kv.create(self.now, key, value);
-                    } else {
-                        self.kv.put(self.now, key, value);
-                    }
+                    self.kv.create(self.now, &key, &value);
                 }
-                key
+                (key, applied)
             }
-            KvOp::Get { key } => key,
+            KvOp::Put { key, value } => {
+                let applied = self.stored_anyway();
+                if applied {
+                    self.kv.put(self.now, &key, &value);
+                }
+                (key, applied)
+            }
         };
         self.trace.record(
             self.now,
@@ -98,6 +98,12 @@ impl World {
             "nats",
             &json!({"from": self.topo.name(from), "key": key, "applied": applied}),
         );
+    }
+
+    /// Whether a write that reached a leaderless group was replicated all the same.
+    fn stored_anyway(&mut self) -> bool {
+        let permille = self.profile.faults.ambiguous_permille;
+        permille > 0 && self.cluster_rng.chance(permille)
     }
 
     /// A pull request reached a consumer without a leader: lost. A router's client
