@@ -149,11 +149,16 @@ impl World {
         }
         // Its clients: the connection drops (the server side is gone, so it "notices"),
         // and they reconnect to another node after their backoff.
+        let size = self.cluster.size();
+        let next_up = (1..size)
+            .map(|k| (node + k) % size)
+            .find(|&n| self.cluster.is_up(n))
+            .unwrap_or(node);
         for client in self.topo.nodes() {
             if self.client_node[client] != node {
                 continue;
             }
-            self.client_node[client] = (node + 1) % self.cluster.size();
+            self.client_node[client] = next_up;
             let detect = self
                 .cluster_rng
                 .between(0, self.profile.faults.detect_max_ms);
