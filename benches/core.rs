@@ -21,8 +21,8 @@ use beamline_router::core::breaker::Breakers;
 use beamline_router::core::decider::{self, Stores};
 use beamline_router::core::sticky::StickyStore;
 use beamline_router::core::{
-    Command, Delivery, Entropy, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router,
-    RouterConfig, Settle, Source, Time,
+    Command, Delivery, Entropy, Input, PayloadDigest, PublishOutcome, RecordingEnv, RequestOutcome,
+    Router, RouterConfig, Settle, Source, Time,
 };
 use beamline_router::intake::{validate_decide, IntakeRules};
 use beamline_router::policy::PolicyStore;
@@ -99,6 +99,7 @@ fn delivery(n: u64, payload: Vec<u8>) -> Input {
             ("Reply-To".into(), format!("_INBOX.gw.{n}")),
             ("Nats-Msg-Id".into(), format!("m-{n}")),
         ],
+        digest: PayloadDigest::of(&payload),
         payload,
         stream_seq: n,
         delivered: 1,

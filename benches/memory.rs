@@ -42,8 +42,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use beamline_router::core::{
-    Command, Delivery, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router, RouterConfig,
-    Settle, Source, Time,
+    Command, Delivery, Input, PayloadDigest, PublishOutcome, RecordingEnv, RequestOutcome, Router,
+    RouterConfig, Settle, Source, Time,
 };
 
 /// Counts heap allocations, so that churn per decision can be reported beside what stays
@@ -134,6 +134,7 @@ fn delivery(n: u64, payload: Vec<u8>) -> Input {
             ("Reply-To".into(), "_INBOX.gw.reply".into()),
             ("Nats-Msg-Id".into(), format!("m-{n}")),
         ],
+        digest: PayloadDigest::of(&payload),
         payload,
         stream_seq: n,
         delivered: 1,

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use beamline_router::core::{
-    Command, Delivery, Input, PublishOutcome, RecordingEnv, RequestOutcome, Router, RouterConfig,
-    Settle, Source, Time,
+    Command, Delivery, Input, PayloadDigest, PublishOutcome, RecordingEnv, RequestOutcome, Router,
+    RouterConfig, Settle, Source, Time,
 };
 use beamline_router::policy::load_dir;
 use serde_json::{json, Value};
@@ -54,6 +54,7 @@ fn request(seq: u64, policy_id: &str) -> Input {
         source: Source::Decide,
         subject: "beamline.router.v1.decide".into(),
         headers: vec![("Reply-To".into(), "_INBOX.trace".into())],
+        digest: PayloadDigest::of(&body.to_string().into_bytes()),
         payload: body.to_string().into_bytes(),
         stream_seq: seq,
         delivered: 1,
@@ -157,6 +158,7 @@ fn trace(policy_id: &str, n: u64) -> String {
                     source: Source::Result,
                     subject: "caf.exec.result.v1".into(),
                     headers: vec![],
+                    digest: PayloadDigest::of(&result.to_string().into_bytes()),
                     payload: result.to_string().into_bytes(),
                     stream_seq: seq,
                     delivered: 1,
@@ -262,6 +264,7 @@ proptest::proptest! {
                 id: i as u64, subject: "beamline.router.v1.decide".into(),
                 source: Source::Decide,
                 headers: vec![("Reply-To".into(), "_INBOX.p".into())],
+                digest: PayloadDigest::of(&body.clone().into_bytes()),
                 payload: body.clone().into_bytes(), stream_seq: i as u64 + 1, delivered: 1,
             }), &mut env);
             for cmd in env.take() {

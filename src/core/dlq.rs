@@ -35,7 +35,7 @@ pub fn refused(
     encode(&DlqRecord {
         reason: DlqReason::ValidationFailed,
         original_subject: origin.subject.clone(),
-        original_payload_hash: origin.payload_sha256.clone(),
+        original_payload_hash: origin.digest.hex(),
         stream_seq: d.stream_seq,
         delivered: d.delivered,
         msg_id: origin.msg_id.clone(),
@@ -81,7 +81,7 @@ pub fn exhausted(
     encode(&DlqRecord {
         reason: DlqReason::MaxdeliverExhausted,
         original_subject: origin.subject.clone(),
-        original_payload_hash: origin.payload_sha256.clone(),
+        original_payload_hash: origin.digest.hex(),
         stream_seq: seq,
         delivered,
         msg_id: origin.msg_id.clone(),

@@ -11,7 +11,7 @@ use crate::contracts::subjects::HEADER_MSG_ID;
 use crate::contracts::{DecideRequest, Decision};
 
 use super::answers::SeqKey;
-use super::digest::sha256_hex;
+use super::digest::PayloadDigest;
 use super::env::{Env, Time};
 use super::extensions::Pipeline;
 use super::io::{
@@ -107,7 +107,7 @@ pub(super) struct InFlight {
 #[derive(Debug)]
 pub(super) struct Origin {
     pub subject: String,
-    pub payload_sha256: String,
+    pub digest: PayloadDigest,
     pub msg_id: Option<String>,
     /// Filled in once intake has read them.
     pub request_id: Option<String>,
@@ -122,7 +122,7 @@ impl Origin {
     pub(super) fn of(d: &Delivery) -> Self {
         Origin {
             subject: d.subject.clone(),
-            payload_sha256: sha256_hex(&d.payload),
+            digest: d.digest,
             msg_id: header(&d.headers, HEADER_MSG_ID).map(str::to_string),
             request_id: None,
             tenant_id: None,

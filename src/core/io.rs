@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use super::digest::PayloadDigest;
+
 /// A shell-assigned token for one delivery of one JetStream message. Unique within a
 /// process; the shell maps it back to its ack handle.
 pub type DeliveryId = u64;
@@ -60,6 +62,9 @@ pub struct Delivery {
     pub headers: Headers,
     #[serde(serialize_with = "serialize_lossy")]
     pub payload: Vec<u8>,
+    /// The payload's SHA-256, taken once by whoever received the message.
+    #[serde(skip)]
+    pub digest: PayloadDigest,
     /// The message's sequence in its stream: stable across redeliveries and restarts.
     pub stream_seq: u64,
     /// The server's delivery count (1 on first delivery). The core trusts this, never a

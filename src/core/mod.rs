@@ -31,7 +31,7 @@ pub mod sticky;
 mod timers;
 
 pub use config::RouterConfig;
-pub use digest::sha256_hex;
+pub use digest::{sha256_hex, PayloadDigest};
 pub use dlq::msg_id as dlq_msg_id;
 pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
 pub use io::{

@@ -16,6 +16,7 @@ use crate::policy::PolicyStore;
 
 use super::answers::SeqKey;
 use super::config::RouterConfig;
+use super::digest::PayloadDigest;
 use super::dlq;
 use super::env::{Env, Time};
 use super::fate::{self, Fates};
@@ -270,6 +271,7 @@ impl Router {
             source,
             subject: m.subject,
             headers: m.headers,
+            digest: PayloadDigest::of(&m.payload),
             payload: m.payload,
             stream_seq: m.stream_seq,
             delivered: m.deliveries,

@@ -58,6 +58,7 @@ fn delivery(id: DeliveryId, seq: u64, delivered: u64, payload: Vec<u8>) -> Input
             ("Reply-To".into(), "_INBOX.gw.1".into()),
             ("Nats-Msg-Id".into(), format!("m-{seq}")),
         ],
+        digest: PayloadDigest::of(&payload),
         payload,
         stream_seq: seq,
         delivered,

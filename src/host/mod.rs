@@ -27,7 +27,8 @@ use std::collections::VecDeque;
 pub use crate::core::Settle;
 use crate::core::{
     Buggify, Command, ConnectionEvent, Delivery, DeliveryId, Entropy, Exhausted, Headers,
-    InboundRequest, Input, KvOutcome, PublishOutcome, RequestOutcome, Router, Source, Stats, Time,
+    InboundRequest, Input, KvOutcome, PayloadDigest, PublishOutcome, RequestOutcome, Router,
+    Source, Stats, Time,
 };
 
 use advisories::{Advisories, MaxDeliveries};
@@ -133,6 +134,9 @@ pub struct Arrival<A> {
     pub subject: String,
     pub headers: Headers,
     pub payload: Vec<u8>,
+    /// The payload's SHA-256: the receiver takes it (the production shell needs it for
+    /// its log span before the host sees the message), once.
+    pub digest: PayloadDigest,
     pub stream_seq: u64,
     /// The server's delivery count.
     pub delivered: u64,
@@ -547,6 +551,7 @@ impl<A: Clone, R> Host<A, R> {
             subject: a.subject,
             headers: a.headers,
             payload: a.payload,
+            digest: a.digest,
             stream_seq: a.stream_seq,
             delivered: a.delivered,
         };

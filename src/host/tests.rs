@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::{Publish, PublishKind, RouterConfig};
+use crate::core::{PayloadDigest, Publish, PublishKind, RouterConfig};
 use crate::policy::{parse_policy, PolicyStore};
 
 /// A fixed entropy stream and no fault points.
@@ -77,6 +77,7 @@ fn arrival(
         ack,
         subject: DECIDE.into(),
         headers: vec![("Reply-To".into(), "_INBOX.gw.1".into())],
+        digest: PayloadDigest::of(&payload),
         payload,
         stream_seq: seq,
         delivered,

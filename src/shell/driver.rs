@@ -42,7 +42,7 @@ use super::publisher::Publisher;
 use super::setup;
 use super::{HostAction, HostEvent};
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACEPARENT, HEADER_TRACE_ID};
-use crate::core::{Command, Router};
+use crate::core::{Command, PayloadDigest, Router};
 use crate::host::{Arrival, ConsumerRef, Host, HostConfig, PullEvent, Settle};
 use crate::policy;
 
@@ -570,7 +570,8 @@ impl Driver {
             c.deliveries += 1;
         }
         let headers = headers_of(message.headers.as_ref());
-        let span = message_span(self.role(index), &headers, &message.payload);
+        let digest = PayloadDigest::of(&message.payload);
+        let span = message_span(self.role(index), &headers, &message.payload, &digest);
         let _entered = span.enter();
         tracing::debug!(stream_seq, delivered, "delivery");
         self.handle(HostEvent::Delivery(Arrival {
@@ -579,6 +580,7 @@ impl Driver {
             subject: message.subject.to_string(),
             headers,
             payload: message.payload.to_vec(),
+            digest,
             stream_seq,
             delivered,
             pending: Some(pending),
@@ -624,7 +626,12 @@ fn age_us(published: async_nats::datetime::DateTime) -> u64 {
 /// A span carrying what the headers say about a message: `trace_id` (from `trace_id`, or
 /// the trace id of a W3C `traceparent`), `tenant_id`, `request_id` (the `Nats-Msg-Id`
 /// the gateway sets, when present) and a hash of the payload. Never the payload itself.
-fn message_span(consumer: &str, headers: &crate::core::Headers, payload: &[u8]) -> tracing::Span {
+fn message_span(
+    consumer: &str,
+    headers: &crate::core::Headers,
+    payload: &[u8],
+    digest: &PayloadDigest,
+) -> tracing::Span {
     let get = |name: &str| {
         headers
             .iter()
@@ -634,15 +641,13 @@ fn message_span(consumer: &str, headers: &crate::core::Headers, payload: &[u8]) 
     let trace_id = get(HEADER_TRACE_ID)
         .or_else(|| get(HEADER_TRACEPARENT).and_then(|tp| tp.split('-').nth(1)));
     // The first 16 hex digits of the digest the DLQ record carries in full.
-    let mut payload_sha256 = crate::core::sha256_hex(payload);
-    payload_sha256.truncate(16);
     tracing::info_span!(
         "message",
         consumer,
         trace_id = trace_id.unwrap_or(""),
         tenant_id = get(HEADER_TENANT_ID).unwrap_or(""),
         request_id = get("request_id").or_else(|| get("Nats-Msg-Id")).unwrap_or(""),
-        payload_sha256 = %payload_sha256,
+        payload_sha256 = %digest.short(),
         payload_bytes = payload.len(),
     )
 }

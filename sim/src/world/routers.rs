@@ -7,7 +7,8 @@
 
 use beamline_router::contracts::subjects;
 use beamline_router::core::{
-    Command, ConnectionEvent, Input, KvOutcome, PublishKind, PublishOutcome, RequestOutcome, Source,
+    Command, ConnectionEvent, Input, KvOutcome, PayloadDigest, PublishKind, PublishOutcome,
+    RequestOutcome, Source,
 };
 use beamline_router::host::{
     Action, Arrival, CoreStep, Event as HostEvent, Fetched, PullEvent, Settle,
@@ -673,6 +674,7 @@ impl World {
             ack: handle,
             subject: d.subject,
             headers: d.headers,
+            digest: PayloadDigest::of(&d.payload),
             payload: d.payload,
             stream_seq: d.stream_seq,
             delivered: told,
