@@ -95,10 +95,11 @@ impl AnswerBook {
         &mut self,
         seq: u64,
         key: Option<(String, String)>,
-        reply: Vec<u8>,
+        reply: &[u8],
         assignment: Option<StoredPublish>,
         now: Time,
     ) {
+        // One copy of the bytes, shared by the key's entry and the sequence's.
         let reply: Arc<[u8]> = Arc::from(reply);
         if let Some(key) = key {
             self.expire(now);
@@ -234,7 +235,7 @@ mod tests {
     #[test]
     fn keys_expire_after_ttl() {
         let mut book = AnswerBook::new(10, 1_000);
-        book.record_reply(1, Some(key("a")), b"r".to_vec(), None, Time(0));
+        book.record_reply(1, Some(key("a")), b"r", None, Time(0));
         assert_eq!(book.reply_for_key(&key("a"), Time(999)), Some(&b"r"[..]));
         assert_eq!(book.reply_for_key(&key("a"), Time(1_000)), None);
         assert_eq!(book.decided(1).map(|d| d.0), Some(&b"r"[..]));
@@ -243,7 +244,7 @@ mod tests {
     #[test]
     fn keys_are_scoped_by_tenant() {
         let mut book = AnswerBook::new(10, 1_000);
-        book.record_reply(1, Some(key("a")), b"r".to_vec(), None, Time(0));
+        book.record_reply(1, Some(key("a")), b"r", None, Time(0));
         let other = ("globex".to_string(), "a".to_string());
         assert_eq!(book.reply_for_key(&other, Time(1)), None);
     }
@@ -255,7 +256,7 @@ mod tests {
             book.record_reply(
                 seq,
                 Some(key(&seq.to_string())),
-                vec![seq as u8],
+                &[seq as u8],
                 None,
                 Time(seq),
             );

@@ -552,6 +552,9 @@ impl DecideFlow<'_> {
         let Some((_, waiters)) = self.flights.claims.remove(claim) else {
             return;
         };
+        if waiters.is_empty() {
+            return; // The usual case: nobody waited, so no copy of the reply is needed.
+        }
         let bytes = self
             .services
             .answers
@@ -791,7 +794,7 @@ impl DecideFlow<'_> {
         self.services.answers.record_reply(
             seq.1,
             claim.clone(),
-            body.clone(),
+            &body,
             assignment.clone(),
             env.now(),
         );

@@ -202,6 +202,11 @@ type PullItem = <pull::Stream as futures::Stream>::Item;
 /// it last sent has expired at the server by then (`expires` 30 s, and some).
 const RETIRE_AFTER: Duration = Duration::from_secs(35);
 
+/// At most this many deliveries are served in one turn of the driver's loop (the
+/// default pull batch): enough to share a turn's cost, few enough that a PubAck or a
+/// timer waits for no more than a batch.
+const DELIVERIES_PER_TURN: usize = 64;
+
 /// Which pull stream of each consumer is current. A replaced stream is ended
 /// `RETIRE_AFTER` later; until then its deliveries are served, but its errors and its
 /// end are no longer reported to the host.
@@ -340,22 +345,7 @@ impl Driver {
                     tracing::info!(consumer = self.role(consumer), "consumer leader elected; pulling afresh from it");
                     self.handle(HostEvent::Pull { consumer, event: PullEvent::LeaderElected });
                 }
-                Some((index, generation, item)) = self.messages.next(), if !self.messages.is_empty() => match item {
-                    // A retired stream's late deliveries are served like any other.
-                    Some(Ok(message)) => self.on_message(index, message),
-                    Some(Err(_)) | None if !self.pulls.is_current(index, generation) => {}
-                    Some(Err(err)) if err.kind() == pull::MessagesErrorKind::MissingHeartbeat => {
-                        tracing::warn!(consumer = self.role(index), "pull stream silent (missed idle heartbeats)");
-                        self.handle(HostEvent::Pull { consumer: index, event: PullEvent::Stalled });
-                    }
-                    Some(Err(err)) => {
-                        tracing::warn!(%err, consumer = self.role(index), "pull error");
-                    }
-                    None => {
-                        tracing::warn!(consumer = self.role(index), "pull subscription ended");
-                        self.handle(HostEvent::Pull { consumer: index, event: PullEvent::Ended });
-                    }
-                },
+                Some(item) = self.messages.next(), if !self.messages.is_empty() => self.on_pull_items(item),
                 _ = metrics_tick.tick() => self.publish_metrics(),
                 _ = stats_tick.tick() => self.log_stats(),
             }
@@ -542,6 +532,48 @@ impl Driver {
             self.on_message(index, message);
         }
         self.host.counters().handed_back - before
+    }
+
+    /// `first`, then whatever the pulls have already buffered, up to a batch: one turn of
+    /// the loop (a select over every source, the timer, the signal futures) per batch
+    /// rather than per delivery. The actions all of them queued are performed after the
+    /// batch, in the order the host queued them.
+    fn on_pull_items(&mut self, first: (usize, u64, Option<PullItem>)) {
+        self.on_pull_item(first);
+        for _ in 1..DELIVERIES_PER_TURN {
+            match self.messages.next().now_or_never() {
+                Some(Some(item)) => self.on_pull_item(item),
+                _ => break,
+            }
+        }
+    }
+
+    fn on_pull_item(&mut self, (index, generation, item): (usize, u64, Option<PullItem>)) {
+        match item {
+            // A retired stream's late deliveries are served like any other.
+            Some(Ok(message)) => self.on_message(index, message),
+            Some(Err(_)) | None if !self.pulls.is_current(index, generation) => {}
+            Some(Err(err)) if err.kind() == pull::MessagesErrorKind::MissingHeartbeat => {
+                tracing::warn!(
+                    consumer = self.role(index),
+                    "pull stream silent (missed idle heartbeats)"
+                );
+                self.handle(HostEvent::Pull {
+                    consumer: index,
+                    event: PullEvent::Stalled,
+                });
+            }
+            Some(Err(err)) => {
+                tracing::warn!(%err, consumer = self.role(index), "pull error");
+            }
+            None => {
+                tracing::warn!(consumer = self.role(index), "pull subscription ended");
+                self.handle(HostEvent::Pull {
+                    consumer: index,
+                    event: PullEvent::Ended,
+                });
+            }
+        }
     }
 
     fn on_message(&mut self, index: usize, message: jetstream::Message) {
