@@ -8,7 +8,9 @@
 //! A process can crash: the world then drops its `RouterHost` (memory lost) and builds a
 //! new one on restart (a new incarnation). The durable consumers live on at the server.
 
-use beamline_router::core::{Buggify as CoreBuggify, Entropy, Router, RouterConfig, Time};
+use beamline_router::core::{
+    Buggify as CoreBuggify, Entropy, Probe as CoreProbe, Router, RouterConfig, Time,
+};
 use beamline_router::host::{ConsumerRef, Host, HostConfig, Role};
 use beamline_router::policy::PolicyStore;
 
@@ -179,6 +181,7 @@ impl RouterHost {
                 in_chaos,
                 fired: Vec::new(),
                 activated: Vec::new(),
+                probed: Vec::new(),
             },
         )
     }
@@ -193,6 +196,14 @@ pub struct SimEnv<'a> {
     pub fired: Vec<&'static str>,
     /// BUGGIFY sites asked for the first time (activated or not).
     pub activated: Vec<(&'static str, bool)>,
+    /// Coverage probes reached, in order (counted by the world, never traced).
+    pub probed: Vec<&'static str>,
+}
+
+impl CoreProbe for SimEnv<'_> {
+    fn probe(&mut self, name: &'static str) {
+        self.probed.push(name);
+    }
 }
 
 impl Entropy for SimEnv<'_> {

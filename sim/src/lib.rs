@@ -32,6 +32,7 @@ pub mod jetstream;
 pub mod net;
 pub mod options;
 pub mod policies;
+pub mod probes;
 pub mod profile;
 pub mod queue;
 pub mod report;

@@ -4,7 +4,7 @@
 //! beamline-sim run    --seed N | --seed-file FILE  [run flags]
 //!                     [--trace FILE] [--timeline FILE.html [--window A..B] [--focus SEQ]]
 //!                     [--check-determinism] [--shrink]
-//! beamline-sim sweep  --seeds A..B [--jobs J] [--time-budget 10m] [run flags]
+//! beamline-sim sweep  --seeds A..B [--jobs J] [--time-budget 10m] [--probes] [--require-probes] [run flags]
 //!                     [--seeds-dir DIR] [--recheck-every K]
 //! beamline-sim shrink --seed N | --seed-file FILE [run flags] [--max-runs N] [--seeds-dir DIR]
 //! beamline-sim bench  [--seeds N] [run flags]
@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use beamline_sim::invariants::known;
+use beamline_sim::probes::ProbeTally;
 use beamline_sim::scenario::{self, Scenario, ScenarioRun};
 use beamline_sim::seedfile::{parse_indices, parse_rates, SeedFile};
 use beamline_sim::shrink::shrink;
@@ -41,6 +42,7 @@ use beamline_sim::{Bug, RunReport, SimOptions, Verdict};
 const USAGE: &str = "usage:
   beamline-sim run    --seed N | --seed-file FILE [run flags] [--trace FILE] [--timeline FILE.html [--window A..B] [--focus SEQ]] [--check-determinism] [--shrink]
   beamline-sim sweep  --seeds A..B [--jobs J] [--time-budget 10m] [run flags] [--seeds-dir DIR] [--recheck-every K]
+                      [--probes (the whole coverage-probe table)] [--require-probes (fail if a required probe was never reached)]
   beamline-sim shrink --seed N | --seed-file FILE [run flags] [--max-runs N] [--seeds-dir DIR]
   beamline-sim bench  [--seeds N] [run flags]
   beamline-sim hashes --seeds A..B [--jobs J] [run flags]
@@ -311,7 +313,7 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
             "--recheck-every",
             "--time-budget",
         ],
-        &[],
+        &["--probes", "--require-probes"],
     )?;
     let seeds = parse_seed_range(flags.value("--seeds")?.ok_or("sweep needs --seeds A..B")?)?;
     let template = flags.options(false)?;
@@ -417,6 +419,17 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
     );
     // Known open core issues are neither passes nor failures: said on their own line so
     // that the last line keeps the contract `seeds=N passed=P failed=F`.
+    let probes = ProbeTally::of(&reports);
+    if flags.switch("--probes") {
+        print!("{}", probes.table());
+    }
+    println!("{}", probes.summary());
+    // A time budget may stop a sweep before its seeds reach everything: then it says so
+    // but does not fail on probes.
+    let probes_ok = !flags.switch("--require-probes") || reports.len() < total || probes.complete();
+    if !probes_ok {
+        println!("probes incomplete: a required probe was never reached (or one is not in the catalogue)");
+    }
     println!(
         "known={} (instances of known open core issues, not counted as failed)",
         known_runs.len()
@@ -427,7 +440,7 @@ fn cmd_sweep(args: &[String]) -> Result<bool, String> {
         reports.len() - failed.len() - known_runs.len(),
         failed.len(),
     );
-    Ok(failed.is_empty())
+    Ok(failed.is_empty() && probes_ok)
 }
 
 /// Write `<dir>/<seed>.seed` through a temporary file, so that a killed sweep never

@@ -118,6 +118,8 @@ pub struct RunReport {
     pub schedule_len: usize,
     /// BUGGIFY sites asked, and whether each was active.
     pub buggify_sites: Vec<(&'static str, bool)>,
+    /// Coverage probes reached in the run, with their counts, by name.
+    pub probes: Vec<(&'static str, u64)>,
     pub observations: Observations,
 }
 

@@ -66,6 +66,7 @@ pub fn failed_report(options: &SimOptions, invariant: &'static str, message: Str
         schedule_summary: String::new(),
         schedule_len: 0,
         buggify_sites: Vec::new(),
+        probes: Vec::new(),
         observations: Default::default(),
     }
 }

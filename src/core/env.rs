@@ -54,9 +54,18 @@ pub trait Buggify {
     }
 }
 
+/// Coverage probes, FoundationDB's `CODE_PROBE` / Antithesis' "sometimes": the core and
+/// the host name the rare paths they take (`super::probes::PROBES` lists every name).
+/// Production ignores them; the simulator counts them per run, and a sweep reports which
+/// share of its seeds reached each path, so that a change to the world cannot silently
+/// stop exercising one. A probe never changes what the caller does.
+pub trait Probe {
+    fn probe(&mut self, _name: &'static str) {}
+}
+
 /// Everything the core needs from its host, in one bound.
-pub trait Env: Clock + Entropy + Broker + Buggify {}
-impl<T: Clock + Entropy + Broker + Buggify> Env for T {}
+pub trait Env: Clock + Entropy + Broker + Buggify + Probe {}
+impl<T: Clock + Entropy + Broker + Buggify + Probe> Env for T {}
 
 /// An `Env` that records commands into a vector: handy for tests and for shells that
 /// prefer to drain commands after each input.
@@ -100,3 +109,4 @@ impl<E> Broker for RecordingEnv<E> {
 }
 
 impl<E> Buggify for RecordingEnv<E> {}
+impl<E> Probe for RecordingEnv<E> {}

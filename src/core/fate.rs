@@ -129,6 +129,9 @@ pub(super) fn settle(stats: &mut Stats, deliveries: &[DeliveryId], fate: Fate, e
 pub(super) fn nak(stats: &mut Stats, deliveries: &[DeliveryId], delay_ms: u64, env: &mut impl Env) {
     for &delivery in deliveries {
         stats.naks += 1;
+        if delay_ms > 0 {
+            env.probe("fate.nak_delayed");
+        }
         env.execute(Command::Settle {
             delivery,
             how: Settle::Nak { delay_ms },

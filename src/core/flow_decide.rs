@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::contracts::ErrorCode;
+use crate::contracts::{DecisionReason, ErrorCode};
 use crate::intake::{self, IntakeRules};
 use crate::policy::{ExtensionMode, OnFail, Policy, PolicyStore, DEFAULT_POLICY_ID};
 
@@ -129,6 +129,7 @@ impl DecideFlow<'_> {
         if let Some((bytes, assignment)) = self.services.answers.decided(seq.1) {
             let (bytes, assignment) = (bytes.to_vec(), assignment.cloned());
             self.stats.idempotent_replays += 1;
+            env.probe("answer.replayed_for_seq");
             self.flights.send(
                 seq,
                 msg,
@@ -151,6 +152,7 @@ impl DecideFlow<'_> {
             if let Some(bytes) = self.services.answers.reply_for_key(claim, env.now()) {
                 let bytes = bytes.to_vec();
                 self.stats.idempotent_replays += 1;
+                env.probe("answer.replayed_for_key");
                 self.flights.send(
                     seq,
                     msg,
@@ -191,6 +193,7 @@ impl DecideFlow<'_> {
             );
             if let Err(limited) = checked {
                 self.stats.rate_limited += 1;
+                env.probe("limit.reached");
                 // Not recorded under the idempotency key: a retry after the wait must
                 // be decided, not refused again from the book.
                 let body = reply::rate_limited(&request, &limited);
@@ -283,6 +286,7 @@ impl DecideFlow<'_> {
         };
         if !matches!(result, CallResult::Reply(_)) {
             self.stats.extension_failures += 1;
+            env.probe("extension.failed");
         }
         let now = env.now();
         let outcome = match &mut msg.work {
@@ -301,6 +305,7 @@ impl DecideFlow<'_> {
         };
         match outcome {
             Some(Ok(AfterCall::RetryAfter(delay))) => {
+                env.probe("extension.retry_scheduled");
                 self.flights
                     .timers
                     .set(now.after(delay), TimerPurpose::RetryExtension(seq));
@@ -388,6 +393,16 @@ impl DecideFlow<'_> {
                     );
                     match chosen {
                         Ok(choice) => {
+                            env.probe(match choice.reason {
+                                DecisionReason::Sticky => "decision.sticky_hit",
+                                DecisionReason::Weighted | DecisionReason::Retry => {
+                                    "decision.weighted"
+                                }
+                                DecisionReason::Fallback => "decision.fallback",
+                                DecisionReason::CircuitBreakerFallback => {
+                                    "decision.breaker_fallback"
+                                }
+                            });
                             let (latency, cost_micros) = self
                                 .services
                                 .provider_stats
@@ -416,6 +431,7 @@ impl DecideFlow<'_> {
                             }
                         }
                         Err(none) => {
+                            env.probe("decision.no_provider");
                             let mut details = Map::new();
                             details.insert("steps".into(), none.steps.into());
                             let body = reply::error(
@@ -532,7 +548,10 @@ impl DecideFlow<'_> {
                         Err(_) => self.stats.assignments_skipped += 1,
                     }
                 }
-                Err(_) => self.stats.assignments_skipped += 1,
+                Err(_) => {
+                    self.stats.assignments_skipped += 1;
+                    env.probe("assignment.skipped");
+                }
             }
         }
         let claim = request
@@ -572,6 +591,7 @@ impl DecideFlow<'_> {
             match &bytes {
                 Some(bytes) => {
                     self.stats.idempotent_replays += 1;
+                    env.probe("claim.waiter_released");
                     let publish = outputs::core_publish(reply_to, Vec::new(), bytes.clone());
                     self.flights.send_held(waiter, publish, Purpose::Reply, env);
                 }
@@ -619,6 +639,7 @@ impl DecideFlow<'_> {
                 let id = self.flights.next_id();
                 self.flights.kv_claims.insert(id, seq);
                 self.stats.shared_claims += 1;
+                env.probe("shared.claim_sent");
                 env.execute(Command::Kv {
                     id,
                     op: KvOp::Create {
@@ -680,6 +701,7 @@ impl DecideFlow<'_> {
             if let (Some((value, _)), Some(s)) = (session, shared) {
                 if s.expires_at_ms > now.millis() {
                     self.stats.shared_sessions_adopted += 1;
+                    env.probe("shared.session_adopted");
                     let ttl = s.expires_at_ms - now.millis();
                     self.services.sticky.put(
                         &work.request.tenant_id,
@@ -693,6 +715,7 @@ impl DecideFlow<'_> {
         }
         if matches!(outcome, KvOutcome::Failed { .. }) {
             self.stats.shared_failures += 1;
+            env.probe("shared.failed");
         }
         self.step_decide(seq, msg, env);
     }
@@ -746,6 +769,7 @@ impl DecideFlow<'_> {
             KvOutcome::Exists { value } => match SharedAnswer::decode(&value) {
                 Some(theirs) => {
                     self.stats.shared_adopted += 1;
+                    env.probe("shared.answer_adopted");
                     self.stats.idempotent_replays += 1;
                     Some(theirs)
                 }
@@ -753,6 +777,7 @@ impl DecideFlow<'_> {
                     // Written by a version that does not share our format: answering
                     // ourselves beats refusing the key until the entry expires.
                     self.stats.shared_unreadable += 1;
+                    env.probe("shared.unreadable");
                     Some(answer)
                 }
             },
@@ -762,6 +787,7 @@ impl DecideFlow<'_> {
             | KvOutcome::Missing
             | KvOutcome::Stored => {
                 self.stats.shared_failures += 1;
+                env.probe("shared.failed");
                 msg.failed = true;
                 None
             }

@@ -6,7 +6,7 @@ use crate::intake::{self, IntakeRules};
 use crate::policy::DEFAULT_POLICY_ID;
 
 use super::answers::{SeqKey, StoredPublish};
-use super::breaker::{classify, CallOutcome};
+use super::breaker::{classify, BreakerState, CallOutcome};
 use super::config::RouterConfig;
 use super::decider::breaker_config;
 use super::env::Env;
@@ -82,6 +82,7 @@ impl ResultFlow<'_> {
             if entry.settled {
                 // Seen before, its usage event confirmed: nothing more to do.
                 self.stats.results_duplicate += 1;
+                env.probe("results.duplicate");
                 return;
             }
             if carrier_busy(self.flights, entry.carrier) {
@@ -91,6 +92,7 @@ impl ResultFlow<'_> {
                 // drops the copy), and ack this one only once that is confirmed. Only
                 // the carrier marks the key settled.
                 self.stats.results_duplicate += 1;
+                env.probe("results.duplicate");
                 let publish = outputs::publish_stored(entry.usage.clone());
                 self.flights
                     .send(seq, msg, publish, Purpose::UsageCopy, env);
@@ -120,7 +122,7 @@ impl ResultFlow<'_> {
                 .get(&result.tenant_id, DEFAULT_POLICY_ID)
                 .and_then(breaker_config)
                 .unwrap_or_else(|| self.config.breaker_defaults.clone());
-            self.services.breakers.record(
+            let transition = self.services.breakers.record(
                 &result.tenant_id,
                 provider,
                 env.now(),
@@ -128,6 +130,19 @@ impl ResultFlow<'_> {
                 Some(result.latency_ms),
                 &cfg,
             );
+            let probe = transition.and_then(|t| match (t.from, t.to) {
+                (BreakerState::HalfOpen, BreakerState::Closed) => {
+                    Some("breaker.closed_after_probes")
+                }
+                (BreakerState::HalfOpen, BreakerState::Open) => {
+                    Some("breaker.reopened_from_half_open")
+                }
+                (BreakerState::Closed, BreakerState::Open) => Some("breaker.opened"),
+                _ => None,
+            });
+            if let Some(name) = probe {
+                env.probe(name);
+            }
             if outcome == CallOutcome::Success {
                 self.services.provider_stats.record(
                     &result.tenant_id,

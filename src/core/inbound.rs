@@ -43,6 +43,7 @@ impl InboundFlow<'_> {
                 Ok(()) => self.admin(op, &body, env),
                 Err(why) => {
                     self.stats.admin_refused += 1;
+                    env.probe("admin.refused");
                     json!({"ok": false, "error": {"code": "unauthorized", "message": why}})
                 }
             }

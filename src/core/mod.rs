@@ -20,6 +20,7 @@ mod flow_results;
 mod inbound;
 mod io;
 mod outputs;
+pub mod probes;
 pub mod provider_stats;
 pub mod rate_limit;
 mod reply;
@@ -33,7 +34,7 @@ mod timers;
 pub use config::RouterConfig;
 pub use digest::{sha256_hex, PayloadDigest};
 pub use dlq::msg_id as dlq_msg_id;
-pub use env::{Broker, Buggify, Clock, Entropy, Env, RecordingEnv, Time};
+pub use env::{Broker, Buggify, Clock, Entropy, Env, Probe, RecordingEnv, Time};
 pub use io::{
     Command, ConnectionEvent, Delivery, DeliveryId, Exhausted, Headers, InboundId, InboundRequest,
     Input, KvOp, KvOutcome, Publish, PublishId, PublishKind, PublishOutcome, RequestId,

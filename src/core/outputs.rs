@@ -133,6 +133,7 @@ pub(super) fn refuse(
     env: &mut impl Env,
 ) {
     stats.rejected += 1;
+    env.probe("intake.refused");
     let record = dlq::refused(&msg.origin, d, rejection, env.now(), &config.node_id);
     let publish = dlq_publish(
         config,

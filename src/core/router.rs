@@ -84,6 +84,7 @@ impl Router {
             Input::Connection(ConnectionEvent::Down) => {
                 self.connected = false;
                 self.stats.disconnects += 1;
+                env.probe("connection.lost");
             }
             Input::Connection(ConnectionEvent::Up) => self.connected = true,
             Input::ConsumerPending { pending } => {
@@ -185,6 +186,7 @@ impl Router {
         if let Some(msg) = self.flights.messages.get_mut(&seq) {
             // Redelivered while we still work on it: join, decide nothing new.
             msg.deliveries.push(d.id);
+            env.probe("delivery.joined_in_flight");
             msg.delivered = msg.delivered.max(d.delivered);
             msg.last_progress = env.now();
             return;
@@ -192,6 +194,7 @@ impl Router {
         if let Some(fate) = self.services.answers.settled(seq) {
             // Settled before, but the server never saw our ack or term.
             self.stats.redelivered_after_settle += 1;
+            env.probe("delivery.after_settle");
             fate::settle(&mut self.stats, &[d.id], fate, env);
             return;
         }
@@ -204,6 +207,7 @@ impl Router {
                 return self.dead_letter_overloaded(d, env);
             }
             self.stats.overload_naks += 1;
+            env.probe("router.overload_nak");
             let delay_ms = fate::backoff(&self.config, d.delivered);
             fate::nak(&mut self.stats, &[d.id], delay_ms, env);
             return;
@@ -221,6 +225,7 @@ impl Router {
                     }
                     // Overloaded: give the message back unparsed, to be tried later.
                     self.stats.backpressure_naks += 1;
+                    env.probe("router.backpressure_nak");
                     fate::nak(
                         &mut self.stats,
                         &[d.id],
@@ -248,6 +253,7 @@ impl Router {
     /// deliveries the server lets us hold (`max_ack_pending`).
     fn dead_letter_overloaded(&mut self, d: Delivery, env: &mut impl Env) {
         self.stats.overload_dead_letters += 1;
+        env.probe("dlq.overloaded_last_delivery");
         let deliveries = vec![d.id];
         self.dead_letter_exhausted(d, deliveries, dlq::Exhaustion::Overloaded, env);
     }
@@ -260,12 +266,14 @@ impl Router {
             // We hold it, but may have missed its later deliveries: whatever happens
             // next, the server will not deliver it again, so a failure must dead-letter.
             msg.delivered = msg.delivered.max(limit);
+            env.probe("exhausted.while_held");
             return;
         }
         if self.services.answers.settled(seq).is_some() {
             return; // Already settled; the server just never saw our ack.
         }
         self.stats.exhausted_unseen += 1;
+        env.probe("exhausted.unseen");
         let d = Delivery {
             id: 0,
             source,
@@ -352,6 +360,7 @@ impl Router {
         let confirmed = outcome == PublishOutcome::Confirmed;
         if !confirmed {
             self.stats.publish_failures += 1;
+            env.probe("publish.failed");
         }
         match (purpose, confirmed) {
             (Purpose::Dlq, true) => {
@@ -418,6 +427,7 @@ impl Router {
                 msg.last_progress = now;
                 for &delivery in &msg.deliveries {
                     self.stats.in_progress += 1;
+                    env.probe("progress.sent");
                     env.execute(Command::Settle {
                         delivery,
                         how: Settle::Progress,

@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 pub use crate::core::Settle;
 use crate::core::{
     Buggify, Command, ConnectionEvent, Delivery, DeliveryId, Entropy, Exhausted, Headers,
-    InboundRequest, Input, KvOutcome, PayloadDigest, PublishOutcome, RequestOutcome, Router,
+    InboundRequest, Input, KvOutcome, PayloadDigest, Probe, PublishOutcome, RequestOutcome, Router,
     Source, Stats, Time,
 };
 
@@ -285,8 +285,8 @@ pub struct CoreStep<A> {
 }
 
 /// The randomness and fault points the core draws on; the host adds the time.
-pub trait HostEnv: Entropy + Buggify {}
-impl<T: Entropy + Buggify> HostEnv for T {}
+pub trait HostEnv: Entropy + Buggify + Probe {}
+impl<T: Entropy + Buggify + Probe> HostEnv for T {}
 
 pub struct Host<A, R> {
     router: Router,
@@ -423,6 +423,12 @@ impl<A: Clone, R> Host<A, R> {
     pub fn handle_timeout(&mut self, now: Time, env: &mut impl HostEnv) {
         for (kind, id) in self.io.expire(now) {
             self.counters.io_timeouts += 1;
+            env.probe(match kind {
+                IoKind::Publish => "host.publish_timed_out",
+                IoKind::Request => "host.request_timed_out",
+                IoKind::Kv => "host.kv_timed_out",
+                IoKind::Fetch => "host.fetch_timed_out",
+            });
             let input = match kind {
                 IoKind::Fetch => {
                     self.on_fetched(now, id, Fetched::Failed, env);
@@ -451,7 +457,7 @@ impl<A: Clone, R> Host<A, R> {
             self.feed(now, Input::Timeout, None, env);
         }
         self.run_due(now);
-        self.check_drain(now);
+        self.check_drain(now, env);
     }
 
     /// Take in one transport event at `now`.
@@ -462,17 +468,17 @@ impl<A: Clone, R> Host<A, R> {
         match event {
             Event::Delivery(arrival) => self.on_arrival(now, arrival, env),
             Event::PublishDone { id, outcome } => {
-                if self.io.finish(IoKind::Publish, id) {
+                if self.finish_io(IoKind::Publish, id, env) {
                     self.feed(now, Input::PublishDone { id, outcome }, None, env);
                 }
             }
             Event::RequestDone { id, outcome } => {
-                if self.io.finish(IoKind::Request, id) {
+                if self.finish_io(IoKind::Request, id, env) {
                     self.feed(now, Input::RequestDone { id, outcome }, None, env);
                 }
             }
             Event::KvDone { id, outcome } => {
-                if self.io.finish(IoKind::Kv, id) {
+                if self.finish_io(IoKind::Kv, id, env) {
                     self.feed(now, Input::KvDone { id, outcome }, None, env);
                 }
             }
@@ -507,11 +513,22 @@ impl<A: Clone, R> Host<A, R> {
             }
             Event::Pending { pending } => self.pending(now, pending, env),
             Event::Fetched { id, message } => {
-                if self.io.finish(IoKind::Fetch, id) {
+                if self.finish_io(IoKind::Fetch, id, env) {
                     self.on_fetched(now, id, message, env);
                 }
             }
-            Event::Pull { consumer, event } => self.pulls.on_event(consumer, event, now),
+            Event::Pull { consumer, event } => {
+                let probe = match event {
+                    PullEvent::Started => None,
+                    PullEvent::Stalled => Some("host.pull_stalled"),
+                    PullEvent::LeaderElected => Some("host.pull_leader_elected"),
+                    PullEvent::StartFailed | PullEvent::Ended => Some("host.pull_ended"),
+                };
+                if let Some(name) = probe {
+                    env.probe(name);
+                }
+                self.pulls.on_event(consumer, event, now);
+            }
             Event::Shutdown { grace_ms } => {
                 if self.drain_until.is_none() {
                     self.drain_until = Some(now.after(grace_ms));
@@ -522,7 +539,7 @@ impl<A: Clone, R> Host<A, R> {
             }
         }
         self.run_due(now);
-        self.check_drain(now);
+        self.check_drain(now, env);
     }
 
     fn on_arrival(&mut self, now: Time, a: Arrival<A>, env: &mut impl HostEnv) {
@@ -533,11 +550,12 @@ impl<A: Clone, R> Host<A, R> {
             // Intake has stopped: a delivery still arriving (buffered by the pull, or on
             // the wire) is handed back at once for another instance, never started here.
             self.counters.handed_back += 1;
+            env.probe("host.handed_back");
             self.settle_handle(a.ack, Settle::Nak { delay_ms: 0 });
             return;
         }
         let Some(source) = role.source() else {
-            self.on_advisory(now, a);
+            self.on_advisory(now, a, env);
             return;
         };
         if let (Role::Decide, Some(pending)) = (role, a.pending) {
@@ -566,9 +584,10 @@ impl<A: Clone, R> Host<A, R> {
     }
 
     /// Step 1 of an advisory's journey (see `advisories`).
-    fn on_advisory(&mut self, now: Time, a: Arrival<A>) {
+    fn on_advisory(&mut self, now: Time, a: Arrival<A>, env: &mut impl HostEnv) {
         let Some(advisory) = MaxDeliveries::parse(&a.payload) else {
             self.counters.advisories_unreadable += 1;
+            env.probe("host.advisory_unreadable");
             self.settle_handle(a.ack, Settle::Term);
             return;
         };
@@ -580,9 +599,11 @@ impl<A: Clone, R> Host<A, R> {
             .find_map(|c| c.role.source());
         let Some(source) = ours else {
             self.counters.advisories_ignored += 1;
+            env.probe("host.advisory_not_ours");
             self.settle_handle(a.ack, Settle::Ack);
             return;
         };
+        env.probe("host.advisory_fetched");
         let (stream, seq) = (advisory.stream.clone(), advisory.stream_seq);
         let id = self.advisories.fetch(a.ack, source, advisory);
         // Held to the shared-bucket time-out: a read lost on the wire would otherwise
@@ -598,7 +619,10 @@ impl<A: Clone, R> Host<A, R> {
             return;
         };
         match message {
-            Fetched::Gone => self.settle_handle(f.ack, Settle::Ack),
+            Fetched::Gone => {
+                env.probe("host.advisory_message_gone");
+                self.settle_handle(f.ack, Settle::Ack);
+            }
             Fetched::Failed => {
                 let delay_ms = self.config.advisory_retry_ms;
                 self.settle_handle(f.ack, Settle::Nak { delay_ms });
@@ -707,6 +731,15 @@ impl<A: Clone, R> Host<A, R> {
         }
     }
 
+    /// An outcome arrived: whether the core still awaits it (a late one is dropped).
+    fn finish_io(&mut self, kind: IoKind, id: u64, env: &mut impl HostEnv) -> bool {
+        let awaited = self.io.finish(kind, id);
+        if !awaited {
+            env.probe("host.late_outcome");
+        }
+        awaited
+    }
+
     fn start_io(&mut self, now: Time, kind: IoKind, id: u64, timeout_ms: u64, command: Command) {
         // The core numbers every operation afresh; a reused id would be a core bug
         // (counted; the simulator fails the run on it).
@@ -767,7 +800,7 @@ impl<A: Clone, R> Host<A, R> {
         }
     }
 
-    fn check_drain(&mut self, now: Time) {
+    fn check_drain(&mut self, now: Time, env: &mut impl HostEnv) {
         let Some(until) = self.drain_until else {
             return;
         };
@@ -776,6 +809,11 @@ impl<A: Clone, R> Host<A, R> {
         }
         let drained = self.is_idle();
         if drained || now >= until {
+            env.probe(if drained {
+                "host.drained"
+            } else {
+                "host.drain_ended_with_work"
+            });
             self.exited = true;
             self.actions.push_back(Action::Exit { drained });
         }
@@ -819,6 +857,12 @@ impl<E> crate::core::Broker for CoreEnv<'_, E> {
 impl<E: Buggify> Buggify for CoreEnv<'_, E> {
     fn buggify(&mut self, site: &'static str) -> bool {
         self.env.buggify(site)
+    }
+}
+
+impl<E: Probe> Probe for CoreEnv<'_, E> {
+    fn probe(&mut self, name: &'static str) {
+        self.env.probe(name);
     }
 }
 

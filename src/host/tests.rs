@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::{PayloadDigest, Publish, PublishKind, RouterConfig};
+use crate::core::{PayloadDigest, Probe, Publish, PublishKind, RouterConfig};
 use crate::policy::{parse_policy, PolicyStore};
 
 /// A fixed entropy stream and no fault points.
@@ -13,6 +13,7 @@ impl Entropy for TestEnv {
 }
 
 impl Buggify for TestEnv {}
+impl Probe for TestEnv {}
 
 type TestHost = Host<&'static str, &'static str>;
 

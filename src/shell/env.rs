@@ -4,7 +4,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::{Buggify, Entropy, Time};
+use crate::core::{Buggify, Entropy, Probe, Time};
 
 /// Milliseconds since the Unix epoch: the production meaning of `core::Time`.
 pub fn wall_clock() -> Time {
@@ -58,6 +58,8 @@ impl Entropy for ShellEnv {
 
 /// Production never injects faults.
 impl Buggify for ShellEnv {}
+/// Nor counts probes.
+impl Probe for ShellEnv {}
 
 #[cfg(test)]
 mod tests {

@@ -177,6 +177,8 @@ pub struct World {
     usage: UsageConsumer,
     ops: Ops,
     buggify: Buggify,
+    /// Coverage probes the routers reached, with their counts (not part of the trace).
+    probes: BTreeMap<&'static str, u64>,
     checker: Checker,
     trace: Trace,
     /// Per-message fault draws.
@@ -351,6 +353,7 @@ impl World {
             usage: UsageConsumer::new(topo.usage(), profile.pull_batch, profile.pull_expires_ms),
             ops: Ops::new(topo.ops(), SimRng::stream(seed, "ops")),
             buggify: Buggify::new(profile.faults.buggify, SimRng::stream(seed, "buggify")),
+            probes: BTreeMap::new(),
             faults_rng: SimRng::stream(seed, "faults"),
             route_rng: SimRng::stream(seed, "route"),
             broker_up: true,
@@ -575,6 +578,7 @@ impl World {
             chaos_ms: self.profile.chaos_ms,
             requests: self.options.requests,
             buggify_sites: self.buggify.sites(),
+            probes: self.probes.iter().map(|(&n, &c)| (n, c)).collect(),
             counters: self.counters,
             observations: std::mem::take(&mut self.obs),
             trace: self.trace.into_lines(),

@@ -169,6 +169,9 @@ impl World {
         let (host, mut env) = process.env(&mut self.buggify, in_chaos);
         f(host, now, &mut env);
         let (fired, activated) = (env.fired, env.activated);
+        for name in env.probed {
+            *self.probes.entry(name).or_default() += 1;
+        }
         let steps = host.take_steps();
         let name = self.topo.name(self.topo.router(r)).to_string();
         for (site, active) in &activated {
