@@ -21,6 +21,10 @@ use super::outputs;
 use super::services::Services;
 use super::stats::Stats;
 
+/// How late a BUGGIFY'd timer fires: about what a paused process or a long GC-like stall
+/// of the event loop costs.
+pub(super) const LATE_TIMER_MS: u64 = 1_500;
+
 enum Next {
     Settle(Fate),
     Redeliver,
@@ -68,7 +72,13 @@ impl Fates<'_> {
         };
         match next {
             Next::RetryDlqLater => {
-                let at = env.now().after(self.config.dlq_retry_ms);
+                // BUGGIFY: the timer fires late (a busy loop, a paused process).
+                let late_ms = if env.buggify("router.dlq_retry_late") {
+                    LATE_TIMER_MS
+                } else {
+                    0
+                };
+                let at = env.now().after(self.config.dlq_retry_ms + late_ms);
                 self.flights.timers.set(at, TimerPurpose::RetryDlq(seq));
                 self.flights.messages.insert(seq, msg);
             }

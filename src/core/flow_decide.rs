@@ -306,9 +306,16 @@ impl DecideFlow<'_> {
         match outcome {
             Some(Ok(AfterCall::RetryAfter(delay))) => {
                 env.probe("extension.retry_scheduled");
-                self.flights
-                    .timers
-                    .set(now.after(delay), TimerPurpose::RetryExtension(seq));
+                // BUGGIFY: the retry timer fires late; the request's deadline still holds.
+                let late_ms = if env.buggify("router.extension_retry_late") {
+                    super::fate::LATE_TIMER_MS
+                } else {
+                    0
+                };
+                self.flights.timers.set(
+                    now.after(delay + late_ms),
+                    TimerPurpose::RetryExtension(seq),
+                );
             }
             Some(Ok(AfterCall::Continue)) => self.step_decide(seq, msg, env),
             Some(Err(error)) => self.fail_pipeline(seq, msg, error, env),

@@ -219,7 +219,12 @@ impl Router {
                     .services
                     .backpressure
                     .status(self.flights.messages.len() as u64);
-                if status.level == super::backpressure::Level::Active {
+                // BUGGIFY: backpressure that is on when the pending count alone would not
+                // say so (production's status also weighs p95 latency, which the
+                // simulated load rarely moves).
+                if status.level == super::backpressure::Level::Active
+                    || env.buggify("router.spurious_backpressure")
+                {
                     if last {
                         return self.dead_letter_overloaded(d, env);
                     }

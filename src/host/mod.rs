@@ -562,6 +562,17 @@ impl<A: Clone, R> Host<A, R> {
             self.pending(now, pending, env);
         }
         let consumer = a.consumer;
+        // BUGGIFY: the same message handed over twice with two ack handles, as JetStream
+        // does when `ack_wait` runs out while the first delivery is still being handled
+        // (or a pull's batch overlaps a redelivery).
+        let again = env.buggify("host.delivery_twice").then(|| {
+            (
+                a.ack.clone(),
+                a.payload.clone(),
+                a.headers.clone(),
+                a.subject.clone(),
+            )
+        });
         let id = self.deliveries.hold(a.ack);
         let delivery = Delivery {
             id,
@@ -574,9 +585,30 @@ impl<A: Clone, R> Host<A, R> {
             delivered: a.delivered,
         };
         self.feed(now, Input::Delivery(delivery), Some(consumer), env);
+        if let Some((ack, payload, headers, subject)) = again {
+            let id = self.deliveries.hold(ack);
+            let delivery = Delivery {
+                id,
+                source,
+                subject,
+                headers,
+                payload,
+                digest: a.digest,
+                stream_seq: a.stream_seq,
+                delivered: a.delivered,
+            };
+            self.feed(now, Input::Delivery(delivery), Some(consumer), env);
+        }
     }
 
     fn pending(&mut self, now: Time, pending: u64, env: &mut impl HostEnv) {
+        // BUGGIFY: a burst in the backlog (a publisher's spike, or a consumer that was
+        // stalled): the core sees a pending count far above the real one.
+        let pending = if env.buggify("host.pending_spike") {
+            pending.saturating_mul(10).max(100_000)
+        } else {
+            pending
+        };
         if self.last_pending != Some(pending) {
             self.last_pending = Some(pending);
             self.feed(now, Input::ConsumerPending { pending }, None, env);
@@ -733,6 +765,19 @@ impl<A: Clone, R> Host<A, R> {
 
     /// An outcome arrived: whether the core still awaits it (a late one is dropped).
     fn finish_io(&mut self, kind: IoKind, id: u64, env: &mut impl HostEnv) -> bool {
+        // BUGGIFY: the outcome arrives after its deadline (a slow PubAck, a KV answer or an
+        // extension reply held up on the wire): dropped, the operation still awaited, so the
+        // core hears `Failed` / `Timeout` at the deadline while the operation itself may
+        // have succeeded: the ambiguous case every caller must survive.
+        let site = match kind {
+            IoKind::Publish => "host.publish_outcome_late",
+            IoKind::Request => "host.request_outcome_late",
+            IoKind::Kv => "host.kv_outcome_late",
+            IoKind::Fetch => "host.fetch_outcome_late",
+        };
+        if env.buggify(site) {
+            return false;
+        }
         let awaited = self.io.finish(kind, id);
         if !awaited {
             env.probe("host.late_outcome");

@@ -15,6 +15,22 @@ impl Entropy for TestEnv {
 impl Buggify for TestEnv {}
 impl Probe for TestEnv {}
 
+/// The test entropy, with one BUGGIFY site that fires every time it is asked.
+struct Buggified(TestEnv, &'static str);
+
+impl Entropy for Buggified {
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+}
+
+impl Buggify for Buggified {
+    fn buggify(&mut self, site: &'static str) -> bool {
+        site == self.1
+    }
+}
+impl Probe for Buggified {}
+
 type TestHost = Host<&'static str, &'static str>;
 
 const DECIDE: &str = "beamline.router.v1.decide";
@@ -166,6 +182,54 @@ fn a_delivery_is_acked_through_its_handle_once_its_reply_is_confirmed() {
     assert_eq!(settles(&drain(&mut host)), vec![("ack-1", Settle::Ack)]);
     assert_eq!(host.counters().deliveries_held, 0);
     assert!(host.is_idle());
+}
+
+#[test]
+fn buggify_a_delivery_handed_over_twice_is_decided_once_and_settled_through_both_handles() {
+    let mut host = host();
+    let mut env = Buggified(TestEnv(1), "host.delivery_twice");
+    host.handle(Time(0), arrival(0, "ack-1", 1, 1, request("r-1")), &mut env);
+    let actions = drain(&mut host);
+    let replies = publishes(&actions);
+    assert_eq!(replies.len(), 1, "the second delivery joins the first");
+    assert_eq!(host.counters().deliveries_held, 2);
+    let mut env = TestEnv(2);
+    host.handle(
+        Time(1),
+        Event::PublishDone {
+            id: replies[0].id,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    assert_eq!(
+        settles(&drain(&mut host)),
+        vec![("ack-1", Settle::Ack), ("ack-1", Settle::Ack)]
+    );
+    assert_eq!(host.counters().deliveries_held, 0);
+}
+
+#[test]
+fn buggify_a_publish_confirmed_late_is_failed_at_its_deadline() {
+    let mut host = host_with(|c| c.publish_timeout_ms = 500);
+    let mut env = Buggified(TestEnv(1), "host.publish_outcome_late");
+    host.handle(Time(0), arrival(0, "ack-1", 1, 1, request("r-1")), &mut env);
+    let reply = publishes(&drain(&mut host))[0].clone();
+    host.handle(
+        Time(10),
+        Event::PublishDone {
+            id: reply.id,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    assert!(drain(&mut host).is_empty(), "the confirmation is held up");
+    host.handle_timeout(Time(500), &mut env);
+    assert_eq!(
+        settles(&drain(&mut host)),
+        vec![("ack-1", Settle::Nak { delay_ms: 1_000 })],
+        "at the deadline the reply counts as failed"
+    );
 }
 
 #[test]
