@@ -51,7 +51,41 @@ pub struct Stores<'a> {
     pub sticky: &'a mut StickyStore,
 }
 
+/// Choose the provider for one request, and tell its breaker of the call.
+///
+/// The candidates are filtered with `Breakers::would_allow`, which is read-only; the
+/// chosen provider's breaker is then `admit`ted, so that an open breaker past its timeout
+/// moves to half-open and the call holds one of its probe slots. Without that step the
+/// stored state stayed `Open` for good: results are ignored while open, so a breaker
+/// never closed after its probes succeeded, and never re-opened either (found by the
+/// simulator's coverage probes: no seed of 3 000 reached `breaker.closed_after_probes`).
 pub fn choose(
+    policy: &Policy,
+    tenant_id: &str,
+    context: &Map<String, Value>,
+    now: Time,
+    stores: Stores<'_>,
+    entropy: &mut impl Entropy,
+) -> Result<Choice, NoProvider> {
+    let Stores { breakers, sticky } = stores;
+    let chosen = pick(
+        policy,
+        tenant_id,
+        context,
+        now,
+        Stores {
+            breakers: &mut *breakers,
+            sticky,
+        },
+        entropy,
+    );
+    if let (Ok(choice), Some(cfg)) = (&chosen, breaker_config(policy)) {
+        breakers.admit(tenant_id, &choice.provider_id, now, &cfg);
+    }
+    chosen
+}
+
+fn pick(
     policy: &Policy,
     tenant_id: &str,
     context: &Map<String, Value>,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::breaker::CallOutcome;
+use crate::core::breaker::{BreakerState, CallOutcome};
 use crate::policy::parse_policy;
 use serde_json::json;
 
@@ -68,6 +68,44 @@ fn weighted_draw_is_proportional() {
     }
     // Binomial(5000, 0.2): sd ~ 28; 5 sd.
     assert!((860..=1140).contains(&a), "a chosen {a} times");
+}
+
+#[test]
+fn an_open_breaker_is_probed_after_its_timeout_and_closes_on_the_probes_success() {
+    let p = parse_policy(
+        "p",
+        r#"{"providers":[{"name":"a","weight":100}],
+            "circuit_breaker":{"enabled":true,"failure_threshold":2,"success_threshold":2,
+                               "timeout_ms":1000,"half_open_max_calls":2}}"#,
+    )
+    .unwrap();
+    let cfg = breaker_config(&p).unwrap();
+    let (mut b, mut s, mut rng) = (Breakers::new(10), StickyStore::new(10), Seq(1));
+    open_breaker(&mut b, "a", &cfg);
+    assert!(
+        run(&p, &Map::new(), 500, &mut b, &mut s, &mut rng).is_err(),
+        "open"
+    );
+    // Past the timeout: two probes may go, a third must wait for their results.
+    for _ in 0..2 {
+        let c = run(&p, &Map::new(), 1_500, &mut b, &mut s, &mut rng).unwrap();
+        assert_eq!(c.provider_id, "a");
+    }
+    assert_eq!(
+        b.state("acme", "a", Time(1_500), &cfg),
+        BreakerState::HalfOpen
+    );
+    assert!(
+        run(&p, &Map::new(), 1_500, &mut b, &mut s, &mut rng).is_err(),
+        "no third probe while two are out"
+    );
+    for t in [1_600, 1_700] {
+        b.record("acme", "a", Time(t), CallOutcome::Success, None, &cfg);
+    }
+    assert_eq!(
+        b.state("acme", "a", Time(1_700), &cfg),
+        BreakerState::Closed
+    );
 }
 
 #[test]

@@ -86,8 +86,13 @@ pub fn check_metric(name: &str) -> Option<String> {
         let ok = !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_');
         return (!ok).then(|| format!("an error code is lower_snake_case, not {code:?}"));
     }
+    if let Some(probe) = name.strip_prefix("probes.") {
+        return beamline_router::core::probes::spec(probe)
+            .is_none()
+            .then(|| format!("unknown probe {probe:?} (core::probes::PROBES)"));
+    }
     Some(format!(
-        "unknown metric {name:?}; known: {}, {}, core.<stat>, decisions.<reason>, errors.<code>",
+        "unknown metric {name:?}; known: {}, {}, core.<stat>, decisions.<reason>, errors.<code>, probes.<probe>",
         COUNTERS.join(", "),
         DERIVED.join(", ")
     ))
@@ -209,6 +214,14 @@ pub fn measure(metric: &str, report: &RunReport) -> Option<f64> {
     if let Some(code) = metric.strip_prefix("errors.") {
         return Some(o.errors.get(code).copied().unwrap_or(0) as f64);
     }
+    if let Some(probe) = metric.strip_prefix("probes.") {
+        let hits = report
+            .probes
+            .iter()
+            .find(|(n, _)| *n == probe)
+            .map_or(0, |&(_, c)| c);
+        return counter(hits);
+    }
     let mut latencies = o.reply_latency_ms.clone();
     latencies.sort_unstable();
     match metric {
@@ -275,6 +288,8 @@ mod tests {
         assert!(check_metric("core.backpressure_naks").is_none());
         assert!(check_metric("decisions.circuit_breaker_fallback").is_none());
         assert!(check_metric("errors.policy_not_found").is_none());
+        assert!(check_metric("probes.breaker.opened").is_none());
+        assert!(check_metric("probes.no.such").is_some());
         assert!(check_metric("core.nope").is_some());
         assert!(check_metric("decisions.random").is_some());
         assert!(check_metric("p95").is_some());
