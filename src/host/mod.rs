@@ -565,14 +565,7 @@ impl<A: Clone, R> Host<A, R> {
         // BUGGIFY: the same message handed over twice with two ack handles, as JetStream
         // does when `ack_wait` runs out while the first delivery is still being handled
         // (or a pull's batch overlaps a redelivery).
-        let again = env.buggify("host.delivery_twice").then(|| {
-            (
-                a.ack.clone(),
-                a.payload.clone(),
-                a.headers.clone(),
-                a.subject.clone(),
-            )
-        });
+        let twin_ack = env.buggify("host.delivery_twice").then(|| a.ack.clone());
         let id = self.deliveries.hold(a.ack);
         let delivery = Delivery {
             id,
@@ -584,19 +577,10 @@ impl<A: Clone, R> Host<A, R> {
             stream_seq: a.stream_seq,
             delivered: a.delivered,
         };
+        let twin = twin_ack.map(|ack| (ack, delivery.clone()));
         self.feed(now, Input::Delivery(delivery), Some(consumer), env);
-        if let Some((ack, payload, headers, subject)) = again {
-            let id = self.deliveries.hold(ack);
-            let delivery = Delivery {
-                id,
-                source,
-                subject,
-                headers,
-                payload,
-                digest: a.digest,
-                stream_seq: a.stream_seq,
-                delivered: a.delivered,
-            };
+        if let Some((ack, mut delivery)) = twin {
+            delivery.id = self.deliveries.hold(ack);
             self.feed(now, Input::Delivery(delivery), Some(consumer), env);
         }
     }
