@@ -64,6 +64,9 @@ fn splitmix64(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// No fault points and no planted bugs in a benchmark.
+impl beamline_router::core::Buggify for SplitMix {}
+
 struct SplitMix(u64);
 
 impl Entropy for SplitMix {

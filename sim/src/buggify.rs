@@ -24,6 +24,8 @@ pub struct Buggify {
     rng: SimRng,
     active: BTreeMap<&'static str, bool>,
     fired: u64,
+    /// The core bug planted for this run (`--bug`), by its core name.
+    planted: Option<&'static str>,
 }
 
 impl Buggify {
@@ -33,7 +35,18 @@ impl Buggify {
             rng,
             active: BTreeMap::new(),
             fired: 0,
+            planted: None,
         }
+    }
+
+    /// Plant a core bug for the whole run (`Bug::planted_in_core`).
+    pub fn plant(&mut self, bug: Option<&'static str>) {
+        self.planted = bug;
+    }
+
+    /// Whether the core bug `bug` is planted in this run.
+    pub fn planted(&self, bug: &'static str) -> bool {
+        self.planted == Some(bug)
     }
 
     /// Whether `site` fires now, and, the first time a site asks, whether it was made

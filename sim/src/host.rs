@@ -223,6 +223,10 @@ impl CoreBuggify for SimEnv<'_> {
         }
         fire
     }
+
+    fn planted(&self, bug: &'static str) -> bool {
+        self.buggify.planted(bug)
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod faults;
 pub mod host;
 pub mod invariants;
 pub mod jetstream;
+pub mod models;
 pub mod net;
 pub mod options;
 pub mod policies;

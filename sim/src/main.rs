@@ -51,7 +51,8 @@ const USAGE: &str = "usage:
   beamline-sim sweep  --scenario NAME --seeds A..B [--jobs J] [--bug NAME] [--dir DIR]
 run flags: --requests R --no-faults --tail-loss --strict --bug NAME --chaos-ms MS --drop-faults I,J --rates-off NAME,NAME
 bugs: ack-on-delivery drop-replies skip-dlq double-usage ignore-delivered drop-advisories forget-answers blind-claims skip-drain ignore-leader-moves
-timeout-confirms fresh-msg-id-on-retry";
+timeout-confirms fresh-msg-id-on-retry nak-without-delay; planted in the core: dlq-one-early bucket-never-refills
+bucket-refills-fast breaker-never-closes breaker-double-feed sticky-never-expires weighted-skips-last extension-retry-errors";
 
 const RUN_VALUES: [&str; 7] = [
     "--seed",
@@ -280,6 +281,10 @@ fn print_report(report: &RunReport, wall_ms: u128) {
     println!(
         "core: {}",
         serde_json::Value::Object(report.core_stats.clone())
+    );
+    println!(
+        "models: {}",
+        serde_json::to_value(&report.models).unwrap_or_default()
     );
     let speedup = u128::from(report.sim_time_ms)
         .checked_div(wall_ms)

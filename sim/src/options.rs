@@ -44,10 +44,30 @@ pub enum Bug {
     /// `Nats-Msg-Id`, so a first attempt that was stored after all (ambiguous) is not
     /// deduplicated.
     FreshMsgIdOnRetry,
+    /// The host sends every nak without the delay the core asked for.
+    NakWithoutDelay,
+    /// Planted in the core: the delivery before the last is taken for the last, so a
+    /// message whose publish failed is dead-lettered one delivery early.
+    DlqOneEarly,
+    /// Planted in the core: a rate-limit bucket never refills.
+    BucketNeverRefills,
+    /// Planted in the core: a rate-limit bucket refills ten times too fast.
+    BucketRefillsFast,
+    /// Planted in the core: a half-open breaker's successful probes are not counted, so
+    /// it never closes.
+    BreakerNeverCloses,
+    /// Planted in the core: each result is fed to its provider's breaker twice.
+    BreakerDoubleFeed,
+    /// Planted in the core: sticky sessions never expire.
+    StickyNeverExpires,
+    /// Planted in the core: the weighted draw never picks the last provider.
+    WeightedSkipsLast,
+    /// Planted in the core: an extension call that failed is retried as if it timed out.
+    ExtensionRetryErrors,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 21] = [
         Bug::AckOnDelivery,
         Bug::DropReplies,
         Bug::SkipDlq,
@@ -60,6 +80,15 @@ impl Bug {
         Bug::IgnoreLeaderMoves,
         Bug::TimeoutConfirms,
         Bug::FreshMsgIdOnRetry,
+        Bug::NakWithoutDelay,
+        Bug::DlqOneEarly,
+        Bug::BucketNeverRefills,
+        Bug::BucketRefillsFast,
+        Bug::BreakerNeverCloses,
+        Bug::BreakerDoubleFeed,
+        Bug::StickyNeverExpires,
+        Bug::WeightedSkipsLast,
+        Bug::ExtensionRetryErrors,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +105,31 @@ impl Bug {
             Bug::IgnoreLeaderMoves => "ignore-leader-moves",
             Bug::TimeoutConfirms => "timeout-confirms",
             Bug::FreshMsgIdOnRetry => "fresh-msg-id-on-retry",
+            Bug::NakWithoutDelay => "nak-without-delay",
+            Bug::DlqOneEarly => "dlq-one-early",
+            Bug::BucketNeverRefills => "bucket-never-refills",
+            Bug::BucketRefillsFast => "bucket-refills-fast",
+            Bug::BreakerNeverCloses => "breaker-never-closes",
+            Bug::BreakerDoubleFeed => "breaker-double-feed",
+            Bug::StickyNeverExpires => "sticky-never-expires",
+            Bug::WeightedSkipsLast => "weighted-skips-last",
+            Bug::ExtensionRetryErrors => "extension-retry-errors",
+        }
+    }
+
+    /// The core's name for a bug planted in the core (`Buggify::planted`), which is the
+    /// bug's own name; `None` for a bug of the host or the world.
+    pub fn planted_in_core(self) -> Option<&'static str> {
+        match self {
+            Bug::DlqOneEarly
+            | Bug::BucketNeverRefills
+            | Bug::BucketRefillsFast
+            | Bug::BreakerNeverCloses
+            | Bug::BreakerDoubleFeed
+            | Bug::StickyNeverExpires
+            | Bug::WeightedSkipsLast
+            | Bug::ExtensionRetryErrors => Some(self.name()),
+            _ => None,
         }
     }
 

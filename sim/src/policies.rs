@@ -4,10 +4,11 @@
 //!   by CAF results;
 //! - tenant `acme`, policy `ext`: the same providers behind the three built-in extensions
 //!   (normalize_text required, pii_guard blocking, mask_pii optional);
-//! - tenant `initech`, policy `default`: one provider and a tight rate limit, so that
-//!   bursts get `rate_limited` replies; with shared answers on, also a sticky session keyed
-//!   by tenant (30 s), so that the routers read and write sessions in the shared bucket
-//!   (one provider: the session never changes which provider is chosen, only the reason);
+//! - tenant `initech`, policy `default`: two providers (openai 50 / anthropic 50), a
+//!   tight rate limit, so that bursts get `rate_limited` replies, and a sticky session
+//!   keyed by tenant: 3 s without shared answers, so that sessions expire between the
+//!   tenant's requests and are drawn again; 30 s with them, so that the routers read
+//!   and write sessions in the shared bucket and adopt each other's;
 //! - tenant `globex` deliberately has none: its requests exercise `policy_not_found`.
 
 use beamline_router::policy::{parse_policy, PolicyStore, DEFAULT_POLICY_ID};
@@ -26,18 +27,20 @@ const ACME_EXT: &str = r#"{"providers":[{"name":"openai","weight":70},{"name":"a
   "validators":[{"id":"pii_guard","on_fail":"block"}],
   "post":[{"id":"mask_pii","mode":"optional","config":{"mask_email":true}}]}"#;
 
-const INITECH_DEFAULT: &str = r#"{"providers":[{"name":"openai","weight":100}],
-  "rate_limit":{"enabled":true,"requests_per_second":2,"burst":4}}"#;
+const INITECH_DEFAULT: &str = r#"{"providers":[{"name":"openai","weight":50},{"name":"anthropic","weight":50}],
+  "rate_limit":{"enabled":true,"requests_per_second":2,"burst":4},
+  "sticky":{"enabled":true,"session_key":"tenant_id","ttl":"3s"}}"#;
 
-const INITECH_STICKY: &str = r#"{"providers":[{"name":"openai","weight":100}],
+const INITECH_SHARED: &str = r#"{"providers":[{"name":"openai","weight":50},{"name":"anthropic","weight":50}],
   "rate_limit":{"enabled":true,"requests_per_second":2,"burst":4},
   "sticky":{"enabled":true,"session_key":"tenant_id","ttl":"30s"}}"#;
 
-/// The policies every router process loads; `shared_sessions` makes initech sticky.
+/// The policies every router process loads; `shared_sessions` gives initech's sessions
+/// the long TTL that makes the routers share them.
 pub fn world_policies(shared_sessions: bool) -> PolicyStore {
     let mut store = PolicyStore::new();
     let initech = if shared_sessions {
-        INITECH_STICKY
+        INITECH_SHARED
     } else {
         INITECH_DEFAULT
     };
@@ -62,11 +65,12 @@ mod tests {
     #[test]
     fn the_world_has_its_policies() {
         let store = world_policies(false);
-        assert!(world_policies(true)
-            .get(TENANT_RATE_LIMITED, DEFAULT_POLICY_ID)
-            .unwrap()
-            .sticky
-            .is_some());
+        for shared in [false, true] {
+            let initech = world_policies(shared);
+            let initech = initech.get(TENANT_RATE_LIMITED, DEFAULT_POLICY_ID).unwrap();
+            assert!(initech.sticky.is_some());
+            assert_eq!(initech.providers.len(), 2, "a session can move");
+        }
         assert!(store.get(TENANT_WITH_POLICY, DEFAULT_POLICY_ID).is_some());
         let ext = store.get(TENANT_WITH_POLICY, EXT_POLICY).unwrap();
         assert_eq!(ext.pipeline_len(), 3);

@@ -50,6 +50,10 @@ pub struct Profile {
     pub caf_latency_max_ms: u64,
     /// Whether CAF workers set a `Nats-Msg-Id` on their results.
     pub caf_msg_id: bool,
+    /// How often the operator calls an admin or status operation; drawn by the ops
+    /// actor unless a scenario sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_every_ms: Option<u64>,
     /// What the requests are made of. Always the swarm's default when drawn; only a
     /// scenario changes it (and then it enters the trace's profile line).
     #[serde(skip_serializing_if = "WorkloadMix::is_default")]
@@ -132,6 +136,7 @@ impl Profile {
             status_poll_ms: rng.between(2_000, 15_000),
             caf_latency_max_ms: rng.between(50, 3_000),
             caf_msg_id: rng.chance(500),
+            ops_every_ms: None,
             mix: WorkloadMix::default(),
             workload_ms,
             chaos_ms: workload_ms + rng.between(0, 60_000),

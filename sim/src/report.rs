@@ -120,6 +120,8 @@ pub struct RunReport {
     pub buggify_sites: Vec<(&'static str, bool)>,
     /// Coverage probes reached in the run, with their counts, by name.
     pub probes: Vec<(&'static str, u64)>,
+    /// How often the reference models judged (`crate::models`).
+    pub models: crate::models::ModelCounters,
     pub observations: Observations,
 }
 

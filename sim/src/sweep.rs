@@ -67,6 +67,7 @@ pub fn failed_report(options: &SimOptions, invariant: &'static str, message: Str
         schedule_len: 0,
         buggify_sites: Vec::new(),
         probes: Vec::new(),
+        models: Default::default(),
         observations: Default::default(),
     }
 }

@@ -96,7 +96,7 @@ fn every_deliberate_bug_is_caught_by_its_invariant() {
         (Bug::DropReplies, "ack_before_reply_confirmed"),
         (Bug::SkipDlq, "term_before_dlq_confirmed"),
         (Bug::DoubleUsage, "usage_duplicate"),
-        (Bug::IgnoreDelivered, "nak_at_last_delivery"),
+        (Bug::IgnoreDelivered, "nak_at_last_delivery|nak_delay_wrong"),
         (Bug::DropAdvisories, "exhausted_not_dead_lettered"),
         (Bug::ForgetAnswers, "second_assignment|replies_differ"),
         (Bug::BlindClaims, "replies_differ_across_processes"),

@@ -468,6 +468,11 @@ impl Breakers {
 
     /// Would `admit` let a call through now? Read-only, so candidates can be filtered
     /// without spending a half-open probe.
+    /// The state as stored, without advancing it (`None`: never judged).
+    pub fn stored_state(&self, tenant: &str, provider: &str) -> Option<BreakerState> {
+        self.get(tenant, provider).map(|b| b.state)
+    }
+
     pub fn would_allow(
         &self,
         tenant: &str,

@@ -8,7 +8,7 @@ use crate::contracts::DecisionReason;
 use crate::policy::{when, CircuitBreaker, Policy};
 
 use super::breaker::{BreakerConfig, Breakers};
-use super::env::{Entropy, Time};
+use super::env::{Buggify, Entropy, Time};
 use super::sticky::StickyStore;
 
 /// The chosen provider, why, and the steps that led there.
@@ -65,7 +65,7 @@ pub fn choose(
     context: &Map<String, Value>,
     now: Time,
     stores: Stores<'_>,
-    entropy: &mut impl Entropy,
+    env: &mut (impl Entropy + Buggify),
 ) -> Result<Choice, NoProvider> {
     let Stores { breakers, sticky } = stores;
     let chosen = pick(
@@ -77,7 +77,7 @@ pub fn choose(
             breakers: &mut *breakers,
             sticky,
         },
-        entropy,
+        env,
     );
     if let (Ok(choice), Some(cfg)) = (&chosen, breaker_config(policy)) {
         breakers.admit(tenant_id, &choice.provider_id, now, &cfg);
@@ -91,7 +91,7 @@ fn pick(
     context: &Map<String, Value>,
     now: Time,
     stores: Stores<'_>,
-    entropy: &mut impl Entropy,
+    env: &mut (impl Entropy + Buggify),
 ) -> Result<Choice, NoProvider> {
     let Stores { breakers, sticky } = stores;
     let cb = breaker_config(policy);
@@ -130,7 +130,13 @@ fn pick(
     // 2. Sticky session: the session's provider, if it may still take traffic.
     let session = session_of(policy, context);
     if let Some((value, ttl_ms)) = &session {
-        let known = sticky.get(tenant_id, value, now).map(str::to_string);
+        // Planted bug `sticky-never-expires`: the session is read at time zero.
+        let read_at = if env.planted("sticky-never-expires") {
+            Time(0)
+        } else {
+            now
+        };
+        let known = sticky.get(tenant_id, value, read_at).map(str::to_string);
         match known {
             Some(p)
                 if policy.providers.iter().any(|w| w.name == p && w.weight > 0)
@@ -158,7 +164,13 @@ fn pick(
         .collect();
     let total: u64 = candidates.iter().map(|p| p.weight).sum();
     if total > 0 {
-        let mut point = entropy.below(total);
+        // Planted bug `weighted-skips-last`: the draw never reaches the last candidate.
+        let last = candidates.last().map_or(0, |p| p.weight);
+        let mut point = if candidates.len() > 1 && env.planted("weighted-skips-last") {
+            env.below(total - last)
+        } else {
+            env.below(total)
+        };
         let picked = candidates
             .iter()
             .find(|p| {
@@ -221,7 +233,7 @@ fn pick(
             let attempt = used + 1;
             let backoff_ms = rule
                 .backoff
-                .delay_ms(attempt as u32, |b| entropy.below(b.max(1)));
+                .delay_ms(attempt as u32, |b| env.below(b.max(1)));
             steps.push(format!(
                 "3. Retry attempt {attempt}/{} with backoff {backoff_ms}ms (strategy: {})",
                 rule.retry,

@@ -13,6 +13,7 @@ impl Entropy for Seq {
         self.0 ^ (self.0 >> 29)
     }
 }
+impl crate::core::env::Buggify for Seq {}
 
 fn ctx(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()

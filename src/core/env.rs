@@ -52,6 +52,14 @@ pub trait Buggify {
     fn buggify(&mut self, _site: &'static str) -> bool {
         false
     }
+
+    /// Whether the planted bug `bug` is on: a deliberate mutation at one line of the
+    /// core, so that the simulator can show that a checker catches it (its `--bug`
+    /// option; docs/INVARIANTS.md names the checker of each). Production, and every
+    /// simulated run without that option, answers `false`.
+    fn planted(&self, _bug: &'static str) -> bool {
+        false
+    }
 }
 
 /// Coverage probes, FoundationDB's `CODE_PROBE` / Antithesis' "sometimes": the core and

@@ -184,13 +184,26 @@ impl DecideFlow<'_> {
             return;
         };
         if let Some(limit) = policy.rate_limit {
+            let rps = limit.requests_per_second.min(u64::from(u32::MAX)) as u32;
+            // Planted bugs: a bucket that never refills (its clock frozen at zero), or
+            // one that refills ten times too fast.
+            let (at, rps) = if env.planted("bucket-never-refills") {
+                (Time(0), rps)
+            } else if env.planted("bucket-refills-fast") {
+                (env.now(), rps.saturating_mul(10))
+            } else {
+                (env.now(), rps)
+            };
             let checked = self.services.rate_limiter.check(
                 &request.tenant_id,
                 &policy_id,
-                env.now(),
-                limit.requests_per_second.min(u64::from(u32::MAX)) as u32,
+                at,
+                rps,
                 limit.burst.min(u64::from(u32::MAX)) as u32,
             );
+            if checked.is_ok() {
+                self.stats.rate_admitted += 1;
+            }
             if let Err(limited) = checked {
                 self.stats.rate_limited += 1;
                 env.probe("limit.reached");
@@ -282,6 +295,10 @@ impl DecideFlow<'_> {
         let result = match outcome {
             RequestOutcome::Reply { payload } => CallResult::Reply(payload),
             RequestOutcome::Timeout => CallResult::Timeout,
+            // Planted bug `extension-retry-errors`: an error is retried like a time-out.
+            RequestOutcome::Failed { .. } if env.planted("extension-retry-errors") => {
+                CallResult::Timeout
+            }
             RequestOutcome::Failed { reason } => CallResult::Error(reason),
         };
         if !matches!(result, CallResult::Reply(_)) {

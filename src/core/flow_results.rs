@@ -122,14 +122,41 @@ impl ResultFlow<'_> {
                 .get(&result.tenant_id, DEFAULT_POLICY_ID)
                 .and_then(breaker_config)
                 .unwrap_or_else(|| self.config.breaker_defaults.clone());
-            let transition = self.services.breakers.record(
-                &result.tenant_id,
-                provider,
-                env.now(),
-                outcome,
-                Some(result.latency_ms),
-                &cfg,
-            );
+            // Planted bug `breaker-never-closes`: probes that succeed are not counted.
+            let outcome = if outcome == CallOutcome::Success
+                && env.planted("breaker-never-closes")
+                && self
+                    .services
+                    .breakers
+                    .stored_state(&result.tenant_id, provider)
+                    == Some(BreakerState::HalfOpen)
+            {
+                CallOutcome::Ignored
+            } else {
+                outcome
+            };
+            // Planted bug `breaker-double-feed`: the result is fed twice.
+            let feeds = if env.planted("breaker-double-feed") {
+                2
+            } else {
+                1
+            };
+            let mut transition = None;
+            for _ in 0..feeds {
+                self.stats.breaker_records += 1;
+                transition = self
+                    .services
+                    .breakers
+                    .record(
+                        &result.tenant_id,
+                        provider,
+                        env.now(),
+                        outcome,
+                        Some(result.latency_ms),
+                        &cfg,
+                    )
+                    .or(transition);
+            }
             let probe = transition.and_then(|t| match (t.from, t.to) {
                 (BreakerState::HalfOpen, BreakerState::Closed) => {
                     Some("breaker.closed_after_probes")

@@ -241,6 +241,11 @@ pub const PROBES: &[ProbeSpec] = &[
         "a delivery arrived during the drain and was handed back",
     ),
     p(
+        "host.last_delivery_while_draining",
+        false,
+        "the last allowed delivery arrived during the drain: decided here, not handed back",
+    ),
+    p(
         "host.advisory_fetched",
         true,
         "a MAX_DELIVERIES advisory for our consumer: its message read back",

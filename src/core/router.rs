@@ -130,6 +130,12 @@ impl Router {
             .contains_key(&source_key(source, stream_seq))
     }
 
+    /// Whether a delivery with this count is the last the server allows for `source`:
+    /// handing it back (a nak) would leave its fate to the MAX_DELIVERIES advisory.
+    pub fn is_last_delivery(&self, source: Source, delivered: u64) -> bool {
+        delivered >= fate::max_deliver_for(&self.config, source)
+    }
+
     /// When the core next needs `Input::Timeout`: its earliest timer (a DLQ or extension
     /// retry). The host asks after every input.
     pub fn poll_timeout(&self) -> Option<Time> {
@@ -198,7 +204,7 @@ impl Router {
             fate::settle(&mut self.stats, &[d.id], fate, env);
             return;
         }
-        let last = d.delivered >= fate::max_deliver_for(&self.config, source);
+        let last = self.is_last_delivery(source, d.delivered);
         // BUGGIFY: an overload nak when not overloaded is legal, and exercises redelivery.
         if self.flights.messages.len() >= self.config.max_in_flight
             || env.buggify("router.spurious_overload_nak")

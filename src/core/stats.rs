@@ -27,6 +27,10 @@ pub struct Stats {
     /// would have exhausted them, leaving their fate to the advisory).
     pub overload_dead_letters: u64,
     pub rate_limited: u64,
+    /// Decide requests that took a token from their policy's rate limit.
+    pub rate_admitted: u64,
+    /// Results fed to a provider's circuit breaker (once per correlation key).
+    pub breaker_records: u64,
     pub assignments_published: u64,
     pub assignments_skipped: u64,
     pub extension_calls: u64,

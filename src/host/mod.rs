@@ -546,9 +546,18 @@ impl<A: Clone, R> Host<A, R> {
         let Some(role) = self.config.consumers.get(a.consumer).map(|c| c.role) else {
             return;
         };
-        if self.is_draining() {
+        let last = role
+            .source()
+            .is_some_and(|source| self.router.is_last_delivery(source, a.delivered));
+        if self.is_draining() && last {
+            env.probe("host.last_delivery_while_draining");
+        }
+        if self.is_draining() && !last {
             // Intake has stopped: a delivery still arriving (buffered by the pull, or on
             // the wire) is handed back at once for another instance, never started here.
+            // Not the last one the server allows: that nak would leave its fate to the
+            // MAX_DELIVERIES advisory, lost while the advisory stream elects a leader, so
+            // it is started here and the drain waits for it.
             self.counters.handed_back += 1;
             env.probe("host.handed_back");
             self.settle_handle(a.ack, Settle::Nak { delay_ms: 0 });
@@ -886,6 +895,10 @@ impl<E> crate::core::Broker for CoreEnv<'_, E> {
 impl<E: Buggify> Buggify for CoreEnv<'_, E> {
     fn buggify(&mut self, site: &'static str) -> bool {
         self.env.buggify(site)
+    }
+
+    fn planted(&self, bug: &'static str) -> bool {
+        self.env.planted(bug)
     }
 }
 

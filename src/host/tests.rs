@@ -592,3 +592,44 @@ fn the_delivery_table_is_bounded() {
     let c = host.counters();
     assert_eq!((c.deliveries_evicted, c.unknown_handles), (1, 1));
 }
+
+#[test]
+fn the_last_delivery_is_started_not_handed_back_while_draining() {
+    // A nak of the last delivery the server allows leaves the message to the
+    // MAX_DELIVERIES advisory, which is lost while the advisory stream has no leader:
+    // the draining host decides it itself and waits for it (max_deliver is 3 here).
+    let mut host = host();
+    let mut env = TestEnv(1);
+    host.handle(Time(0), arrival(0, "ack-1", 1, 1, request("r-1")), &mut env);
+    let first = publishes(&drain(&mut host))[0].id;
+    host.handle(Time(1), Event::Shutdown { grace_ms: 100 }, &mut env);
+    assert_eq!(drain(&mut host), vec![Action::StopIntake]);
+    host.handle(Time(2), arrival(0, "ack-3", 3, 3, request("r-3")), &mut env);
+    let last = publishes(&drain(&mut host))[0].id;
+    assert_eq!(host.counters().handed_back, 0);
+    assert_eq!(host.router().stats().deliveries, 2);
+    for (at, id) in [(3, first), (4, last)] {
+        host.handle(
+            Time(at),
+            Event::PublishDone {
+                id,
+                outcome: PublishOutcome::Confirmed,
+            },
+            &mut env,
+        );
+    }
+    assert_eq!(
+        drain(&mut host),
+        vec![
+            Action::Settle {
+                ack: "ack-1",
+                how: Settle::Ack
+            },
+            Action::Settle {
+                ack: "ack-3",
+                how: Settle::Ack
+            },
+            Action::Exit { drained: true }
+        ]
+    );
+}

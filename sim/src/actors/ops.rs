@@ -33,9 +33,12 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(node: usize, rng: SimRng) -> Self {
+    /// `every_ms`: the scenario's interval; drawn otherwise (drawn either way, so that a
+    /// set interval leaves the rest of the stream as it was).
+    pub fn new(node: usize, rng: SimRng, every_ms: Option<u64>) -> Self {
         let mut rng = rng;
-        let every_ms = rng.between(3_000, 20_000);
+        let drawn = rng.between(3_000, 20_000);
+        let every_ms = every_ms.unwrap_or(drawn).max(1);
         Ops {
             ids: Ids::new(node),
             rng,

@@ -168,6 +168,8 @@ pub struct Checker {
     pub(crate) lost_seqs: BTreeSet<u64>,
     pub(crate) tail_lost: bool,
     pub(crate) counters: CheckCounters,
+    /// The reference models of the routing semantics (`crate::models`).
+    pub(crate) models: Option<crate::models::Models>,
     violation: Option<Violation>,
 }
 
@@ -200,7 +202,63 @@ impl Checker {
             lost_seqs: BTreeSet::new(),
             tail_lost: false,
             counters: CheckCounters::default(),
+            models: None,
             violation: None,
+        }
+    }
+
+    /// Hold the run to the reference models too.
+    pub fn attach_models(&mut self, models: crate::models::Models) {
+        self.models = Some(models);
+    }
+
+    /// One core step, for the reference models.
+    pub fn on_model_step(
+        &mut self,
+        step: &crate::models::StepView,
+        workload: &crate::actors::gateway::Workload,
+    ) {
+        if let Some(m) = self.models.as_mut() {
+            m.on_step(step, workload);
+        }
+        self.take_model_findings(step.at);
+    }
+
+    /// The host put a nak on the wire.
+    pub fn on_wire_nak(&mut self, at: u64, proc: Proc, d: crate::host::DeliveryRef, delay_ms: u64) {
+        if let Some(m) = self.models.as_mut() {
+            m.on_wire_nak(proc, d, delay_ms);
+        }
+        self.take_model_findings(at);
+    }
+
+    /// A router process ended: the models forget its memory.
+    pub fn on_process_end(&mut self, proc: Proc) {
+        if let Some(m) = self.models.as_mut() {
+            m.on_process_end(proc);
+        }
+    }
+
+    /// The models' end-of-run rules.
+    pub fn finish_models(&mut self, at: u64) {
+        if let Some(m) = self.models.as_mut() {
+            m.finish();
+        }
+        self.take_model_findings(at);
+    }
+
+    pub fn model_counters(&self) -> Option<&crate::models::ModelCounters> {
+        self.models.as_ref().map(|m| &m.counters)
+    }
+
+    fn take_model_findings(&mut self, at: u64) {
+        let found = self
+            .models
+            .as_mut()
+            .map(|m| m.take_findings())
+            .unwrap_or_default();
+        for f in found {
+            self.fail_about(at, f.invariant, f.seq, f.message);
         }
     }
 

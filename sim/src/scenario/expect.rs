@@ -86,13 +86,20 @@ pub fn check_metric(name: &str) -> Option<String> {
         let ok = !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_');
         return (!ok).then(|| format!("an error code is lower_snake_case, not {code:?}"));
     }
+    if let Some(field) = name.strip_prefix("models.") {
+        let known = serde_json::to_value(crate::models::ModelCounters::default())
+            .ok()
+            .is_some_and(|v| v.get(field).is_some());
+        return (!known)
+            .then(|| format!("unknown model counter {field:?} (models::ModelCounters)"));
+    }
     if let Some(probe) = name.strip_prefix("probes.") {
         return beamline_router::core::probes::spec(probe)
             .is_none()
             .then(|| format!("unknown probe {probe:?} (core::probes::PROBES)"));
     }
     Some(format!(
-        "unknown metric {name:?}; known: {}, {}, core.<stat>, decisions.<reason>, errors.<code>, probes.<probe>",
+        "unknown metric {name:?}; known: {}, {}, core.<stat>, decisions.<reason>, errors.<code>, probes.<probe>, models.<counter>",
         COUNTERS.join(", "),
         DERIVED.join(", ")
     ))
@@ -214,6 +221,13 @@ pub fn measure(metric: &str, report: &RunReport) -> Option<f64> {
     if let Some(code) = metric.strip_prefix("errors.") {
         return Some(o.errors.get(code).copied().unwrap_or(0) as f64);
     }
+    if let Some(field) = metric.strip_prefix("models.") {
+        let v = serde_json::to_value(&report.models).ok()?;
+        return v
+            .get(field)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(counter);
+    }
     if let Some(probe) = metric.strip_prefix("probes.") {
         let hits = report
             .probes
@@ -290,6 +304,8 @@ mod tests {
         assert!(check_metric("errors.policy_not_found").is_none());
         assert!(check_metric("probes.breaker.opened").is_none());
         assert!(check_metric("probes.no.such").is_some());
+        assert!(check_metric("models.rate_checks").is_none());
+        assert!(check_metric("models.nope").is_some());
         assert!(check_metric("core.nope").is_some());
         assert!(check_metric("decisions.random").is_some());
         assert!(check_metric("p95").is_some());

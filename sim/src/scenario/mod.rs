@@ -29,8 +29,9 @@ use expect::{Checked, Expectation, Op};
 use setup::TimedFault;
 use spec::{AtSpec, ScenarioFile};
 
-/// The fourteen scenario families of Part B.
-pub const FAMILIES: [&str; 15] = [
+/// The fourteen scenario families of Part B, the JetStream cluster, and the routing
+/// semantics the reference models judge.
+pub const FAMILIES: [&str; 16] = [
     "connection_loss",
     "publish_failures",
     "dlq",
@@ -46,11 +47,12 @@ pub const FAMILIES: [&str; 15] = [
     "recovery",
     "headers",
     "cluster",
+    "routing",
 ];
 
 /// Invariant names a scenario may name in `invariants` (docs/INVARIANTS.md; the checkers
 /// in `invariants/`, the world and `sweep.rs` raise them).
-pub const INVARIANTS: [&str; 32] = [
+pub const INVARIANTS: [&str; 46] = [
     "ack_before_reply_confirmed",
     "ack_before_assignment_confirmed",
     "ack_before_usage_confirmed",
@@ -83,6 +85,21 @@ pub const INVARIANTS: [&str; 32] = [
     "event_storm",
     "panic",
     "nondeterminism",
+    // The reference models (`models/`).
+    "nak_delay_wrong",
+    "nak_delay_lost",
+    "dlq_before_last_delivery",
+    "rate_limit_exceeded",
+    "rate_limited_early",
+    "decision_to_open_breaker",
+    "no_provider_while_breaker_allows",
+    "breaker_state_differs",
+    "breaker_record_count",
+    "sticky_after_ttl",
+    "sticky_wrong_provider",
+    "sticky_session_moved",
+    "weights_skewed",
+    "extension_retry_without_timeout",
 ];
 
 /// The seeds a scenario is tested on when its file names none.

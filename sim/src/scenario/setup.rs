@@ -153,6 +153,9 @@ impl WorldSetup for Scenario {
         set!(p.extension_retry, s.extension_retry);
         set!(p.caf_latency_max_ms, s.caf_latency_max_ms);
         set!(p.caf_msg_id, s.caf_msg_id);
+        if s.ops_every_ms.is_some() {
+            p.ops_every_ms = s.ops_every_ms;
+        }
 
         let f = &self.file.faults;
         let m = &mut p.faults;

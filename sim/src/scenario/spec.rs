@@ -103,6 +103,8 @@ pub struct SettingsSpec {
     pub extension_retry: Option<[u32; 3]>,
     pub caf_latency_max_ms: Option<u64>,
     pub caf_msg_id: Option<bool>,
+    /// How often the operator calls an admin or status operation.
+    pub ops_every_ms: Option<u64>,
     /// Routers share keyed answers through the KV bucket (`state.backend = "kv"`).
     pub shared_answers: Option<bool>,
     /// JetStream cluster nodes: 1, 3 or 5.

@@ -144,7 +144,7 @@ fn timed_faults_land_in_the_schedule_and_the_log() {
 fn named_invariants_are_real_checker_names() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut sources = String::new();
-    for dir in ["invariants", "world"] {
+    for dir in ["invariants", "world", "models"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             sources.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
         }

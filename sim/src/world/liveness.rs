@@ -105,6 +105,7 @@ impl World {
                 .map_or(MessageState::Undelivered, |c| c.state(seq))
         };
         self.checker.finish(self.now, state_of);
+        self.checker.finish_models(self.now);
         self.trace.record(
             self.now,
             "world.quiet",

@@ -322,6 +322,10 @@ impl World {
         if profile.shared_answers {
             checker.require_shared_answers();
         }
+        checker.attach_models(crate::models::Models::new(
+            &core_config,
+            &crate::policies::world_policies(profile.shared_answers),
+        ));
         checker.output_window_ms = profile.output_duplicate_window_ms();
         checker.set_settle(profile.settle_ms());
         World {
@@ -351,8 +355,16 @@ impl World {
             cafs,
             exts,
             usage: UsageConsumer::new(topo.usage(), profile.pull_batch, profile.pull_expires_ms),
-            ops: Ops::new(topo.ops(), SimRng::stream(seed, "ops")),
-            buggify: Buggify::new(profile.faults.buggify, SimRng::stream(seed, "buggify")),
+            ops: Ops::new(
+                topo.ops(),
+                SimRng::stream(seed, "ops"),
+                profile.ops_every_ms,
+            ),
+            buggify: {
+                let mut b = Buggify::new(profile.faults.buggify, SimRng::stream(seed, "buggify"));
+                b.plant(options.bug.and_then(crate::options::Bug::planted_in_core));
+                b
+            },
             probes: BTreeMap::new(),
             faults_rng: SimRng::stream(seed, "faults"),
             route_rng: SimRng::stream(seed, "route"),
@@ -579,6 +591,7 @@ impl World {
             requests: self.options.requests,
             buggify_sites: self.buggify.sites(),
             probes: self.probes.iter().map(|(&n, &c)| (n, c)).collect(),
+            models: self.checker.model_counters().cloned().unwrap_or_default(),
             counters: self.counters,
             observations: std::mem::take(&mut self.obs),
             trace: self.trace.into_lines(),

@@ -97,6 +97,8 @@ impl World {
         if let Some(h) = self.routers[r].host.take() {
             super::add_stats(&mut self.crashed_stats, h.router().stats());
         }
+        let proc = self.proc_of(r);
+        self.checker.on_process_end(proc);
         self.nodes[node].alive = false;
         self.nodes[node].connected = false;
         self.net.drop_connection(node);
@@ -252,6 +254,31 @@ impl World {
             &step.before,
             &step.after,
         );
+        let request = match message {
+            Some((Cons::Decide, seq)) => self.checker.request_of(seq),
+            _ => None,
+        };
+        let payload = message
+            .and_then(|(cons, seq)| original(cons, seq))
+            .map(|o| o.payload);
+        let local = self.routers[r]
+            .host
+            .as_ref()
+            .map_or(self.now, |h| h.core_now(self.now).millis());
+        let view = crate::models::StepView {
+            at: self.now,
+            local,
+            proc,
+            input: &step.input,
+            message,
+            request,
+            commands: &step.commands,
+            payload,
+            handles: &step.handles,
+            before: &step.before,
+            after: &step.after,
+        };
+        self.checker.on_model_step(&view, &self.workload);
         for command in &step.commands {
             self.trace.record(self.now, "core.cmd", name, command);
             if let Command::Request { id, .. } = command {
@@ -304,7 +331,16 @@ impl World {
                 SimAction::Settle { ack, how } => {
                     let kind = match how {
                         Settle::Ack => AckKind::Ack,
-                        Settle::Nak { delay_ms } => AckKind::Nak { delay_ms },
+                        Settle::Nak { delay_ms } => {
+                            let delay_ms = if self.options.bug == Some(Bug::NakWithoutDelay) {
+                                0
+                            } else {
+                                delay_ms
+                            };
+                            let proc = self.proc_of(r);
+                            self.checker.on_wire_nak(self.now, proc, ack, delay_ms);
+                            AckKind::Nak { delay_ms }
+                        }
                         Settle::Term => AckKind::Term,
                         Settle::Progress => AckKind::Progress,
                     };

@@ -138,6 +138,18 @@ pub(super) const CORE_COUNTERS: &[CoreCounter] = &[
          recorded under the idempotency key)."
     ),
     counter!(
+        "router_rate_admitted_total",
+        rate_admitted,
+        "Decide requests of a rate-limited policy that took a token (the others got \
+         rate_limited)."
+    ),
+    counter!(
+        "router_breaker_records_total",
+        breaker_records,
+        "Worker results fed to a provider's circuit breaker: once per correlation key, \
+         however often the result is redelivered."
+    ),
+    counter!(
         "router_assignments_published_total",
         assignments_published,
         "ExecAssignments whose publish the assignment stream confirmed."

@@ -543,6 +543,8 @@ mod tests {
         ("router_overload_dead_letters_total", "counter"),
         ("router_backpressure_naks_total", "counter"),
         ("router_rate_limited_total", "counter"),
+        ("router_rate_admitted_total", "counter"),
+        ("router_breaker_records_total", "counter"),
         ("router_assignments_published_total", "counter"),
         ("router_assignments_skipped_total", "counter"),
         ("router_extension_calls_total", "counter"),
