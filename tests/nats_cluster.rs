@@ -167,6 +167,10 @@ async fn assert_whole(report: &LoadReport, js: &jetstream::Context, router: &Rou
     let mut dlq = js.get_stream("BEAMLINE_DLQ").await.expect("dlq stream");
     let dead = dlq.info().await.expect("dlq info").state.messages;
     assert_eq!(dead, 0, "nothing should be dead-lettered");
+    // The same run, held to the simulator's history rules: one router process that
+    // never restarted, so every answer to a key is the same bytes.
+    let history = support::history::of_load(report, "acme", js).await;
+    support::history::judge("cluster", &history, &support::history::rules(5, true));
 }
 
 /// SIGKILL node `name`, then probe (every 100 ms, for 30 s at most) until a request
@@ -345,6 +349,7 @@ async fn a_node_lost_for_good_loses_no_acknowledged_request() {
     cluster.node(&leader).start_again();
     let router = RouterProcess::start(&cluster.urls(), policies.path(), &[]);
     let mut answered = std::collections::BTreeSet::new();
+    let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while answered.len() < STORED {
         let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
@@ -354,6 +359,7 @@ async fn a_node_lost_for_good_loses_no_acknowledged_request() {
         assert_eq!(value["ok"], Value::Bool(true), "{value}");
         if let Some(id) = value["context"]["request_id"].as_str() {
             answered.insert(id.to_string());
+            seen.push((id.to_string(), reply.payload.to_vec()));
         }
     }
     assert_eq!(
@@ -363,6 +369,25 @@ async fn a_node_lost_for_good_loses_no_acknowledged_request() {
         router.log()
     );
     wait_replicas_current(&js, DECIDE_STREAM, Duration::from_secs(60)).await;
+    // Held to the simulator's history rules: the payloads are known, so a DLQ record
+    // would be checked against its original too.
+    let history = beamline_sim::history::History {
+        requests: (0..STORED)
+            .map(|n| {
+                let id = format!("stored-{n}");
+                beamline_sim::history::SentRequest {
+                    payload: Some(beamline_router::bench::traffic::decide_request(
+                        &id, "acme", n,
+                    )),
+                    ..beamline_sim::history::SentRequest::valid(&id, "acme")
+                }
+            })
+            .collect(),
+        replies: seen,
+        dlq: support::history::stream_messages(&js, "BEAMLINE_DLQ").await,
+        usage: Vec::new(),
+    };
+    support::history::judge("node lost", &history, &support::history::rules(5, true));
 }
 
 /// `state.backend = "kv"`: the KV bucket's leader SIGKILLed under load. Claims time out

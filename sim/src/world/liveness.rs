@@ -106,6 +106,7 @@ impl World {
         };
         self.checker.finish(self.now, state_of);
         self.checker.finish_models(self.now);
+        self.checker.finish_history(self.now);
         self.trace.record(
             self.now,
             "world.quiet",
