@@ -24,6 +24,7 @@ pub const HEADER_REPLY_TO: &str = "Reply-To";
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_VERSION: &str = "version";
 pub const HEADER_TENANT_ID: &str = "tenant_id";
+pub const HEADER_REQUEST_ID: &str = "request_id";
 pub const HEADER_TRACE_ID: &str = "trace_id";
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_SPAN_ID: &str = "span_id";

@@ -16,6 +16,31 @@ pub const MAX_TIMEOUT_MS: u64 = 5_000;
 pub const MAX_RETRIES: u32 = 3;
 /// Delay before retry `a` (1-based) of a timed-out call: 100 * 2^(a-1) ms.
 pub const RETRY_BASE_MS: u64 = 100;
+/// The largest extension reply the pipeline reads (the intake bound of a message):
+/// beyond it the item fails with `extension_reply_too_large`.
+pub const REPLY_MAX_BYTES: usize = 1_048_576;
+/// The largest request context (metadata) extensions may build up, serialized: beyond
+/// it the item fails with `extension_metadata_too_large`.
+pub const METADATA_MAX_BYTES: usize = 65_536;
+
+/// The serialized length of a JSON map, counted without allocating it.
+fn json_len(map: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, map) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -455,6 +480,13 @@ impl Pipeline {
             CallResult::Reply(bytes) => bytes,
         };
         gate.record(&item.id, true);
+        if reply.len() > REPLY_MAX_BYTES {
+            let detail = format!(
+                "reply of {} bytes, over the {REPLY_MAX_BYTES}-byte bound",
+                reply.len()
+            );
+            return self.fail_or_continue("extension_reply_too_large", detail);
+        }
         let Ok(Value::Object(reply)) = serde_json::from_slice::<Value>(&reply) else {
             return self.fail_or_continue(
                 "invalid_response_format",
@@ -466,7 +498,9 @@ impl Pipeline {
                 if let Some(payload) = reply.get("payload") {
                     self.message = payload.clone();
                 }
-                self.merge_metadata(&reply);
+                if let Some(err) = self.merge_metadata(&reply) {
+                    return err;
+                }
             }
             Stage::Validator => {
                 // Both reply shapes exist in the platform: `{"valid": bool}` and
@@ -485,18 +519,39 @@ impl Pipeline {
                     return self.fail_or_continue("validator_blocked", reason);
                 }
             }
-            Stage::Post => self.merge_metadata(&reply),
+            Stage::Post => {
+                if let Some(err) = self.merge_metadata(&reply) {
+                    return err;
+                }
+            }
         }
         self.finish_item("ok");
         Ok(AfterCall::Continue)
     }
 
-    fn merge_metadata(&mut self, reply: &Map<String, Value>) {
-        if let Some(Value::Object(meta)) = reply.get("metadata") {
-            for (k, v) in meta {
-                self.context.insert(k.clone(), v.clone());
-            }
+    /// Merge a reply's metadata into the context, unless the context would outgrow its
+    /// bound: every later call and the decision carry it, so one chatty extension must
+    /// not grow them without limit. The size checked is the context's plus the reply's
+    /// metadata (an upper bound of the merge, measured without building it). Returns the
+    /// item's outcome when over.
+    fn merge_metadata(
+        &mut self,
+        reply: &Map<String, Value>,
+    ) -> Option<Result<AfterCall, PipelineError>> {
+        let Some(Value::Object(meta)) = reply.get("metadata") else {
+            return None;
+        };
+        let size = json_len(&self.context).saturating_add(json_len(meta));
+        if size > METADATA_MAX_BYTES {
+            let detail = format!(
+                "metadata of up to {size} bytes once merged, over the {METADATA_MAX_BYTES}-byte bound"
+            );
+            return Some(self.fail_or_continue("extension_metadata_too_large", detail));
         }
+        for (k, v) in meta {
+            self.context.insert(k.clone(), v.clone());
+        }
+        None
     }
 
     fn fail_or_continue(
@@ -519,9 +574,14 @@ impl Pipeline {
                 self.finish_item("error");
                 // Pre/post failures surface as their stage's error; validators block.
                 let reason = match (stage, reason) {
-                    (_, "extension_timeout" | "extension_not_found" | "extension_circuit_open") => {
-                        reason
-                    }
+                    (
+                        _,
+                        "extension_timeout"
+                        | "extension_not_found"
+                        | "extension_circuit_open"
+                        | "extension_reply_too_large"
+                        | "extension_metadata_too_large",
+                    ) => reason,
                     (Stage::Validator, _) => "validator_blocked",
                     (Stage::Pre, _) => "pre_processor_failed",
                     (Stage::Post, _) => "post_processor_failed",

@@ -238,3 +238,33 @@ fn when_false_skips_the_item() {
     assert_eq!(p.advance(&reg, &mut g), Step::Select);
     assert_eq!(p.executed[0].status, "skipped");
 }
+
+#[test]
+fn an_oversized_reply_or_context_fails_its_item_typed() {
+    let reg = registry();
+    let mut g = gate();
+    // Over the reply bound: the item aborts with its own reason, whatever the stage.
+    let mut p = pipeline(vec![item(Stage::Pre, "norm", OnFailure::Abort)]);
+    expect_call(p.advance(&reg, &mut g));
+    let huge = format!(r#"{{"payload":"{}"}}"#, "x".repeat(REPLY_MAX_BYTES));
+    let err = p
+        .on_result(&reg, &mut g, CallResult::Reply(huge.into_bytes()))
+        .unwrap_err();
+    assert_eq!(err.reason, "extension_reply_too_large");
+    // Metadata that would grow the context past its bound: refused, the context kept;
+    // a `warn` item moves on without it.
+    let mut p = pipeline(vec![item(Stage::Pre, "norm", OnFailure::Warn)]);
+    expect_call(p.advance(&reg, &mut g));
+    let chatty = json!({"metadata": {"blob": "x".repeat(METADATA_MAX_BYTES)}}).to_string();
+    p.on_result(&reg, &mut g, CallResult::Reply(chatty.into_bytes()))
+        .unwrap();
+    assert_eq!(p.executed[0].status, "warn");
+    assert!(!p.context.contains_key("blob"), "the context stays bounded");
+    // Just under the bound merges.
+    let mut p = pipeline(vec![item(Stage::Pre, "norm", OnFailure::Abort)]);
+    expect_call(p.advance(&reg, &mut g));
+    let fits = json!({"metadata": {"blob": "x".repeat(METADATA_MAX_BYTES / 2)}}).to_string();
+    p.on_result(&reg, &mut g, CallResult::Reply(fits.into_bytes()))
+        .unwrap();
+    assert!(p.context.contains_key("blob"));
+}

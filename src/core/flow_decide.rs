@@ -368,10 +368,15 @@ impl DecideFlow<'_> {
                     let id = self.flights.next_id();
                     self.flights.requests.insert(id, seq);
                     self.stats.extension_calls += 1;
+                    let headers = super::propagation::extension_headers(
+                        &work.request,
+                        &work.inbound_headers,
+                        &call.extension_id,
+                    );
                     env.execute(Command::Request {
                         id,
                         subject: call.subject,
-                        headers: Vec::new(),
+                        headers,
                         payload: call.payload,
                         timeout_ms: call.timeout_ms,
                     });

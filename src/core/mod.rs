@@ -21,6 +21,7 @@ mod inbound;
 mod io;
 mod outputs;
 pub mod probes;
+mod propagation;
 pub mod provider_stats;
 pub mod rate_limit;
 mod reply;
