@@ -7,6 +7,12 @@ use serde_json::{Map, Value};
 use super::decide::ResponseContext;
 
 /// Why intake refused a message. Stable strings: operators alert on them.
+///
+/// Upstream also defined `IDEMPOTENCY_VIOLATION` (a key reused for another request) and
+/// `INTERNAL_VALIDATION_ERROR` (an exception inside validation) but never produced
+/// either. Neither has a path here: validation is a total function, and a reused key is
+/// answered with the first reply's bytes (the idempotency contract); so both are gone
+/// rather than kept as codes nothing emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IntakeErrorCode {
@@ -14,9 +20,7 @@ pub enum IntakeErrorCode {
     VersionUnsupported,
     CorrelationFieldsInvalid,
     TenantForbidden,
-    IdempotencyViolation,
     PayloadTooSmall,
-    InternalValidationError,
 }
 
 impl IntakeErrorCode {
@@ -26,9 +30,7 @@ impl IntakeErrorCode {
             IntakeErrorCode::VersionUnsupported => "VERSION_UNSUPPORTED",
             IntakeErrorCode::CorrelationFieldsInvalid => "CORRELATION_FIELDS_INVALID",
             IntakeErrorCode::TenantForbidden => "TENANT_FORBIDDEN",
-            IntakeErrorCode::IdempotencyViolation => "IDEMPOTENCY_VIOLATION",
             IntakeErrorCode::PayloadTooSmall => "PAYLOAD_TOO_SMALL",
-            IntakeErrorCode::InternalValidationError => "INTERNAL_VALIDATION_ERROR",
         }
     }
 
@@ -36,14 +38,13 @@ impl IntakeErrorCode {
     pub fn gateway_code(self) -> ErrorCode {
         match self {
             IntakeErrorCode::TenantForbidden => ErrorCode::Unauthorized,
-            IntakeErrorCode::InternalValidationError => ErrorCode::Internal,
             _ => ErrorCode::InvalidRequest,
         }
     }
 
     pub fn severity(self) -> &'static str {
         match self {
-            IntakeErrorCode::IdempotencyViolation | IntakeErrorCode::PayloadTooSmall => "warn",
+            IntakeErrorCode::PayloadTooSmall => "warn",
             _ => "error",
         }
     }

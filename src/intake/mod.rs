@@ -333,11 +333,7 @@ impl Rejecter {
                 format!("Correlation fields validation failed: {reason}")
             }
             IntakeErrorCode::TenantForbidden => format!("Tenant validation failed: {reason}"),
-            IntakeErrorCode::IdempotencyViolation => format!("Idempotency violation: {reason}"),
             IntakeErrorCode::PayloadTooSmall => format!("Payload is too small or empty: {reason}"),
-            IntakeErrorCode::InternalValidationError => {
-                format!("Internal validation error: {reason}")
-            }
         };
         self.reject_with(code, reason, message)
     }
