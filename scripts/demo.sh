@@ -4,6 +4,7 @@
 #
 #   scripts/demo.sh                 # 500 requests
 #   REQUESTS=2000 scripts/demo.sh   # more
+#   PIPELINE_REQUESTS=0 scripts/demo.sh  # skip the extension and assignment part
 #
 # Needs only cargo and python3/pip. Everything runs on 127.0.0.1 in a temp directory,
 # which is removed afterwards unless the demo failed (then its logs are kept).
@@ -61,9 +62,10 @@ done
 grep -q "router ready" "$WORK/router.log" || { echo "router did not become ready" >&2; exit 1; }
 echo "router ready (log: $WORK/router.log)"
 
-step "sending $REQUESTS decide requests for tenant acme"
+step "sending $REQUESTS decide requests for tenant acme, then ${PIPELINE_REQUESTS:-40} through an extension and a worker"
 TRAFFIC_STATUS=0
-"$ROUTER" demo-traffic --nats-url "$URL" --requests "$REQUESTS" || TRAFFIC_STATUS=$?
+"$ROUTER" demo-traffic --nats-url "$URL" --requests "$REQUESTS" \
+    --pipeline-requests "${PIPELINE_REQUESTS:-40}" || TRAFFIC_STATUS=$?
 
 step "stopping the router (SIGTERM) and nats-server"
 kill -TERM "$ROUTER_PID"

@@ -122,6 +122,10 @@ pub struct TrafficArgs {
     /// Wait for this stream to exist before sending.
     #[arg(long, default_value = "BEAMLINE_DECIDE")]
     stream: String,
+    /// Then send this many requests through the `pipeline` policy, answered by a demo
+    /// pre-processor, every 4th asking for an assignment that a demo worker consumes.
+    #[arg(long, default_value_t = 0)]
+    pipeline_requests: usize,
 }
 
 /// Send the requests and print what came back; true when every request was answered.
@@ -158,13 +162,29 @@ pub async fn demo_traffic_command(args: TrafficArgs) -> anyhow::Result<bool> {
     })
     .await?;
     print!("{}", traffic::summary(&report));
-    let complete = report.answered() == plan.requests;
+    let mut complete = report.answered() == plan.requests;
     if !complete {
         println!(
             "{} requests got no reply within {} s",
             plan.requests - report.answered(),
             args.timeout_secs
         );
+    }
+    if args.pipeline_requests > 0 {
+        let n = args.pipeline_requests;
+        println!(
+            "sending {n} requests through policy {} (a demo extension answers {}; a demo worker acks the assignments)",
+            super::demo::PIPELINE_POLICY,
+            super::demo::EXTENSION_SUBJECT
+        );
+        let c = super::demo::run_pipeline(&client, &plan.tenant, n).await?;
+        println!(
+            "pipeline: {} of {n} decided with the extension, {} errors; extension calls answered {}; assignments asked {}, pulled and acked by the worker {}",
+            c.decided_with_extension, c.errors, c.extension_calls, c.assignments_asked, c.assignments_acked
+        );
+        complete &= c.decided_with_extension == n as u64
+            && c.errors == 0
+            && c.assignments_acked == c.assignments_asked;
     }
     Ok(complete)
 }

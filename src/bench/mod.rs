@@ -32,6 +32,7 @@
 //! - [`resources`]: CPU, memory and load from `/proc`;
 //! - [`report`]: the table and the `BENCH_JSON` line;
 //! - [`traffic`]: a gateway-like load generator (`demo-traffic`, integration tests);
+//! - [`demo`]: the demo's extension, worker and extension-policy batch;
 //! - [`cli`]: the `bench` and `demo-traffic` subcommands' flags.
 
 // Wall-clock timing is what a benchmark is for: like the production shell, this module
@@ -53,6 +54,7 @@ use resources::{cpu_model, load_average, vm_bytes, Pids};
 use supervise::{start_nats_server, start_router, ScratchDir};
 
 pub mod cli;
+pub mod demo;
 mod paths;
 mod phases;
 mod report;
