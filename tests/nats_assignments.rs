@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRequestBuilder};
-use beamline_router::contracts::subjects::{ASSIGNMENT, ASSIGNMENT_ACK};
+use beamline_router::contracts::subjects::{ASSIGNMENT, ASSIGNMENT_ACK, RESULT};
+use beamline_sim::history::{History, SentRequest};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use support::{acme_policies, free_port, http_get, metric, NatsServer, RouterProcess};
@@ -113,6 +114,18 @@ async fn a_worker_pulls_one_assignment_per_decision_with_its_id_and_trace() {
             "first delivery to the worker"
         );
         m.ack().await.unwrap();
+        // The worker ran the job: its result goes back to the router.
+        let result = json!({"version": "1", "assignment_id": id, "request_id": body["request_id"],
+            "status": "success", "provider_id": body["executor"]["provider_id"],
+            "job": {"type": "text.generate"}, "latency_ms": 42, "cost": 0.002,
+            "tenant_id": "acme", "trace_id": TRACE});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("result-{id}").as_str());
+        js.publish_with_headers(RESULT, headers, result.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         seen.push(body);
     }
     assert_eq!(
@@ -144,6 +157,51 @@ async fn a_worker_pulls_one_assignment_per_decision_with_its_id_and_trace() {
         assert_eq!(id.len(), 36, "{id}");
         assert_eq!(&id[14..15], "4", "{id}");
     }
+
+    // A usage consumer: one event per assignment, keyed by it, for the request's tenant.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let usage = loop {
+        let usage = support::history::stream_messages(&js, "BEAMLINE_USAGE").await;
+        if usage.len() >= 5 || tokio::time::Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        usage.len(),
+        5,
+        "one usage event per assignment; router log:\n{}",
+        router.log()
+    );
+    for m in &usage {
+        let u: Value = serde_json::from_slice(&m.payload).unwrap();
+        let a = seen
+            .iter()
+            .find(|a| a["assignment_id"] == u["assignment_id"])
+            .unwrap_or_else(|| panic!("usage for an unknown assignment: {u}"));
+        assert_eq!(
+            u["usage_id"],
+            format!("usage-{}", a["assignment_id"].as_str().unwrap())
+        );
+        assert_eq!(u["request_id"], a["request_id"]);
+        assert_eq!(u["tenant_id"], "acme");
+        assert_eq!(u["provider_id"], a["executor"]["provider_id"]);
+    }
+    // The whole exchange, held to the simulator's history rules.
+    let history = History {
+        requests: decisions
+            .iter()
+            .map(|(id, _, _)| SentRequest::valid(id, "acme"))
+            .collect(),
+        replies: decisions
+            .iter()
+            .map(|(id, _, raw)| (id.clone(), raw.to_vec()))
+            .chain([("as-0".to_string(), again.raw.to_vec())])
+            .collect(),
+        dlq: support::history::stream_messages(&js, "BEAMLINE_DLQ").await,
+        usage,
+    };
+    support::history::judge("assignments", &history, &support::history::rules(5, true));
 }
 
 /// Workers' acks of assignments: the router's ack consumer counts a valid one and
