@@ -35,6 +35,13 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Validate a policy directory (`<tenant>/<policy_id>.json`) offline, with the rules
+    /// `serve` and its reload apply: exit 0 when every file loads, 2 naming the first
+    /// file, field and rule that does not (for CI pipelines that hold policies).
+    CheckPolicies {
+        /// The policy directory.
+        dir: PathBuf,
+    },
     /// Send decide requests as a gateway would, and print what came back.
     DemoTraffic(TrafficArgs),
     /// Send one decide request as a gateway would and print the reply JSON (like `nats req`).
@@ -92,6 +99,16 @@ fn main() -> ExitCode {
             }
             Err(err) => {
                 eprintln!("{}: {err}", file.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::CheckPolicies { dir } => match beamline_router::policy::load_dir(&dir) {
+            Ok(store) => {
+                println!("{}: valid ({} policies)", dir.display(), store.len());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
                 ExitCode::from(2)
             }
         },

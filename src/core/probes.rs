@@ -236,6 +236,16 @@ pub const PROBES: &[ProbeSpec] = &[
         "a pull stream ended or could not start",
     ),
     p(
+        "host.policies_reloaded",
+        false,
+        "a reloaded policy set was put in force",
+    ),
+    p(
+        "host.policy_reload_refused",
+        false,
+        "a reloaded policy set was refused whole; the running one stayed",
+    ),
+    p(
         "host.handed_back",
         false,
         "a delivery arrived during the drain and was handed back",

@@ -104,6 +104,11 @@ impl Router {
         self.policies = policies;
     }
 
+    /// A new extension registry: a pipeline in progress uses it from its next step on.
+    pub fn replace_extensions(&mut self, registry: super::extensions::ExtensionRegistry) {
+        self.config.extensions = registry;
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

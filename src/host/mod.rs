@@ -263,12 +263,25 @@ pub struct HostCounters {
     /// Deliveries that arrived after intake stopped (shutting down), nak'ed at once.
     pub handed_back: u64,
     pub advisories_held: u64,
+    /// Policy sets (with their extension registry) put in force by `reload`.
+    pub policy_reloads: u64,
+    /// Reloads refused whole: the running set stayed in force.
+    pub policy_reloads_refused: u64,
     pub advisories_ignored: u64,
     pub advisories_unreadable: u64,
     /// Pull restarts after a stall, per consumer (by index).
     pub pull_restarts: Vec<u64>,
     /// Pull restarts after the consumer's leader changed, per consumer (by index).
     pub pull_leader_moves: Vec<u64>,
+}
+
+/// A policy set to put in force (`Host::reload`).
+#[derive(Clone, Debug)]
+pub struct Reload {
+    pub policies: crate::policy::PolicyStore,
+    /// The extension registry too, when the deployment names one (else the running one
+    /// stays).
+    pub extensions: Option<crate::core::extensions::ExtensionRegistry>,
 }
 
 /// One input the core handled and what it emitted (`HostConfig::record_steps`).
@@ -383,6 +396,29 @@ impl<A: Clone, R> Host<A, R> {
             pull_restarts: self.pulls.restarts().to_vec(),
             pull_leader_moves: self.pulls.leader_moves().to_vec(),
             ..self.counters.clone()
+        }
+    }
+
+    /// A policy set read by the transport (SIGHUP, or an operator's request), or why it
+    /// could not be read. All or nothing: a set is put in force whole, with its extension
+    /// registry when one is given; a refused one leaves the running set in force.
+    /// Returns whether it was put in force.
+    pub fn reload(&mut self, loaded: Result<Reload, String>, env: &mut impl HostEnv) -> bool {
+        match loaded {
+            Ok(reload) => {
+                self.router.replace_policies(reload.policies);
+                if let Some(registry) = reload.extensions {
+                    self.router.replace_extensions(registry);
+                }
+                self.counters.policy_reloads += 1;
+                env.probe("host.policies_reloaded");
+                true
+            }
+            Err(_) => {
+                self.counters.policy_reloads_refused += 1;
+                env.probe("host.policy_reload_refused");
+                false
+            }
         }
     }
 

@@ -39,6 +39,7 @@ use super::headers::headers_of;
 use super::metrics::{ConsumerCounters, Metrics, ShellCounters};
 use super::nats::{self, Topology};
 use super::publisher::Publisher;
+use super::reload::PolicySource;
 use super::setup;
 use super::{HostAction, HostEvent};
 use crate::contracts::subjects::{HEADER_TENANT_ID, HEADER_TRACEPARENT, HEADER_TRACE_ID};
@@ -164,6 +165,8 @@ pub async fn serve_until(
         leader_elections,
         exit: None,
         consumers: consumers.iter().map(|(_, c, _)| c.clone()).collect(),
+        policy_source: PolicySource::new(policies_dir.clone(), &settings),
+        hangups: super::reload::hangups(),
     };
     metrics.set_streams_ready(true);
     tracing::info!(
@@ -280,6 +283,9 @@ struct Driver {
     /// Streams an advisory may name.
     fetchable: Vec<jetstream::stream::Stream>,
     consumers: Vec<PullConsumer>,
+    /// Where the policies came from, read again on SIGHUP.
+    policy_source: PolicySource,
+    hangups: Option<tokio::signal::unix::Signal>,
     pulls: PullGenerations,
     /// One merged stream of every consumer's deliveries.
     messages: SelectAll<Feed>,
@@ -346,6 +352,7 @@ impl Driver {
                     self.handle(HostEvent::Pull { consumer, event: PullEvent::LeaderElected });
                 }
                 Some(item) = self.messages.next(), if !self.messages.is_empty() => self.on_pull_items(item),
+                () = next_signal(&mut self.hangups) => self.on_hangup(),
                 _ = metrics_tick.tick() => self.publish_metrics(),
                 _ = stats_tick.tick() => self.log_stats(),
             }
@@ -469,6 +476,31 @@ impl Driver {
         }
     }
 
+    /// SIGHUP: read the policy set again; the host puts it in force or refuses it whole.
+    fn on_hangup(&mut self) {
+        let loaded = self.policy_source.load();
+        let outcome = loaded
+            .as_ref()
+            .map(|r| (r.policies.len(), r.extensions.as_ref().map(|e| e.len())))
+            .map_err(String::clone);
+        let applied = self.host.reload(loaded, &mut self.env);
+        match outcome {
+            Ok((policies, extensions)) if applied => tracing::info!(
+                policies,
+                extensions,
+                dir = %self.policy_source.dir().display(),
+                "policies reloaded (SIGHUP)"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                %error,
+                dir = %self.policy_source.dir().display(),
+                "policy reload refused (SIGHUP): the running policies stay in force"
+            ),
+        }
+        self.publish_metrics();
+    }
+
     fn publish_metrics(&self) {
         let now = wall_clock();
         self.metrics
@@ -489,6 +521,8 @@ impl Driver {
                 inbound_evicted: h.inbound_evicted,
                 outbox_dropped: h.outbox_dropped + self.outbox_refused,
                 timers: h.timers,
+                policy_reloads: h.policy_reloads,
+                policy_reloads_refused: h.policy_reloads_refused,
                 consumers,
                 queues: {
                     let (replies, replies_bound) = self.publisher.reply_queue();

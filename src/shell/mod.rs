@@ -34,6 +34,7 @@ pub mod headers;
 pub mod metrics;
 pub mod nats;
 pub mod publisher;
+pub mod reload;
 pub mod setup;
 
 pub use config::{ConfigError, Settings};

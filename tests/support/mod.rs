@@ -377,12 +377,21 @@ impl RouterProcess {
 
     /// Send SIGTERM and return at once.
     pub fn terminate(&self) {
+        self.send_signal("-TERM");
+    }
+
+    /// Send SIGHUP (reload the policies) and return at once.
+    pub fn hang_up(&self) {
+        self.send_signal("-HUP");
+    }
+
+    fn send_signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("router already stopped");
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     pub fn log(&self) -> String {

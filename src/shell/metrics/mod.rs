@@ -116,6 +116,9 @@ pub struct ShellCounters {
     pub inbound_evicted: u64,
     pub outbox_dropped: u64,
     pub timers: u64,
+    /// Policy reloads put in force, and refused whole (the running set stayed).
+    pub policy_reloads: u64,
+    pub policy_reloads_refused: u64,
     /// One entry per JetStream consumer.
     pub consumers: Vec<ConsumerCounters>,
     /// Messages waiting in each bounded queue of the shell, with its bound.
@@ -353,6 +356,18 @@ impl Metrics {
             "Settles or responses dropped because the outbox was full.",
             sh.outbox_dropped,
         );
+        counter(
+            &mut out,
+            "router_policy_reloads_total",
+            "Policy sets (and extension registries) reloaded and put in force (SIGHUP).",
+            sh.policy_reloads,
+        );
+        counter(
+            &mut out,
+            "router_policy_reloads_refused_total",
+            "Policy reloads refused whole because a file did not load; the running set stayed.",
+            sh.policy_reloads_refused,
+        );
         per_consumer(
             &mut out,
             "router_consumer_deliveries_total",
@@ -572,6 +587,8 @@ mod tests {
         ("router_deliveries_evicted_total", "counter"),
         ("router_inbound_evicted_total", "counter"),
         ("router_outbox_dropped_total", "counter"),
+        ("router_policy_reloads_total", "counter"),
+        ("router_policy_reloads_refused_total", "counter"),
         ("router_consumer_deliveries_total", "counter"),
         ("router_pull_restarts_total", "counter"),
         ("router_pull_leader_moves_total", "counter"),

@@ -1,0 +1,121 @@
+//! Policy reload against a real nats-server: SIGHUP puts a changed policy directory in
+//! force without a restart; a directory with a broken file is refused whole and the
+//! running policies keep deciding; `check-policies` says the same offline (exit 2).
+//!
+//! Needs nats-server (see `support::nats_server_bin`); never skips.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use beamline_router::client::{DecideClient, DecideOptions, DecideReply, DecideRequestBuilder};
+use support::{free_port, http_get, metric, NatsServer, RouterProcess};
+
+fn only(provider: &str) -> String {
+    format!(r#"{{"providers":[{{"name":"{provider}","weight":1}}]}}"#)
+}
+
+async fn provider_of(client: &DecideClient, id: &str, router: &RouterProcess) -> String {
+    let opts = DecideOptions::default().with_timeout(Duration::from_secs(10));
+    let reply = client
+        .decide(
+            DecideRequestBuilder::new("acme", "text.generate")
+                .request_id(id)
+                .payload(support::payload()),
+            &opts,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{id}: {e}; router log:\n{}", router.log()));
+    match reply {
+        DecideReply::Decision(d) => d.decision.provider_id,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+fn check_policies(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+        .arg("check-policies")
+        .arg(dir)
+        .output()
+        .expect("run check-policies");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_good_set_and_refuses_a_broken_one_whole() {
+    let server = NatsServer::start();
+    let policies = tempfile::tempdir().unwrap();
+    let acme = policies.path().join("acme");
+    std::fs::create_dir(&acme).unwrap();
+    std::fs::write(acme.join("default.json"), only("openai")).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let router = RouterProcess::start(
+        &server.url(),
+        policies.path(),
+        &["--metrics-listen", &listen],
+    );
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let client = DecideClient::connect(nats).await.unwrap();
+    assert_eq!(provider_of(&client, "reload-1", &router).await, "openai");
+
+    // A changed file, then SIGHUP: the next decision follows it, no restart.
+    std::fs::write(acme.join("default.json"), only("anthropic")).unwrap();
+    assert_eq!(
+        check_policies(policies.path()).0,
+        0,
+        "the new set is valid offline too"
+    );
+    router.hang_up();
+    tokio::task::block_in_place(|| router.wait_log("policies reloaded", Duration::from_millis(25)));
+    assert_eq!(provider_of(&client, "reload-2", &router).await, "anthropic");
+
+    // A set with one broken file (and one good change) is refused whole.
+    std::fs::write(acme.join("default.json"), only("openai")).unwrap();
+    std::fs::write(
+        acme.join("broken.json"),
+        r#"{"providers":[{"name":"openai","weight":-3}]}"#,
+    )
+    .unwrap();
+    let (code, text) = check_policies(policies.path());
+    assert_eq!(code, 2, "check-policies refuses the set: {text}");
+    assert!(
+        text.contains("broken.json"),
+        "the error names the file: {text}"
+    );
+    router.hang_up();
+    tokio::task::block_in_place(|| {
+        router.wait_log("policy reload refused", Duration::from_millis(25))
+    });
+    let log = router.log();
+    assert!(
+        log.contains("broken.json"),
+        "the refusal names the file:\n{log}"
+    );
+    assert_eq!(
+        provider_of(&client, "reload-3", &router).await,
+        "anthropic",
+        "the running set stays in force, the good change in the refused set included"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = tokio::task::block_in_place(|| http_get(port, "/metrics"));
+        let (ok, refused) = (
+            metric(&text, "router_policy_reloads_total"),
+            metric(&text, "router_policy_reloads_refused_total"),
+        );
+        if (ok, refused) == (Some(1), Some(1)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reloads {ok:?}, refused {refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
