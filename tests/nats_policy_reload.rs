@@ -17,7 +17,8 @@ fn only(provider: &str) -> String {
     format!(r#"{{"providers":[{{"name":"{provider}","weight":1}}]}}"#)
 }
 
-async fn provider_of(client: &DecideClient, id: &str, router: &RouterProcess) -> String {
+/// The provider and the policy revision a decision names.
+async fn provider_of(client: &DecideClient, id: &str, router: &RouterProcess) -> (String, String) {
     let opts = DecideOptions::default().with_timeout(Duration::from_secs(10));
     let reply = client
         .decide(
@@ -29,7 +30,12 @@ async fn provider_of(client: &DecideClient, id: &str, router: &RouterProcess) ->
         .await
         .unwrap_or_else(|e| panic!("{id}: {e}; router log:\n{}", router.log()));
     match reply {
-        DecideReply::Decision(d) => d.decision.provider_id,
+        DecideReply::Decision(d) => (
+            d.decision.provider_id,
+            d.decision
+                .policy_revision
+                .expect("every decision names its policy revision"),
+        ),
         other => panic!("{id}: {other:?}"),
     }
 }
@@ -61,7 +67,8 @@ async fn sighup_reloads_a_good_set_and_refuses_a_broken_one_whole() {
     );
     let nats = async_nats::connect(server.url()).await.unwrap();
     let client = DecideClient::connect(nats).await.unwrap();
-    assert_eq!(provider_of(&client, "reload-1", &router).await, "openai");
+    let (provider, first) = provider_of(&client, "reload-1", &router).await;
+    assert_eq!(provider, "openai");
 
     // A changed file, then SIGHUP: the next decision follows it, no restart.
     std::fs::write(acme.join("default.json"), only("anthropic")).unwrap();
@@ -72,7 +79,9 @@ async fn sighup_reloads_a_good_set_and_refuses_a_broken_one_whole() {
     );
     router.hang_up();
     tokio::task::block_in_place(|| router.wait_log("policies reloaded", Duration::from_millis(25)));
-    assert_eq!(provider_of(&client, "reload-2", &router).await, "anthropic");
+    let (provider, second) = provider_of(&client, "reload-2", &router).await;
+    assert_eq!(provider, "anthropic");
+    assert_ne!(first, second, "the reply names the new revision");
 
     // A set with one broken file (and one good change) is refused whole.
     std::fs::write(acme.join("default.json"), only("openai")).unwrap();
@@ -98,8 +107,8 @@ async fn sighup_reloads_a_good_set_and_refuses_a_broken_one_whole() {
     );
     assert_eq!(
         provider_of(&client, "reload-3", &router).await,
-        "anthropic",
-        "the running set stays in force, the good change in the refused set included"
+        ("anthropic".to_string(), second),
+        "the running set stays in force (the good change in the refused set included)"
     );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -86,6 +86,10 @@ pub struct Decision {
     pub expected_latency_ms: u64,
     pub expected_cost: f64,
     pub reason: DecisionReason,
+    /// The revision of the policy that decided (`Policy::revision`), so that a reload
+    /// can be traced in the replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
 }

@@ -446,6 +446,7 @@ impl DecideFlow<'_> {
                                 cost_micros,
                                 post,
                             );
+                            decision.policy_revision = Some(policy.revision.clone());
                             let value = if post {
                                 serde_json::to_value(&decision).unwrap_or(Value::Null)
                             } else {

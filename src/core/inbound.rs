@@ -178,6 +178,7 @@ impl InboundFlow<'_> {
             .cloned()
             .unwrap_or_default();
         context.insert("tenant_id".into(), tenant.into());
+        let revision = policy.revision.clone();
         let mut breakers: Breakers = self.services.breakers.clone();
         let mut sticky = StickyStore::new(1);
         let stores = Stores {
@@ -186,7 +187,7 @@ impl InboundFlow<'_> {
         };
         match decider::choose(policy, tenant, &context, env.now(), stores, env) {
             Ok(c) => {
-                json!({"ok": true, "decision": {"provider_id": c.provider_id, "reason": c.reason.as_str(), "priority": c.reason.priority(), "steps": c.steps}})
+                json!({"ok": true, "decision": {"provider_id": c.provider_id, "reason": c.reason.as_str(), "priority": c.reason.priority(), "policy_revision": revision, "steps": c.steps}})
             }
             Err(none) => {
                 json!({"ok": false, "error": {"code": "decision_failed", "message": "No provider available"}, "steps": none.steps})

@@ -51,6 +51,7 @@ pub fn decision(
         // Micro-units back to a currency amount; exact for the values we store.
         expected_cost: cost_micros as f64 / 1e6,
         reason: choice.reason,
+        policy_revision: None,
         metadata: with_metadata
             .then(|| metadata(&pipeline.context, &choice.extra, &pipeline.executed)),
     }

@@ -638,7 +638,10 @@ fn the_last_delivery_is_started_not_handed_back_while_draining() {
 fn a_reload_is_put_in_force_whole_or_refused_whole() {
     let mut host = host();
     let mut env = TestEnv(1);
-    assert!(!host.reload(Err("acme/broken.json: weight must be >= 0".into()), &mut env));
+    assert!(!host.reload(
+        Err("acme/broken.json: weight must be >= 0".into()),
+        &mut env
+    ));
     assert!(
         host.router().policies().get("acme", "default").is_some(),
         "a refused set leaves the running one in force"
@@ -646,7 +649,11 @@ fn a_reload_is_put_in_force_whole_or_refused_whole() {
     let mut store = PolicyStore::new();
     store.insert(
         "initech",
-        parse_policy("default", r#"{"providers":[{"name":"anthropic","weight":1}]}"#).unwrap(),
+        parse_policy(
+            "default",
+            r#"{"providers":[{"name":"anthropic","weight":1}]}"#,
+        )
+        .unwrap(),
     );
     let reload = Reload {
         policies: store,
@@ -655,7 +662,11 @@ fn a_reload_is_put_in_force_whole_or_refused_whole() {
     assert!(host.reload(Ok(reload), &mut env));
     assert!(host.router().policies().get("acme", "default").is_none());
     assert!(host.router().policies().get("initech", "default").is_some());
-    assert_eq!(host.router().config().extensions.len(), 3, "no registry given: kept");
+    assert_eq!(
+        host.router().config().extensions.len(),
+        3,
+        "no registry given: kept"
+    );
     let c = host.counters();
     assert_eq!((c.policy_reloads, c.policy_reloads_refused), (1, 1));
 }

@@ -108,6 +108,7 @@ pub fn parse_policy_value(policy_id: &str, doc: &Value) -> Result<Policy, Policy
     Ok(Policy {
         policy_id: policy_id.to_string(),
         version,
+        revision: revision_of(doc),
         providers,
         fallback,
         fallback_rules,
@@ -119,6 +120,14 @@ pub fn parse_policy_value(policy_id: &str, doc: &Value) -> Result<Policy, Policy
         post: pipeline.post,
         ignored_keys: ignored,
     })
+}
+
+/// 12 hex digits of the SHA-256 of the document as parsed (keys in their order, no
+/// whitespace): the same file reformatted keeps its revision.
+fn revision_of(doc: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(doc.to_string().as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Upstream's stored form carries `policy_id` and `tenant_id`: accepted when well formed,
@@ -244,6 +253,21 @@ mod tests {
 
     use super::*;
     use crate::policy::{BackoffStrategy, CircuitBreaker, ExtensionMode, OnFail};
+
+    #[test]
+    fn the_revision_follows_the_content_not_its_formatting() {
+        let a = parse_policy("default", r#"{"providers":[{"name":"openai","weight":1}]}"#).unwrap();
+        let b = parse_policy(
+            "default",
+            "{\n  \"providers\": [ {\"name\": \"openai\", \"weight\": 1} ]\n}\n",
+        )
+        .unwrap();
+        let c = parse_policy("default", r#"{"providers":[{"name":"openai","weight":2}]}"#).unwrap();
+        assert_eq!(a.revision, b.revision, "reformatted: same revision");
+        assert_ne!(a.revision, c.revision, "another weight: another revision");
+        assert_eq!(a.revision.len(), 12);
+        assert!(a.revision.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
 
     #[test]
     fn providers_form_uses_percentages() {

@@ -26,6 +26,10 @@ pub struct ProviderWeight {
 pub struct Policy {
     pub policy_id: String,
     pub version: String,
+    /// The content's revision: 12 hex digits of the SHA-256 of the parsed document
+    /// (formatting and whitespace aside). Every decision names it, so that a reload can
+    /// be traced in the replies.
+    pub revision: String,
     /// In the `providers` list's order, or the legacy `weights` map's key order.
     pub providers: Vec<ProviderWeight>,
     /// Legacy single fallback provider, used when no weighted provider can be drawn.
