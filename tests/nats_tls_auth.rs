@@ -364,3 +364,22 @@ fn check_config_names_key_value_and_rule() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start"));
 }
+
+/// Started before NATS (as an orchestrator may): the router retries its first
+/// connection, with a log line, and becomes ready once the server is up.
+#[test]
+fn a_router_started_before_nats_waits_for_it() {
+    let port = support::free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(&url, policies.path(), &[], &[]);
+    router.wait_log("retrying the first connection", Duration::from_millis(25));
+    assert!(router.is_running(), "it waits, it does not exit");
+    let _server = NatsServer::start_on(port);
+    router.wait_ready();
+    assert!(
+        router.stop(Duration::from_secs(15)).success(),
+        "{}",
+        router.log()
+    );
+}

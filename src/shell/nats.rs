@@ -135,6 +135,76 @@ impl Topology {
 /// Connect with the configured URLs, credentials and TLS, and report
 /// `Connected`/`Disconnected` to the driver as core inputs. Reconnects are unlimited,
 /// with async-nats's default backoff (0, then 2^(n-1) ms, capped at 4 s).
+/// The first connection, retried while no server answers (refused, unreachable, timed
+/// out) for up to `wait_ms`, with a log line per attempt: an orchestrator that starts the
+/// router before NATS gets a router that waits, not one that crash-loops. A refusal that
+/// waiting cannot cure (authentication, TLS) ends it at once.
+async fn connect_patiently(
+    options: async_nats::ConnectOptions,
+    addrs: Vec<ServerAddr>,
+    wait_ms: u64,
+    shown: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    use async_nats::ConnectErrorKind;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 1u32;
+    loop {
+        // `connect` takes the options by value; the callback and credentials inside are
+        // shared handles, so a clone per attempt is cheap.
+        match options.clone().connect(addrs.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(err) => {
+                let transient = match err.kind() {
+                    ConnectErrorKind::TimedOut => true,
+                    ConnectErrorKind::Io => nobody_listens(&err),
+                    _ => false,
+                };
+                let now = tokio::time::Instant::now();
+                if !transient || now + pause > deadline {
+                    return Err(err);
+                }
+                tracing::warn!(
+                    %err,
+                    attempt,
+                    retry_in_ms = pause.as_millis() as u64,
+                    urls = shown,
+                    "no NATS server answers yet; retrying the first connection"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Whether a connect error says that no server is there yet (refused, unreachable),
+/// rather than one that answered and refused us: async-nats reports TLS failures as I/O
+/// errors too, and those must end the start at once.
+fn nobody_listens(err: &async_nats::ConnectError) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
 pub async fn connect(
     settings: &Settings,
     events: mpsc::Sender<ConnectionEvent>,
@@ -216,8 +286,7 @@ pub async fn connect(
     } else {
         ""
     };
-    let client = options
-        .connect(addrs)
+    let client = connect_patiently(options, addrs, n.initial_connect_wait_ms, &shown)
         .await
         .with_context(|| format!("cannot connect to NATS at {shown}{hint}"))?;
     metrics.set_connected(true);

@@ -115,6 +115,11 @@ impl NatsServer {
         NatsServer::launched(server)
     }
 
+    /// Start on a port chosen earlier (a client was pointed at it before the server ran).
+    pub fn start_on(port: u16) -> NatsServer {
+        NatsServer::launched(NatsServer::prepare("", port, Vec::new()))
+    }
+
     /// A server not started yet, on `port`, with `args` after the usual ones.
     pub fn prepare(config: &str, port: u16, args: Vec<String>) -> NatsServer {
         let bin = nats_server_bin();

@@ -103,26 +103,26 @@ pub(super) fn one_of(
     }
 }
 
-pub(super) fn nats_urls(key: &str, urls: &Vec<String>, s: &Settings) -> Outcome {
+pub(super) fn nats_urls(key: &str, urls: &Vec<String>, _: &Settings) -> Outcome {
     if urls.is_empty() {
         return Err(err(key, "[]", "must list at least one server"));
     }
     for url in urls {
-        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
-            .iter()
-            .any(|s| url.starts_with(s));
+        if url.starts_with("ws://") || url.starts_with("wss://") {
+            // The client is built without NATS WebSocket support: such a URL would pass
+            // here and then fail at connect with an obscure error.
+            return Err(err(
+                key,
+                format!("{url:?}"),
+                "ws:// and wss:// are not supported by this build: use the server's NATS port (nats:// or tls://)",
+            ));
+        }
+        let scheme_ok = ["nats://", "tls://"].iter().any(|s| url.starts_with(s));
         if !scheme_ok || url.contains(char::is_whitespace) {
             return Err(err(
                 key,
                 format!("{url:?}"),
-                "each URL must start with nats://, tls://, ws:// or wss:// and hold no spaces",
-            ));
-        }
-        if s.tls.require && url.starts_with("ws://") {
-            return Err(err(
-                key,
-                format!("{url:?}"),
-                "plain ws:// cannot be used when tls.require = true",
+                "each URL must start with nats:// or tls:// and hold no spaces",
             ));
         }
     }

@@ -43,6 +43,9 @@ declare_settings! {
         creds_file: Option<PathBuf> = None, rule(file_exists);
         /// Time allowed for connecting.
         connect_timeout_ms: u64 = 5_000, rule(positive);
+        /// How long the first connection is retried while no server answers (an
+        /// orchestrator may start the router before NATS); 0 tries once.
+        initial_connect_wait_ms: u64 = 60_000;
         /// How long a flush or a PubAck is waited for.
         publish_timeout_ms: u64 = 5_000,
             flag(Flag::new("publish-timeout-ms")), rule(positive);

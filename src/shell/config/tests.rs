@@ -447,3 +447,13 @@ fn environment_overrides_the_file() {
     assert_eq!(e.value, "\"many\"");
     assert_eq!(e.rule, "must be a non-negative integer");
 }
+
+#[test]
+fn websocket_urls_are_refused_with_the_reason() {
+    for url in ["ws://127.0.0.1:8080", "wss://nats.example:443"] {
+        let e = refusal(&format!("[nats]\nurls = [{url:?}]\n"));
+        assert_eq!(e.key, "nats.urls");
+        assert!(e.rule.contains("not supported by this build"), "{e}");
+    }
+    assert!(settings("[nats]\nurls = [\"tls://a:4222\", \"nats://b:4222\"]\n").is_ok());
+}
