@@ -54,6 +54,10 @@ enum Command {
 struct DecideArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Connect as `serve --config FILE` would (its `[nats]` URLs, authentication and
+    /// `[tls]`, with the same environment overrides) instead of `--nats-url`.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[arg(long)]
     tenant: String,
     #[arg(long)]
@@ -130,8 +134,14 @@ fn main() -> ExitCode {
         }
         // Exit 0 for a decision, 1 for an error reply, 1 with a message for no reply.
         Command::Decide(a) => run(async move {
-            beamline_router::client::cli::decide_command(
-                &a.nats_url,
+            let client = match &a.config {
+                Some(file) => beamline_router::shell::nats::connect_with_config_file(file).await?,
+                None => async_nats::connect(&a.nats_url).await.map_err(|e| {
+                    anyhow::anyhow!("cannot connect to NATS at {}: {e}", a.nats_url)
+                })?,
+            };
+            beamline_router::client::cli::decide_with(
+                client,
                 &a.tenant,
                 &a.task_type,
                 a.policy.as_deref(),
@@ -188,7 +198,12 @@ fn run_on(
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // The client commands set up no log subscriber: say it on stderr then.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("{err:#}");
+            } else {
+                eprintln!("beamline-router: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -383,3 +383,53 @@ fn a_router_started_before_nats_waits_for_it() {
         router.log()
     );
 }
+
+/// The client commands connect as `serve` does: `decide --config` sends the file's
+/// token and gets a decision from a token-protected server; without it, it is refused.
+#[test]
+fn the_decide_command_connects_with_the_config_file_credentials() {
+    let server = NatsServer::start_with_config("authorization {\n  token: \"t0ken-t0ken\"\n}\n");
+    let policies = acme_policies();
+    let mut router = RouterProcess::spawn(
+        &server.url(),
+        policies.path(),
+        &[],
+        &[("BEAMLINE_NATS_TOKEN", "t0ken-t0ken")],
+    );
+    router.wait_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurls = [{:?}]\ntoken = \"t0ken-t0ken\"\n[router]\npolicies_dir = {:?}\n",
+            server.url(),
+            policies.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let decide = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_beamline-router"))
+            .args(["decide", "--tenant", "acme", "--task-type", "text.generate"])
+            .args(args)
+            .output()
+            .expect("run decide")
+    };
+    let with = decide(&["--config", config.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&with.stdout);
+    assert!(
+        with.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let without = decide(&["--nats-url", &server.url()]);
+    assert!(!without.status.success(), "no token: refused");
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    assert!(router.stop(Duration::from_secs(15)).success());
+}

@@ -105,6 +105,10 @@ pub async fn bench_command(a: BenchArgs) -> anyhow::Result<bool> {
 pub struct TrafficArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Connect as `serve --config FILE` would (its URLs, authentication and TLS)
+    /// instead of `--nats-url`.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[arg(long, default_value_t = 500)]
     requests: usize,
     #[arg(long, default_value = "acme")]
@@ -130,7 +134,10 @@ pub struct TrafficArgs {
 
 /// Send the requests and print what came back; true when every request was answered.
 pub async fn demo_traffic_command(args: TrafficArgs) -> anyhow::Result<bool> {
-    let client = async_nats::connect(&args.nats_url).await?;
+    let client = match &args.config {
+        Some(file) => crate::shell::nats::connect_with_config_file(file).await?,
+        None => async_nats::connect(&args.nats_url).await?,
+    };
     let js = async_nats::jetstream::new(client.clone());
     traffic::wait_for_stream(&js, &args.stream, Duration::from_secs(30)).await?;
     let run_id = format!("demo-{}", &client.new_inbox()[7..15]);

@@ -22,10 +22,23 @@ pub async fn decide_command(
     payload_json: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<i32> {
-    let payload = parse_payload(payload_json.unwrap_or(DEFAULT_PAYLOAD))?;
     let client = async_nats::connect(nats_url)
         .await
         .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+    decide_with(client, tenant, task_type, policy, payload_json, timeout).await
+}
+
+/// [`decide_command`] over a client already connected (`decide --config`: the URLs,
+/// authentication and TLS of a router configuration file).
+pub async fn decide_with(
+    client: async_nats::Client,
+    tenant: &str,
+    task_type: &str,
+    policy: Option<&str>,
+    payload_json: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
+    let payload = parse_payload(payload_json.unwrap_or(DEFAULT_PAYLOAD))?;
     let decider = DecideClient::connect(client).await?;
     let mut request = DecideRequestBuilder::new(tenant, task_type).payload(payload);
     if let Some(policy) = policy {

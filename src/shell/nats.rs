@@ -135,6 +135,82 @@ impl Topology {
 /// Connect with the configured URLs, credentials and TLS, and report
 /// `Connected`/`Disconnected` to the driver as core inputs. Reconnects are unlimited,
 /// with async-nats's default backoff (0, then 2^(n-1) ms, capped at 4 s).
+/// The authentication and TLS of `settings` (`[nats]`, `[tls]`) applied to `options`:
+/// what `serve` connects with, and what the client commands (`decide --config`,
+/// `demo-traffic --config`) connect with too.
+pub async fn credentials(
+    mut options: async_nats::ConnectOptions,
+    settings: &Settings,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    let n = &settings.nats;
+    if let (Some(user), Some(password)) = (&n.user, &n.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &n.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &n.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read nats.nkey_seed_file {}", path.display()))?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    if let Some(path) = &n.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("cannot read nats.creds_file {}", path.display()))?;
+    }
+    let tls = &settings.tls;
+    if tls.require {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}
+
+/// A plain client for the command-line tools, connected with `settings`' URLs,
+/// authentication and TLS (no retry of the first connection: a tool reports and exits).
+pub async fn connect_client(settings: &Settings, name: &str) -> anyhow::Result<async_nats::Client> {
+    let n = &settings.nats;
+    let options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_millis(n.connect_timeout_ms));
+    let options = credentials(options, settings).await?;
+    let addrs = n
+        .urls
+        .iter()
+        .map(|u| {
+            u.parse::<ServerAddr>()
+                .with_context(|| format!("nats.urls: bad URL {u:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shown = n.urls.join(",");
+    options
+        .connect(addrs)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {shown}"))
+}
+
+/// A client for a command-line tool, connected as `serve --config file` would be (the
+/// file's `[nats]` and `[tls]`, with the same environment overrides, validated).
+pub async fn connect_with_config_file(
+    file: &std::path::Path,
+) -> anyhow::Result<async_nats::Client> {
+    let settings = Settings::load(
+        Some(file),
+        |name| std::env::var(name).ok(),
+        &super::config::Flags::default(),
+    )
+    .and_then(|s| s.validate().map(|()| s))
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    connect_client(&settings, "beamline-router-cli").await
+}
+
 /// The first connection, retried while no server answers (refused, unreachable, timed
 /// out) for up to `wait_ms`, with a log line per attempt: an orchestrator that starts the
 /// router before NATS gets a router that waits, not one that crash-loops. A refusal that
@@ -245,33 +321,8 @@ pub async fn connect(
                 }
             }
         });
-    if let (Some(user), Some(password)) = (&n.user, &n.password) {
-        options = options.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(token) = &n.token {
-        options = options.token(token.clone());
-    }
-    if let Some(path) = &n.nkey_seed_file {
-        let seed = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read nats.nkey_seed_file {}", path.display()))?;
-        options = options.nkey(seed.trim().to_string());
-    }
-    if let Some(path) = &n.creds_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .with_context(|| format!("cannot read nats.creds_file {}", path.display()))?;
-    }
+    options = credentials(options, settings).await?;
     let tls = &settings.tls;
-    if tls.require {
-        options = options.require_tls(true);
-    }
-    if let Some(ca) = &tls.ca_file {
-        options = options.add_root_certificates(ca.clone());
-    }
-    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
     let addrs = n
         .urls
         .iter()
