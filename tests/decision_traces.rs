@@ -127,6 +127,7 @@ fn trace(policy_id: &str, n: u64) -> String {
                     Command::Respond { .. } => {}
                     // The fixtures router keeps answers in memory; a claim here is a bug.
                     Command::Kv { .. } => line.push_str(" UNEXPECTED-kv"),
+                    Command::ReloadPolicies { .. } => line.push_str(" UNEXPECTED-reload"),
                 }
             }
             // A retry waits on the core's own timer: let the clock reach it.

@@ -128,3 +128,65 @@ async fn sighup_reloads_a_good_set_and_refuses_a_broken_one_whole() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An operator's authenticated `reload_policies` does what SIGHUP does, and answers with
+/// the outcome: refused without the token, `reloaded` with the count, `reload_refused`
+/// naming the broken file (the running set stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_request_reloads_and_answers_the_outcome() {
+    const TOKEN: &str = "reload-admin-token-0123";
+    let server = NatsServer::start();
+    let policies = tempfile::tempdir().unwrap();
+    let acme = policies.path().join("acme");
+    std::fs::create_dir(&acme).unwrap();
+    std::fs::write(acme.join("default.json"), only("openai")).unwrap();
+    let router = RouterProcess::start(&server.url(), policies.path(), &["--admin-token", TOKEN]);
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let client = DecideClient::connect(nats.clone()).await.unwrap();
+    let reload = |token: Option<&'static str>| {
+        let nats = nats.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(t) = token {
+                headers.insert("Authorization", format!("Bearer {t}").as_str());
+            }
+            let reply = nats
+                .request_with_headers(
+                    "beamline.router.v1.admin.reload_policies",
+                    headers,
+                    "{}".into(),
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    assert_eq!(provider_of(&client, "adm-1", &router).await.0, "openai");
+
+    std::fs::write(acme.join("default.json"), only("anthropic")).unwrap();
+    let refused = reload(None).await;
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    assert_eq!(
+        provider_of(&client, "adm-2", &router).await.0,
+        "openai",
+        "not reloaded"
+    );
+    let done = reload(Some(TOKEN)).await;
+    assert_eq!(done["ok"], true, "{done}");
+    assert_eq!(done["reloaded"], true, "{done}");
+    assert_eq!(done["policies"], 1, "{done}");
+    assert_eq!(provider_of(&client, "adm-3", &router).await.0, "anthropic");
+
+    std::fs::write(acme.join("broken.json"), "{not json").unwrap();
+    let broken = reload(Some(TOKEN)).await;
+    assert_eq!(broken["ok"], false, "{broken}");
+    assert_eq!(broken["error"]["code"], "reload_refused", "{broken}");
+    assert!(
+        broken["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("broken.json"),
+        "the answer names the file: {broken}"
+    );
+    assert_eq!(provider_of(&client, "adm-4", &router).await.0, "anthropic");
+}

@@ -40,6 +40,12 @@ impl InboundFlow<'_> {
             self.backpressure_status(&body, env.now().millis())
         } else if let Some(op) = self.admin_op(&request.subject) {
             match self.authorize(&request, &body) {
+                Ok(()) if op == "reload_policies" => {
+                    // Reading the policy directory is the transport's I/O: the host
+                    // reads it, puts it in force or refuses it whole, and answers.
+                    env.execute(Command::ReloadPolicies { id: request.id });
+                    return;
+                }
                 Ok(()) => self.admin(op, &body, env),
                 Err(why) => {
                     self.stats.admin_refused += 1;
@@ -198,4 +204,17 @@ impl InboundFlow<'_> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The answer to an authorized `reload_policies`: what the reload did. Built here with
+/// the other admin answers; the host sends it once the transport has read the set.
+pub fn reload_answer(node_id: &str, outcome: Result<usize, &str>) -> Vec<u8> {
+    let v = match outcome {
+        Ok(policies) => {
+            json!({"ok": true, "reloaded": true, "policies": policies, "node_id": node_id})
+        }
+        Err(error) => json!({"ok": false, "error": {"code": "reload_refused", "message": error},
+            "node_id": node_id}),
+    };
+    super::reply::to_bytes(&v)
 }

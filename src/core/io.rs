@@ -295,6 +295,12 @@ pub enum Command {
         #[serde(serialize_with = "serialize_lossy")]
         payload: Vec<u8>,
     },
+    /// An operator asked (authorized) to reload the policies: the host has them read
+    /// again, puts them in force or refuses them whole (`Host::reload`), and answers
+    /// inbound `id` with the outcome.
+    ReloadPolicies {
+        id: InboundId,
+    },
 }
 
 /// The first value of header `name` (case-insensitive), if any.

@@ -18,6 +18,7 @@ mod flight;
 mod flow_decide;
 mod flow_results;
 mod inbound;
+pub use inbound::reload_answer;
 mod io;
 mod outputs;
 pub mod probes;

@@ -199,6 +199,12 @@ pub enum Event<A, R> {
     Shutdown {
         grace_ms: u64,
     },
+    /// The policy set read again (SIGHUP, or `Action::LoadPolicies`), or why it could
+    /// not be: put in force whole or refused whole, and `reply` answered with the outcome.
+    PoliciesLoaded {
+        reply: Option<R>,
+        loaded: Result<Reload, String>,
+    },
 }
 
 /// What the host asks the transport to do.
@@ -232,6 +238,12 @@ pub enum Action<A, R> {
     /// answer with `Event::Pull`.
     Pull {
         consumer: usize,
+    },
+    /// Read the policy directory (and the extension registry) again; answer with
+    /// `Event::PoliciesLoaded` carrying `reply` back (an operator's request to answer, or
+    /// none for a SIGHUP the transport heard itself).
+    LoadPolicies {
+        reply: Option<R>,
     },
     /// Shutting down: stop pulling and listening, and hand back what the pull buffered.
     StopIntake,
@@ -402,22 +414,27 @@ impl<A: Clone, R> Host<A, R> {
     /// A policy set read by the transport (SIGHUP, or an operator's request), or why it
     /// could not be read. All or nothing: a set is put in force whole, with its extension
     /// registry when one is given; a refused one leaves the running set in force.
-    /// Returns whether it was put in force.
-    pub fn reload(&mut self, loaded: Result<Reload, String>, env: &mut impl HostEnv) -> bool {
+    /// Returns the count of policies put in force, or why the set was refused.
+    pub fn reload(
+        &mut self,
+        loaded: Result<Reload, String>,
+        env: &mut impl HostEnv,
+    ) -> Result<usize, String> {
         match loaded {
             Ok(reload) => {
+                let count = reload.policies.len();
                 self.router.replace_policies(reload.policies);
                 if let Some(registry) = reload.extensions {
                     self.router.replace_extensions(registry);
                 }
                 self.counters.policy_reloads += 1;
                 env.probe("host.policies_reloaded");
-                true
+                Ok(count)
             }
-            Err(_) => {
+            Err(error) => {
                 self.counters.policy_reloads_refused += 1;
                 env.probe("host.policy_reload_refused");
-                false
+                Err(error)
             }
         }
     }
@@ -564,6 +581,19 @@ impl<A: Clone, R> Host<A, R> {
                     env.probe(name);
                 }
                 self.pulls.on_event(consumer, event, now);
+            }
+            Event::PoliciesLoaded { reply, loaded } => {
+                let outcome = self.reload(loaded, env);
+                if let Some(reply) = reply {
+                    let node_id = self.router.config().node_id.clone();
+                    let payload = crate::core::reload_answer(
+                        &node_id,
+                        outcome.as_ref().copied().map_err(String::as_str),
+                    );
+                    if self.outbox_admits() {
+                        self.actions.push_back(Action::Respond { reply, payload });
+                    }
+                }
             }
             Event::Shutdown { grace_ms } => {
                 if self.drain_until.is_none() {
@@ -776,6 +806,12 @@ impl<A: Clone, R> Host<A, R> {
                         self.actions.push_back(Action::Respond { reply, payload });
                     }
                 }
+                None => self.counters.unknown_handles += 1,
+            },
+            Command::ReloadPolicies { id } => match self.inbound.take(id) {
+                Some(reply) => self
+                    .actions
+                    .push_back(Action::LoadPolicies { reply: Some(reply) }),
                 None => self.counters.unknown_handles += 1,
             },
             Command::Publish(ref p) => {

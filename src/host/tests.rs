@@ -638,10 +638,12 @@ fn the_last_delivery_is_started_not_handed_back_while_draining() {
 fn a_reload_is_put_in_force_whole_or_refused_whole() {
     let mut host = host();
     let mut env = TestEnv(1);
-    assert!(!host.reload(
-        Err("acme/broken.json: weight must be >= 0".into()),
-        &mut env
-    ));
+    assert!(host
+        .reload(
+            Err("acme/broken.json: weight must be >= 0".into()),
+            &mut env
+        )
+        .is_err());
     assert!(
         host.router().policies().get("acme", "default").is_some(),
         "a refused set leaves the running one in force"
@@ -659,7 +661,7 @@ fn a_reload_is_put_in_force_whole_or_refused_whole() {
         policies: store,
         extensions: None,
     };
-    assert!(host.reload(Ok(reload), &mut env));
+    assert_eq!(host.reload(Ok(reload), &mut env), Ok(1));
     assert!(host.router().policies().get("acme", "default").is_none());
     assert!(host.router().policies().get("initech", "default").is_some());
     assert_eq!(

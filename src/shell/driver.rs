@@ -352,7 +352,7 @@ impl Driver {
                     self.handle(HostEvent::Pull { consumer, event: PullEvent::LeaderElected });
                 }
                 Some(item) = self.messages.next(), if !self.messages.is_empty() => self.on_pull_items(item),
-                () = next_signal(&mut self.hangups) => self.on_hangup(),
+                () = next_signal(&mut self.hangups) => self.load_policies(None, "SIGHUP"),
                 _ = metrics_tick.tick() => self.publish_metrics(),
                 _ = stats_tick.tick() => self.log_stats(),
             }
@@ -444,6 +444,7 @@ impl Driver {
                 };
                 self.handle(HostEvent::Pull { consumer, event });
             }
+            HostAction::LoadPolicies { reply } => self.load_policies(reply, "admin request"),
             HostAction::StopIntake => {
                 let handed_back = self.hand_back_buffered();
                 if handed_back > 0 {
@@ -476,26 +477,25 @@ impl Driver {
         }
     }
 
-    /// SIGHUP: read the policy set again; the host puts it in force or refuses it whole.
-    fn on_hangup(&mut self) {
+    /// SIGHUP, or an operator's `reload_policies` (`reply` to answer): read the policy
+    /// set again and hand it to the host, which puts it in force or refuses it whole.
+    fn load_policies(&mut self, reply: Option<Subject>, cause: &'static str) {
         let loaded = self.policy_source.load();
-        let outcome = loaded
+        let shown = loaded
             .as_ref()
             .map(|r| (r.policies.len(), r.extensions.as_ref().map(|e| e.len())))
             .map_err(String::clone);
-        let applied = self.host.reload(loaded, &mut self.env);
-        match outcome {
-            Ok((policies, extensions)) if applied => tracing::info!(
-                policies,
-                extensions,
-                dir = %self.policy_source.dir().display(),
-                "policies reloaded (SIGHUP)"
-            ),
-            Ok(_) => {}
+        self.handle(HostEvent::PoliciesLoaded { reply, loaded });
+        let dir = self.policy_source.dir().display();
+        match shown {
+            Ok((policies, extensions)) => {
+                tracing::info!(policies, extensions, %dir, cause, "policies reloaded");
+            }
             Err(error) => tracing::warn!(
                 %error,
-                dir = %self.policy_source.dir().display(),
-                "policy reload refused (SIGHUP): the running policies stay in force"
+                %dir,
+                cause,
+                "policy reload refused: the running policies stay in force"
             ),
         }
         self.publish_metrics();

@@ -377,6 +377,15 @@ impl World {
                         });
                     }
                 }
+                // The process's policy directory is the world's: read again, it is the
+                // same set, put in force through the host's one reload path.
+                SimAction::LoadPolicies { reply } => reports.push(SimEvent::PoliciesLoaded {
+                    reply,
+                    loaded: Ok(beamline_router::host::Reload {
+                        policies: world_policies(self.profile.shared_answers),
+                        extensions: None,
+                    }),
+                }),
                 SimAction::StopIntake => {
                     if let Some(process) = self.routers[r].host.as_mut() {
                         process.intake_stopped = true;
