@@ -226,3 +226,59 @@ async fn readiness_follows_the_nats_connection() {
         router.log()
     );
 }
+
+/// The real `/metrics` page, after decisions, a refusal and a result, passes Prometheus'
+/// own lint (`promtool check metrics`: names, types, HELP, units, label syntax).
+/// `scripts/test.sh` installs promtool (`scripts/install-promtool.sh`); never skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_page_passes_promtool_check_metrics() {
+    let promtool = std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_string());
+    let server = NatsServer::start();
+    let policies = acme_policies();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let router = RouterProcess::start(
+        &server.url(),
+        policies.path(),
+        &["--metrics-listen", &listen],
+    );
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let decide = beamline_router::client::DecideClient::connect(client.clone())
+        .await
+        .unwrap();
+    support::decided(&decide, "lint-1", &router).await;
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish(
+        beamline_router::contracts::subjects::DECIDE,
+        "not json".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // one metrics tick
+    let (status, text) = tokio::task::block_in_place(|| http_get(port, "/metrics"));
+    assert_eq!(status, 200);
+    assert!(text.contains("router_decisions_total"), "{text}");
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {promtool} (scripts/install-promtool.sh): {e}"));
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}
