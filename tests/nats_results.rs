@@ -260,6 +260,10 @@ async fn the_metrics_page_passes_promtool_check_metrics() {
     let (status, text) = tokio::task::block_in_place(|| http_get(port, "/metrics"));
     assert_eq!(status, 200);
     assert!(text.contains("router_decisions_total"), "{text}");
+    assert!(
+        metric(&text, "router_decide_duration_seconds_count").unwrap_or(0) >= 1,
+        "the decision was timed: {text}"
+    );
     let mut child = std::process::Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

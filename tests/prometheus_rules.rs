@@ -14,8 +14,8 @@ fn promtool(args: &[&str]) -> (bool, String) {
         .current_dir(&dir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {bin} (scripts/install-promtool.sh): {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 

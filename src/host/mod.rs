@@ -18,6 +18,7 @@
 //! the simulator runs exactly the code production runs.
 
 pub mod advisories;
+pub mod durations;
 pub mod io;
 pub mod pulls;
 pub mod tables;
@@ -275,6 +276,8 @@ pub struct HostCounters {
     /// Deliveries that arrived after intake stopped (shutting down), nak'ed at once.
     pub handed_back: u64,
     pub advisories_held: u64,
+    /// Decide messages from hand-over to the core to their ack, in milliseconds.
+    pub decide_durations: durations::DurationHistogram,
     /// Policy sets (with their extension registry) put in force by `reload`.
     pub policy_reloads: u64,
     /// Reloads refused whole: the running set stayed in force.
@@ -285,6 +288,14 @@ pub struct HostCounters {
     pub pull_restarts: Vec<u64>,
     /// Pull restarts after the consumer's leader changed, per consumer (by index).
     pub pull_leader_moves: Vec<u64>,
+}
+
+/// A delivery handed to the core: what settles it, and what the decide duration needs.
+#[derive(Clone, Debug)]
+struct Held<A> {
+    ack: A,
+    since: Time,
+    decide: bool,
 }
 
 /// A policy set to put in force (`Host::reload`).
@@ -316,7 +327,7 @@ impl<T: Entropy + Buggify + Probe> HostEnv for T {}
 pub struct Host<A, R> {
     router: Router,
     config: HostConfig,
-    deliveries: HandleTable<A>,
+    deliveries: HandleTable<Held<A>>,
     inbound: HandleTable<R>,
     io: IoTable,
     advisories: Advisories<A>,
@@ -641,7 +652,12 @@ impl<A: Clone, R> Host<A, R> {
         // does when `ack_wait` runs out while the first delivery is still being handled
         // (or a pull's batch overlaps a redelivery).
         let twin_ack = env.buggify("host.delivery_twice").then(|| a.ack.clone());
-        let id = self.deliveries.hold(a.ack);
+        let decide = role == Role::Decide;
+        let id = self.deliveries.hold(Held {
+            ack: a.ack,
+            since: now,
+            decide,
+        });
         let delivery = Delivery {
             id,
             source,
@@ -655,7 +671,11 @@ impl<A: Clone, R> Host<A, R> {
         let twin = twin_ack.map(|ack| (ack, delivery.clone()));
         self.feed(now, Input::Delivery(delivery), Some(consumer), env);
         if let Some((ack, mut delivery)) = twin {
-            delivery.id = self.deliveries.hold(ack);
+            delivery.id = self.deliveries.hold(Held {
+                ack,
+                since: now,
+                decide,
+            });
             self.feed(now, Input::Delivery(delivery), Some(consumer), env);
         }
     }
@@ -762,7 +782,7 @@ impl<A: Clone, R> Host<A, R> {
             for c in &commands {
                 if let Some(d) = settled_delivery(c) {
                     if let Some(h) = self.deliveries.get(d) {
-                        handles.push((d, h.clone()));
+                        handles.push((d, h.ack.clone()));
                     }
                 }
             }
@@ -799,7 +819,7 @@ impl<A: Clone, R> Host<A, R> {
 
     fn route(&mut self, now: Time, command: Command) {
         match command {
-            Command::Settle { delivery, how } => self.settle(delivery, how),
+            Command::Settle { delivery, how } => self.settle(now, delivery, how),
             Command::Respond { id, payload } => match self.inbound.take(id) {
                 Some(reply) => {
                     if self.outbox_admits() {
@@ -863,11 +883,18 @@ impl<A: Clone, R> Host<A, R> {
         }
     }
 
-    fn settle(&mut self, delivery: DeliveryId, how: Settle) {
+    fn settle(&mut self, now: Time, delivery: DeliveryId, how: Settle) {
         let handle = if how.is_final() {
-            self.deliveries.take(delivery)
+            let held = self.deliveries.take(delivery);
+            if let Some(h) = held.as_ref().filter(|h| h.decide && how == Settle::Ack) {
+                // Acked: its reply (and assignment) confirmed. The decide SLI.
+                self.counters
+                    .decide_durations
+                    .observe(now.millis().saturating_sub(h.since.millis()));
+            }
+            held.map(|h| h.ack)
         } else {
-            self.deliveries.get(delivery).cloned()
+            self.deliveries.get(delivery).map(|h| h.ack.clone())
         };
         match handle {
             Some(ack) => self.settle_handle(ack, how),

@@ -672,3 +672,24 @@ fn a_reload_is_put_in_force_whole_or_refused_whole() {
     let c = host.counters();
     assert_eq!((c.policy_reloads, c.policy_reloads_refused), (1, 1));
 }
+
+#[test]
+fn a_decide_message_is_timed_from_hand_over_to_ack() {
+    let mut host = host();
+    let mut env = TestEnv(1);
+    host.handle(Time(100), arrival(0, "ack-1", 1, 1, request("r-1")), &mut env);
+    let reply = publishes(&drain(&mut host))[0].id;
+    assert_eq!(host.counters().decide_durations.count(), 0, "not acked yet");
+    host.handle(
+        Time(107),
+        Event::PublishDone {
+            id: reply,
+            outcome: PublishOutcome::Confirmed,
+        },
+        &mut env,
+    );
+    drain(&mut host);
+    let d = host.counters().decide_durations;
+    assert_eq!((d.count(), d.sum_ms), (1, 7));
+    assert_eq!(d.counts[3], 1, "7 ms is in the <= 10 ms bucket");
+}

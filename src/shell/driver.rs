@@ -521,6 +521,7 @@ impl Driver {
                 inbound_evicted: h.inbound_evicted,
                 outbox_dropped: h.outbox_dropped + self.outbox_refused,
                 timers: h.timers,
+                decide_durations: h.decide_durations.clone(),
                 policy_reloads: h.policy_reloads,
                 policy_reloads_refused: h.policy_reloads_refused,
                 consumers,

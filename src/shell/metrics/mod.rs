@@ -62,25 +62,50 @@ impl AgeHistogram {
 
     /// `<name>_bucket{consumer,le}` (cumulative), `_sum` (seconds) and `_count`.
     fn render(&self, out: &mut String, name: &str, consumer: &str) {
-        let mut cumulative = 0;
-        for (i, n) in self.counts.iter().enumerate() {
-            cumulative += n;
-            let le = match AGE_BUCKETS_US.get(i) {
-                Some(us) => format!("{}", *us as f64 / 1e6),
-                None => "+Inf".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{consumer=\"{consumer}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
+        let les: Vec<f64> = AGE_BUCKETS_US.iter().map(|us| *us as f64 / 1e6).collect();
+        let label = format!("consumer=\"{consumer}\"");
+        render_histogram(
             out,
-            "{name}_sum{{consumer=\"{consumer}\"}} {}",
-            self.sum_us as f64 / 1e6
+            name,
+            &label,
+            &les,
+            &self.counts,
+            self.sum_us as f64 / 1e6,
         );
-        let _ = writeln!(out, "{name}_count{{consumer=\"{consumer}\"}} {cumulative}");
     }
+}
+
+/// A fixed-bucket histogram in Prometheus' shape: `<name>_bucket{<label>,le}`
+/// (cumulative; `counts` has one more entry than `les`, the `+Inf` bucket), `_sum` and
+/// `_count`. `label` is `k="v"` pairs, or empty.
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    les: &[f64],
+    counts: &[u64],
+    sum: f64,
+) {
+    let sep = if label.is_empty() { "" } else { "," };
+    let braces = |s: String| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("{{{s}}}")
+        }
+    };
+    let mut cumulative = 0;
+    for (i, n) in counts.iter().enumerate() {
+        cumulative += n;
+        let le = les.get(i).map_or("+Inf".to_string(), |v| format!("{v}"));
+        let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{} {sum}", braces(label.to_string()));
+    let _ = writeln!(
+        out,
+        "{name}_count{} {cumulative}",
+        braces(label.to_string())
+    );
 }
 
 /// What the driver counts for one JetStream consumer.
@@ -116,6 +141,8 @@ pub struct ShellCounters {
     pub inbound_evicted: u64,
     pub outbox_dropped: u64,
     pub timers: u64,
+    /// Decide messages from hand-over to the core to their ack (the host's histogram).
+    pub decide_durations: crate::host::durations::DurationHistogram,
     /// Policy reloads put in force, and refused whole (the running set stayed).
     pub policy_reloads: u64,
     pub policy_reloads_refused: u64,
@@ -399,6 +426,25 @@ impl Metrics {
             c.ages
                 .render(&mut out, "router_delivery_age_seconds", c.role);
         }
+        header(
+            &mut out,
+            "router_decide_duration_seconds",
+            "histogram",
+            "Decide messages from the hand-over to the core to their ack, sent once the reply (and any assignment) was confirmed: the decide latency SLI.",
+        );
+        let les: Vec<f64> = crate::host::durations::DURATION_BUCKETS_MS
+            .iter()
+            .map(|ms| *ms as f64 / 1e3)
+            .collect();
+        let d = &sh.decide_durations;
+        render_histogram(
+            &mut out,
+            "router_decide_duration_seconds",
+            "",
+            &les,
+            &d.counts,
+            d.sum_ms as f64 / 1e3,
+        );
         render_breakers(&mut out, &snap.breakers);
         header(
             &mut out,
@@ -593,6 +639,7 @@ mod tests {
         ("router_pull_restarts_total", "counter"),
         ("router_pull_leader_moves_total", "counter"),
         ("router_delivery_age_seconds", "histogram"),
+        ("router_decide_duration_seconds", "histogram"),
         ("router_circuit_breaker_state", "gauge"),
         ("router_circuit_breakers", "gauge"),
         ("router_extension_breaker_state", "gauge"),
