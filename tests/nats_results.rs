@@ -229,7 +229,7 @@ async fn readiness_follows_the_nats_connection() {
 
 /// The real `/metrics` page, after decisions, a refusal and a result, passes Prometheus'
 /// own lint (`promtool check metrics`: names, types, HELP, units, label syntax).
-/// `scripts/test.sh` installs promtool (`scripts/install-promtool.sh`); never skips.
+/// `scripts/test.sh` installs promtool (`scripts/install-prometheus.sh`); never skips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_page_passes_promtool_check_metrics() {
     let promtool = std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_string());
@@ -270,7 +270,7 @@ async fn the_metrics_page_passes_promtool_check_metrics() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {promtool} (scripts/install-promtool.sh): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {promtool} (scripts/install-prometheus.sh): {e}"));
     use std::io::Write as _;
     child
         .stdin

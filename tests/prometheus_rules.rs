@@ -1,7 +1,7 @@
 //! The Prometheus rules in `deploy/prometheus/` are valid (`promtool check rules`) and
 //! their unit tests pass (`promtool test rules`: every alert fires when it should and
 //! stays silent when it should). `scripts/test.sh` installs promtool
-//! (`scripts/install-promtool.sh`); never skips.
+//! (`scripts/install-prometheus.sh`); never skips.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +13,7 @@ fn promtool(args: &[&str]) -> (bool, String) {
         .args(args)
         .current_dir(&dir)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {bin} (scripts/install-promtool.sh): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {bin} (scripts/install-prometheus.sh): {e}"));
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

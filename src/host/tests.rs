@@ -677,7 +677,11 @@ fn a_reload_is_put_in_force_whole_or_refused_whole() {
 fn a_decide_message_is_timed_from_hand_over_to_ack() {
     let mut host = host();
     let mut env = TestEnv(1);
-    host.handle(Time(100), arrival(0, "ack-1", 1, 1, request("r-1")), &mut env);
+    host.handle(
+        Time(100),
+        arrival(0, "ack-1", 1, 1, request("r-1")),
+        &mut env,
+    );
     let reply = publishes(&drain(&mut host))[0].id;
     assert_eq!(host.counters().decide_durations.count(), 0, "not acked yet");
     host.handle(

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod alerting;
 pub mod cluster;
 pub mod history;
 
@@ -79,7 +80,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn wait_for_port(port: u16, up: bool, timeout: Duration) -> bool {
+pub fn wait_for_port(port: u16, up: bool, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let open = TcpStream::connect(("127.0.0.1", port)).is_ok();
