@@ -48,6 +48,28 @@ enum Command {
     Decide(DecideArgs),
     /// Measure the router end to end against raw JetStream on this machine (docs/PERFORMANCE.md).
     Bench(BenchArgs),
+    /// Check a running deployment from outside: a decide round trip, the status subject,
+    /// /readyz (with --metrics); exit 0 when all pass, 1 otherwise.
+    Smoke(SmokeArgs),
+}
+
+#[derive(Args)]
+struct SmokeArgs {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Connect as `serve --config FILE` would, instead of `--nats-url`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A tenant whose policy is deployed.
+    #[arg(long, default_value = "acme")]
+    tenant: String,
+    #[arg(long)]
+    policy: Option<String>,
+    /// `host:port` of the router's metrics listener, to check /readyz.
+    #[arg(long)]
+    metrics: Option<String>,
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -150,6 +172,21 @@ fn main() -> ExitCode {
             )
             .await
             .map(|code| code == 0)
+        }),
+        Command::Smoke(a) => run(async move {
+            let client = match &a.config {
+                Some(file) => beamline_router::shell::nats::connect_with_config_file(file).await?,
+                None => async_nats::connect(&a.nats_url).await.map_err(|e| {
+                    anyhow::anyhow!("cannot connect to NATS at {}: {e}", a.nats_url)
+                })?,
+            };
+            let smoke = beamline_router::client::smoke::Smoke {
+                tenant: a.tenant,
+                policy: a.policy,
+                metrics: a.metrics,
+                timeout: std::time::Duration::from_millis(a.timeout_ms),
+            };
+            Ok(beamline_router::client::smoke::run(client, &smoke).await)
         }),
         Command::Bench(a) => {
             init_logging("pretty", "warn");

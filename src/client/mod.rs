@@ -29,6 +29,7 @@
 //! caller still gets exactly one reply per call, the first that arrives.
 
 pub mod cli;
+pub mod smoke;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
