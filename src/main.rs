@@ -156,12 +156,9 @@ fn main() -> ExitCode {
         }
         // Exit 0 for a decision, 1 for an error reply, 1 with a message for no reply.
         Command::Decide(a) => run(async move {
-            let client = match &a.config {
-                Some(file) => beamline_router::shell::nats::connect_with_config_file(file).await?,
-                None => async_nats::connect(&a.nats_url).await.map_err(|e| {
-                    anyhow::anyhow!("cannot connect to NATS at {}: {e}", a.nats_url)
-                })?,
-            };
+            let client =
+                beamline_router::shell::nats::connect_tool(a.config.as_deref(), &a.nats_url)
+                    .await?;
             beamline_router::client::cli::decide_with(
                 client,
                 &a.tenant,
@@ -174,12 +171,9 @@ fn main() -> ExitCode {
             .map(|code| code == 0)
         }),
         Command::Smoke(a) => run(async move {
-            let client = match &a.config {
-                Some(file) => beamline_router::shell::nats::connect_with_config_file(file).await?,
-                None => async_nats::connect(&a.nats_url).await.map_err(|e| {
-                    anyhow::anyhow!("cannot connect to NATS at {}: {e}", a.nats_url)
-                })?,
-            };
+            let client =
+                beamline_router::shell::nats::connect_tool(a.config.as_deref(), &a.nats_url)
+                    .await?;
             let smoke = beamline_router::client::smoke::Smoke {
                 tenant: a.tenant,
                 policy: a.policy,

@@ -134,10 +134,7 @@ pub struct TrafficArgs {
 
 /// Send the requests and print what came back; true when every request was answered.
 pub async fn demo_traffic_command(args: TrafficArgs) -> anyhow::Result<bool> {
-    let client = match &args.config {
-        Some(file) => crate::shell::nats::connect_with_config_file(file).await?,
-        None => async_nats::connect(&args.nats_url).await?,
-    };
+    let client = crate::shell::nats::connect_tool(args.config.as_deref(), &args.nats_url).await?;
     let js = async_nats::jetstream::new(client.clone());
     traffic::wait_for_stream(&js, &args.stream, Duration::from_secs(30)).await?;
     let run_id = format!("demo-{}", &client.new_inbox()[7..15]);

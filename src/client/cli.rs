@@ -22,9 +22,7 @@ pub async fn decide_command(
     payload_json: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<i32> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+    let client = crate::shell::nats::connect_tool(None, nats_url).await?;
     decide_with(client, tenant, task_type, policy, payload_json, timeout).await
 }
 

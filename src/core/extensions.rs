@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::intake::encoded_len;
+
 /// Limits of the wire contract (upstream's `extension_min/max_timeout_ms`, `max_retries`).
 pub const MIN_TIMEOUT_MS: u64 = 10;
 pub const MAX_TIMEOUT_MS: u64 = 5_000;
@@ -22,25 +24,6 @@ pub const REPLY_MAX_BYTES: usize = 1_048_576;
 /// The largest request context (metadata) extensions may build up, serialized: beyond
 /// it the item fails with `extension_metadata_too_large`.
 pub const METADATA_MAX_BYTES: usize = 65_536;
-
-/// The serialized length of a JSON map, counted without allocating it.
-fn json_len(map: &Map<String, Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, map) {
-        Ok(()) => count.0,
-        Err(_) => usize::MAX,
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -541,7 +524,7 @@ impl Pipeline {
         let Some(Value::Object(meta)) = reply.get("metadata") else {
             return None;
         };
-        let size = json_len(&self.context).saturating_add(json_len(meta));
+        let size = encoded_len(&self.context).saturating_add(encoded_len(meta));
         if size > METADATA_MAX_BYTES {
             let detail = format!(
                 "metadata of up to {size} bytes once merged, over the {METADATA_MAX_BYTES}-byte bound"

@@ -423,8 +423,9 @@ fn subject_version(subject: &str) -> Option<String> {
     })
 }
 
-/// The length of `map` as compact JSON, counted without building it.
-fn encoded_len(map: &Map<String, Value>) -> usize {
+/// The length of `map` as compact JSON, counted without building it (also the extension
+/// pipeline's context bound, `core::extensions`).
+pub(crate) fn encoded_len(map: &Map<String, Value>) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -173,6 +173,30 @@ pub async fn credentials(
     Ok(options)
 }
 
+/// `nats.urls` as the client's server addresses.
+fn server_addrs(urls: &[String]) -> anyhow::Result<Vec<ServerAddr>> {
+    urls.iter()
+        .map(|u| {
+            u.parse::<ServerAddr>()
+                .with_context(|| format!("nats.urls: bad URL {u:?}"))
+        })
+        .collect()
+}
+
+/// The connection of a command-line tool: as `serve --config file` would connect when a
+/// file is given, else a plain connection to `url`.
+pub async fn connect_tool(
+    config: Option<&std::path::Path>,
+    url: &str,
+) -> anyhow::Result<async_nats::Client> {
+    match config {
+        Some(file) => connect_with_config_file(file).await,
+        None => async_nats::connect(url)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {url}")),
+    }
+}
+
 /// A plain client for the command-line tools, connected with `settings`' URLs,
 /// authentication and TLS (no retry of the first connection: a tool reports and exits).
 pub async fn connect_client(settings: &Settings, name: &str) -> anyhow::Result<async_nats::Client> {
@@ -181,14 +205,7 @@ pub async fn connect_client(settings: &Settings, name: &str) -> anyhow::Result<a
         .name(name)
         .connection_timeout(Duration::from_millis(n.connect_timeout_ms));
     let options = credentials(options, settings).await?;
-    let addrs = n
-        .urls
-        .iter()
-        .map(|u| {
-            u.parse::<ServerAddr>()
-                .with_context(|| format!("nats.urls: bad URL {u:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addrs = server_addrs(&n.urls)?;
     let shown = n.urls.join(",");
     options
         .connect(addrs)
@@ -323,14 +340,7 @@ pub async fn connect(
         });
     options = credentials(options, settings).await?;
     let tls = &settings.tls;
-    let addrs = n
-        .urls
-        .iter()
-        .map(|u| {
-            u.parse::<ServerAddr>()
-                .with_context(|| format!("nats.urls: bad URL {u:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addrs = server_addrs(&n.urls)?;
     let shown = n.urls.join(",");
     let hint = if tls.require {
         " (tls.require = true: the server must offer TLS with a certificate that chains to tls.ca_file or the system roots)"
